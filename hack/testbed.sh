@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Installs or builds, pinned, everything the test bed runs: Kubernetes control-plane binaries and
+# etcd from Go modules, helm, the S3 server, and ffmpeg/nginx-rtmp/prometheus from Debian.
+# Builds are cached outside the repo, keyed by version, so a warm run does nothing.
+#
+#   hack/testbed.sh            install/build everything, print the bin directory
+#   hack/testbed.sh --print    print the bin directory only (nothing is built)
+#
+# The bin directory (exported by the Makefile as ROOMREC_TESTBED_BIN) holds:
+#   kube-apiserver kube-controller-manager kubectl etcd helm versitygw
+set -euo pipefail
+
+KUBERNETES_VERSION=v1.37.2   # newest release k8s-openapi 0.29 supports (feature v1_37)
+ETCD_VERSION=v3.7.3          # the etcd minor k8s v1.37 requires (go.mod: go.etcd.io/etcd/* v3.7)
+HELM_VERSION=v3.22.0
+VERSITYGW_VERSION=v1.8.0
+DEBIAN_PACKAGES=(ffmpeg nginx-light libnginx-mod-rtmp prometheus openssl util-linux)
+
+CACHE=${ROOMREC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/roomrec}
+KEY="k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_versitygw-${VERSITYGW_VERSION}"
+BIN="$CACHE/testbed/$KEY/bin"
+
+if [[ "${1:-}" == "--print" ]]; then echo "$BIN"; exit 0; fi
+
+log() { echo "testbed: $*" >&2; }
+export GOFLAGS="${GOFLAGS:-} -trimpath"
+export CGO_ENABLED=0
+
+# Debian packages: only when one of the commands is missing.
+need_apt=0
+for cmd in ffmpeg ffprobe nginx prometheus openssl unshare; do
+  command -v "$cmd" >/dev/null 2>&1 || need_apt=1
+done
+[[ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ]] || need_apt=1
+if (( need_apt )); then
+  log "installing Debian packages: ${DEBIAN_PACKAGES[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${DEBIAN_PACKAGES[@]}" >/dev/null
+  # Debian starts these as services on install; the test bed runs its own instances.
+  for svc in nginx prometheus prometheus-node-exporter; do
+    if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
+    pkill -x "$svc" >/dev/null 2>&1 || true
+  done
+fi
+
+mkdir -p "$BIN"
+
+# A wrapper module that depends on a module with staging replaces must repeat them with
+# published versions: replaces in a dependency's go.mod are ignored (docs/testing.md).
+build_wrapped() { # name module version packages...
+  local name=$1 module=$2 version=$3; shift 3
+  local dir="$CACHE/testbed/src/$name-$version"
+  mkdir -p "$dir"
+  local gomod
+  gomod=$(cd "$dir" && GOFLAGS= go mod download -json "$module@$version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  {
+    echo "module roomrec.dev/testbed/$name"
+    echo
+    echo "go $(sed -n 's/^go \([0-9.]*\).*/\1/p' "$gomod")"
+    echo
+    echo "require $module $version"
+    # Each "X => ./staging/..." (or other local path) becomes "X => X <published version>".
+    awk -v ver="$version" '
+      /^replace \(/ { inblock=1; next }
+      inblock && /^\)/ { inblock=0; next }
+      { line=$0; sub(/^replace /, "", line) }
+      (inblock || $0 ~ /^replace /) && line ~ /=> \.\.?\// {
+        split(line, parts, " "); mod=parts[1]
+        print mod
+      }' "$gomod" | while read -r mod; do
+        echo "replace $mod => $mod $(published_version "$mod" "$version")"
+      done
+  } > "$dir/go.mod"
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for p in "$@"; do printf '\t_ "%s"\n' "$p"; done
+    printf ')\n'
+  } > "$dir/tools.go"
+  (cd "$dir" && GOFLAGS= go mod tidy)
+}
+
+go_build() { # wrapper-name version output package
+  (cd "$CACHE/testbed/src/$1-$2" && go build -o "$3" "$4")
+}
+
+# k8s.io/api etc. are published as v0.N.P for k8s v1.N.P; etcd's sibling modules share its version.
+published_version() { # module wrapper-version
+  case "$1" in
+    k8s.io/*) echo "v0.${2#v1.}" ;;
+    *) echo "$2" ;;
+  esac
+}
+
+if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" || ! -x "$BIN/kubectl" ]]; then
+  log "building Kubernetes $KUBERNETES_VERSION (kube-apiserver, kube-controller-manager, kubectl)"
+  start=$SECONDS
+  build_wrapped kubernetes k8s.io/kubernetes "$KUBERNETES_VERSION" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
+  for cmd in kube-apiserver kube-controller-manager kubectl; do
+    go_build kubernetes "$KUBERNETES_VERSION" "$BIN/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+  done
+  log "Kubernetes built in $((SECONDS - start)) s"
+fi
+
+if [[ ! -x "$BIN/etcd" ]]; then
+  log "building etcd $ETCD_VERSION"
+  start=$SECONDS
+  build_wrapped etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3
+  go_build etcd "$ETCD_VERSION" "$BIN/etcd" go.etcd.io/etcd/server/v3
+  log "etcd built in $((SECONDS - start)) s"
+fi
+
+if [[ ! -x "$BIN/helm" ]]; then
+  log "building helm $HELM_VERSION"
+  GOBIN="$BIN" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+fi
+
+if [[ ! -x "$BIN/versitygw" ]]; then
+  log "building versitygw $VERSITYGW_VERSION"
+  GOBIN="$BIN" go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+fi
+
+echo "$BIN"

@@ -1,0 +1,56 @@
+//! Where the test bed's binaries are: the pinned builds of `hack/testbed.sh` (its bin directory,
+//! `$ROOMREC_TESTBED_BIN` when set) and Debian's packages on PATH.
+
+use crate::error::{Result, TestbedError};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The repository root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn pinned_bin_dir() -> &'static Option<PathBuf> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("ROOMREC_TESTBED_BIN") {
+            return Some(PathBuf::from(dir));
+        }
+        let script = repo_root().join("hack/testbed.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .arg("--print")
+            .output()
+            .ok()?;
+        Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    })
+}
+
+/// A binary built by `hack/testbed.sh` (kube-apiserver, etcd, kubectl, helm, versitygw, …).
+pub fn pinned(name: &str) -> Result<PathBuf> {
+    let dir = pinned_bin_dir().as_ref();
+    match dir.map(|d| d.join(name)) {
+        Some(path) if path.is_file() => Ok(path),
+        _ => Err(TestbedError::MissingBinary {
+            binary: name.to_string(),
+            hint: "run `make testbed` (hack/testbed.sh) to build the pinned test-bed binaries"
+                .into(),
+        }),
+    }
+}
+
+/// A command from the system (Debian's ffmpeg, nginx, prometheus, openssl).
+pub fn system(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| TestbedError::MissingBinary {
+            binary: name.to_string(),
+            hint: "run `make testbed` (hack/testbed.sh installs the Debian packages)".into(),
+        })
+}

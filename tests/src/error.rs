@@ -1,0 +1,69 @@
+//! The test bed's one error type: a variant per component that can fail to start or answer.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestbedError {
+    #[error("{binary} not found: {hint}")]
+    MissingBinary { binary: String, hint: String },
+
+    #[error("could not start {what}: {source}")]
+    Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{what} did not become ready within {seconds} s; the end of its log ({log}):\n{tail}")]
+    NotReady {
+        what: String,
+        seconds: u64,
+        log: PathBuf,
+        tail: String,
+    },
+
+    #[error("{what} exited early with {status}; the end of its log ({log}):\n{tail}")]
+    ExitedEarly {
+        what: String,
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
+
+    #[error("{what} failed: {message}")]
+    Command { what: String, message: String },
+
+    #[error("file {path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+
+    #[error("HTTP: {0}")]
+    Http(#[from] reqwest::Error),
+
+    #[error("attached test bed: {0}")]
+    Attach(String),
+}
+
+pub type Result<T, E = TestbedError> = std::result::Result<T, E>;
+
+/// Wraps an io::Error with the path it concerns.
+pub(crate) fn file_error(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TestbedError {
+    let path = path.into();
+    move |source| TestbedError::File { path, source }
+}
+
+/// The last lines of a log file, for error messages (the file may be gone with its directory).
+pub(crate) fn log_tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}

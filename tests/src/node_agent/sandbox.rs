@@ -1,0 +1,169 @@
+//! Starts a container's process the way a runtime would, using what Linux gives a root process:
+//! a private mount namespace where each volume is bind-mounted at its `mountPath` (read-only
+//! when asked), an optionally read-only root filesystem, the user and groups of the security
+//! context, `no_new_privs`, and a session of its own so the whole process tree can be killed
+//! when the main process ends (as a PID namespace would). What it does not do: images,
+//! network, cgroups, seccomp, capabilities beyond dropping root. docs/testing.md lists it.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+#[derive(Clone, Debug)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub read_only: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Sandbox {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<PathBuf>,
+    pub mounts: Vec<BindMount>,
+    pub read_only_root: bool,
+    pub user: Option<u32>,
+    pub group: Option<u32>,
+    pub supplemental_groups: Vec<u32>,
+    pub no_new_privileges: bool,
+    pub log: PathBuf,
+}
+
+impl Sandbox {
+    pub fn spawn(&self) -> std::io::Result<tokio::process::Child> {
+        // Mount points must exist before the namespace is made; like a runtime, create missing
+        // ones (a directory, or an empty file for a file source such as the termination log).
+        for mount in &self.mounts {
+            if !mount.target.exists() {
+                if mount.source.is_dir() {
+                    std::fs::create_dir_all(&mount.target)?;
+                } else {
+                    if let Some(parent) = mount.target.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .mode(0o644)
+                        .open(&mount.target)?;
+                }
+            }
+        }
+        let mounts: Vec<(CString, CString, bool)> = self
+            .mounts
+            .iter()
+            .map(|m| Ok((c_path(&m.source)?, c_path(&m.target)?, m.read_only)))
+            .collect::<std::io::Result<_>>()?;
+        let root = c_path(Path::new("/"))?;
+        let cwd = c_path(self.working_dir.as_deref().unwrap_or(Path::new("/")))?;
+        let read_only_root = self.read_only_root;
+        let (user, group) = (self.user, self.group.or(self.user.map(|_| 0)));
+        let groups: Vec<libc::gid_t> = self.supplemental_groups.clone();
+        let no_new_privileges = self.no_new_privileges;
+
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut command = tokio::process::Command::new(&self.program);
+        command
+            .args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        // SAFETY: between fork and exec the closure only makes system calls on memory prepared
+        // before the fork (the CStrings and vectors above); it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                check(libc::setsid())?;
+                check(libc::unshare(libc::CLONE_NEWNS))?;
+                let none = std::ptr::null();
+                check(libc::mount(
+                    none,
+                    root.as_ptr(),
+                    none,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ))?;
+                for (source, target, read_only) in &mounts {
+                    check(libc::mount(
+                        source.as_ptr(),
+                        target.as_ptr(),
+                        none,
+                        libc::MS_BIND | libc::MS_REC,
+                        std::ptr::null(),
+                    ))?;
+                    if *read_only {
+                        check(libc::mount(
+                            none,
+                            target.as_ptr(),
+                            none,
+                            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                            std::ptr::null(),
+                        ))?;
+                    }
+                }
+                if read_only_root {
+                    check(libc::mount(
+                        none,
+                        root.as_ptr(),
+                        none,
+                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                        std::ptr::null(),
+                    ))?;
+                }
+                if let Some(gid) = group {
+                    check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+                    check(libc::setgid(gid))?;
+                }
+                if let Some(uid) = user {
+                    check(libc::setuid(uid))?;
+                }
+                check(libc::chdir(cwd.as_ptr()))?;
+                if no_new_privileges {
+                    check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+                }
+                // After setuid: a change of credentials clears the parent-death signal.
+                check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
+                Ok(())
+            });
+        }
+        command.spawn()
+    }
+}
+
+fn c_path(path: &Path) -> std::io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+}
+
+fn check(rc: libc::c_int) -> std::io::Result<()> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Signals the container's whole session (its main process leads it).
+pub fn signal_tree(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names a process group.
+    unsafe {
+        libc::kill(-(pid as i32), signal);
+    }
+}
+
+/// Signals only the main process, as a runtime delivers SIGTERM to PID 1.
+pub fn signal_main(pid: u32, signal: libc::c_int) {
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}

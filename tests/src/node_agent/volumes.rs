@@ -1,0 +1,230 @@
+//! Pod volumes as directories of the pod's sandbox: `emptyDir` (mode 0777, as the kubelet
+//! makes it), `secret`, `configMap`, `downwardAPI`, `projected` (with service-account tokens
+//! minted through TokenRequest, so in-cluster clients authenticate for real) and `hostPath`.
+
+use super::env::{Sources, field_value, secret_data};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{KeyToPath, Pod, ServiceAccount, Volume};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use std::collections::BTreeMap;
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::path::{Path, PathBuf};
+
+/// Materializes every volume of `pod` under `dir`; returns volume name → host directory.
+/// Errors read like the kubelet's FailedMount events.
+pub async fn materialize(
+    client: &Client,
+    pod: &Pod,
+    dir: &Path,
+) -> Result<BTreeMap<String, PathBuf>, String> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let sources = Sources::new(client, namespace);
+    let spec = pod.spec.as_ref().ok_or("pod has no spec")?;
+    let fs_group = spec.security_context.as_ref().and_then(|s| s.fs_group);
+    let mut mounted = BTreeMap::new();
+
+    for volume in spec.volumes.iter().flatten() {
+        let path = if let Some(host) = &volume.host_path {
+            PathBuf::from(&host.path)
+        } else {
+            let path = dir.join(&volume.name);
+            std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let files = files_of(client, &sources, pod, volume).await?;
+            let mode = default_mode(volume);
+            for (relative, (bytes, file_mode)) in files {
+                write_file(&path.join(relative), &bytes, file_mode.unwrap_or(mode))?;
+            }
+            let dir_mode = if volume.empty_dir.is_some() {
+                0o777
+            } else {
+                0o755
+            };
+            set_mode(&path, dir_mode)?;
+            if let Some(gid) = fs_group {
+                chown_tree(&path, gid as u32)?;
+            }
+            path
+        };
+        mounted.insert(volume.name.clone(), path);
+    }
+    Ok(mounted)
+}
+
+type Files = BTreeMap<String, (Vec<u8>, Option<i32>)>;
+
+async fn files_of(
+    client: &Client,
+    sources: &Sources,
+    pod: &Pod,
+    volume: &Volume,
+) -> Result<Files, String> {
+    let mut files = Files::new();
+    if let Some(s) = &volume.secret {
+        let name = s.secret_name.as_deref().unwrap_or_default();
+        match sources.secret(name).await? {
+            Some(secret) => project(&mut files, secret_data(&secret), s.items.as_deref())?,
+            None if s.optional == Some(true) => {}
+            None => {
+                return Err(format!(
+                    "MountVolume.SetUp failed for volume \"{}\" : secret \"{name}\" not found",
+                    volume.name
+                ));
+            }
+        }
+    }
+    if let Some(c) = &volume.config_map {
+        match sources.config_map(&c.name).await? {
+            Some(cm) => project(&mut files, cm.data.unwrap_or_default(), c.items.as_deref())?,
+            None if c.optional == Some(true) => {}
+            None => {
+                return Err(format!(
+                    "MountVolume.SetUp failed for volume \"{}\" : configmap \"{}\" not found",
+                    volume.name, c.name
+                ));
+            }
+        }
+    }
+    if let Some(d) = &volume.downward_api {
+        for item in d.items.iter().flatten() {
+            if let Some(field) = &item.field_ref {
+                let value = field_value(pod, &field.field_path)?;
+                files.insert(item.path.clone(), (value.into_bytes(), item.mode));
+            }
+        }
+    }
+    if let Some(p) = &volume.projected {
+        for source in p.sources.iter().flatten() {
+            if let Some(s) = &source.secret {
+                match sources.secret(&s.name).await? {
+                    Some(secret) => project(&mut files, secret_data(&secret), s.items.as_deref())?,
+                    None if s.optional == Some(true) => {}
+                    None => return Err(format!("secret \"{}\" not found", s.name)),
+                }
+            }
+            if let Some(c) = &source.config_map {
+                match sources.config_map(&c.name).await? {
+                    Some(cm) => {
+                        project(&mut files, cm.data.unwrap_or_default(), c.items.as_deref())?
+                    }
+                    None if c.optional == Some(true) => {}
+                    None => return Err(format!("configmap \"{}\" not found", c.name)),
+                }
+            }
+            if let Some(d) = &source.downward_api {
+                for item in d.items.iter().flatten() {
+                    if let Some(field) = &item.field_ref {
+                        let value = field_value(pod, &field.field_path)?;
+                        files.insert(item.path.clone(), (value.into_bytes(), item.mode));
+                    }
+                }
+            }
+            if let Some(t) = &source.service_account_token {
+                let token = service_account_token(
+                    client,
+                    pod,
+                    t.audience.clone(),
+                    t.expiration_seconds.unwrap_or(3607),
+                )
+                .await?;
+                files.insert(t.path.clone(), (token.into_bytes(), None));
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// A token for the pod's service account, bound to the pod as the kubelet binds it.
+async fn service_account_token(
+    client: &Client,
+    pod: &Pod,
+    audience: Option<String>,
+    expiration_seconds: i64,
+) -> Result<String, String> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: audience.map(|a| vec![a]),
+            expiration_seconds: Some(expiration_seconds),
+            bound_object_ref: Some(k8s_openapi::api::authentication::v1::BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let response = api
+        .create_token_request(&account, &PostParams::default(), &request)
+        .await
+        .map_err(|e| format!("token for service account {namespace}/{account}: {e}"))?;
+    Ok(response.status.and_then(|s| s.token).unwrap_or_default())
+}
+
+/// Puts `data` into `files`, all keys or only `items` (key → path, mode).
+fn project(
+    files: &mut Files,
+    data: BTreeMap<String, String>,
+    items: Option<&[KeyToPath]>,
+) -> Result<(), String> {
+    match items {
+        None => {
+            for (k, v) in data {
+                files.insert(k, (v.into_bytes(), None));
+            }
+        }
+        Some(items) => {
+            for item in items {
+                let value = data
+                    .get(&item.key)
+                    .ok_or_else(|| format!("key {:?} not found", item.key))?;
+                files.insert(item.path.clone(), (value.clone().into_bytes(), item.mode));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn default_mode(volume: &Volume) -> i32 {
+    volume
+        .secret
+        .as_ref()
+        .and_then(|s| s.default_mode)
+        .or(volume.config_map.as_ref().and_then(|c| c.default_mode))
+        .or(volume.projected.as_ref().and_then(|p| p.default_mode))
+        .or(volume.downward_api.as_ref().and_then(|d| d.default_mode))
+        .unwrap_or(0o644)
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: i32) -> Result<(), String> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    set_mode(path, mode as u32)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `fsGroup`: the kubelet gives the group ownership of volume contents.
+fn chown_tree(path: &Path, gid: u32) -> Result<(), String> {
+    chown(path, None, Some(gid)).map_err(|e| format!("{}: {e}", path.display()))?;
+    if path.is_dir() {
+        let entries = std::fs::read_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for entry in entries.flatten() {
+            chown_tree(&entry.path(), gid)?;
+        }
+    }
+    Ok(())
+}
