@@ -35,8 +35,9 @@ rtmp {{
   server {{
     listen 127.0.0.1:{rtmp_port};
     chunk_size 4096;
-    # live: any stream key is accepted and fanned out to every player.
-    application live {{ live on; record off; }}
+    # live: any stream key is accepted and fanned out to every player. Like a CDN, playing a
+    # stream nobody publishes is refused, and players are disconnected when the publisher goes.
+    application live {{ live on; record off; idle_streams off; }}
     # hls: also cut into HLS segments, served over HTTP at /hls/{{key}}.m3u8.
     application hls {{ live on; record off; hls on; hls_path {hls}; hls_fragment 2s; hls_playlist_length 30s; }}
   }}

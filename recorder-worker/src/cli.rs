@@ -1,0 +1,517 @@
+//! `roomrec-worker record …`: flags (each also readable from a `ROOMREC_*` environment
+//! variable, which is how the operator configures a worker pod) → `RecordConfig`.
+//! Every mistake names the flag and how to fix it, and exits with code 2.
+
+use crate::ffmpeg::Tools;
+use crate::keys::{DEFAULT_TEMPLATE, KeyTemplate};
+use crate::mode::Mode;
+use crate::part::SpoolLimits;
+use crate::recorder::RecordConfig;
+use crate::source::{PlayProtocol, Source, StreamIdForm, StreamKind, TrtcSource};
+use crate::storage::{RetryPolicy, StorageConfig, load_credentials};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "roomrec-worker",
+    version,
+    about = "Record a live stream into object storage as MP3 or MP4.",
+    long_about = "Record a live stream into object storage as MP3 or MP4.\n\n\
+        The recording streams straight into the store (no local file, no disk limit) and is \
+        checkpointed every few seconds, so even a killed worker loses at most a few seconds; \
+        the next run rebuilds what the previous one left.",
+    after_help = "Examples:\n  \
+        roomrec-worker record --source rtmp://127.0.0.1/live/cam --mode 02 --storage file:///tmp/rec\n  \
+        AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=… roomrec-worker record --source https://cdn/live/x.flv \\\n      \
+        --mode AudioMp3 --storage s3://recordings/class-7 --endpoint http://127.0.0.1:9000\n  \
+        COS_SECRET_ID=… COS_SECRET_KEY=… roomrec-worker record --trtc-sdk-app-id 1400000000 --trtc-room-id 43474 \\\n      \
+        --trtc-user-id alice --trtc-play-domain play.example.com --mode 02 --storage cos://class-1250000000/trtc --region ap-shanghai"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Record one stream until it ends, goes idle, reaches --max-duration, or is stopped.
+    Record(Box<RecordArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct RecordArgs {
+    /// What to record: any URL ffmpeg reads (rtmp://, rtmps://, srt://, rtsp://, http(s) FLV or
+    /// HLS, a local file). For a TRTC room member use the --trtc-* flags instead.
+    #[arg(long, env = "ROOMREC_SOURCE", help_heading = "Source")]
+    pub source: Option<String>,
+
+    /// TRTC application id (SdkAppId).
+    #[arg(long, env = "ROOMREC_TRTC_SDK_APP_ID", help_heading = "TRTC source")]
+    pub trtc_sdk_app_id: Option<u64>,
+    /// Numeric room id; wins over --trtc-str-room-id when both are given.
+    #[arg(long, env = "ROOMREC_TRTC_ROOM_ID", help_heading = "TRTC source")]
+    pub trtc_room_id: Option<u64>,
+    /// String room id.
+    #[arg(long, env = "ROOMREC_TRTC_STR_ROOM_ID", help_heading = "TRTC source")]
+    pub trtc_str_room_id: Option<String>,
+    /// The room member to record.
+    #[arg(long, env = "ROOMREC_TRTC_USER_ID", help_heading = "TRTC source")]
+    pub trtc_user_id: Option<String>,
+    /// Playback domain of the application's relay to CDN.
+    #[arg(long, env = "ROOMREC_TRTC_PLAY_DOMAIN", help_heading = "TRTC source")]
+    pub trtc_play_domain: Option<String>,
+    #[arg(
+        long,
+        env = "ROOMREC_TRTC_PROTOCOL",
+        value_enum,
+        default_value = "rtmp",
+        help_heading = "TRTC source"
+    )]
+    pub trtc_protocol: Protocol,
+    /// main: camera and microphone; aux: screen share.
+    #[arg(
+        long,
+        env = "ROOMREC_TRTC_STREAM",
+        value_enum,
+        default_value = "main",
+        help_heading = "TRTC source"
+    )]
+    pub trtc_stream: Stream,
+    /// A stream id the client set itself (instead of the relay's naming convention).
+    #[arg(long, env = "ROOMREC_TRTC_STREAM_ID", help_heading = "TRTC source")]
+    pub trtc_stream_id: Option<String>,
+    /// For applications created before 2020-01-09: the bizid of the legacy MD5 stream id.
+    #[arg(long, env = "ROOMREC_TRTC_LEGACY_BIZID", help_heading = "TRTC source")]
+    pub trtc_legacy_bizid: Option<u64>,
+
+    /// 00 or AudioMp3: MP3 audio. 01 or VideoMp4: MP4, video only. 02 or AudioVideoMp4: MP4.
+    #[arg(long, env = "ROOMREC_MODE", default_value = "00", value_parser = parse_mode)]
+    pub mode: Mode,
+
+    /// Where files go: file:///DIR, cos://BUCKET-APPID/PREFIX or s3://BUCKET/PREFIX.
+    /// Credentials: --credentials-dir, or COS_SECRET_ID/COS_SECRET_KEY (TENCENTCLOUD_SECRET_*)
+    /// for COS and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for S3 in the environment.
+    #[arg(long, env = "ROOMREC_STORAGE", help_heading = "Storage")]
+    pub storage: Option<String>,
+    /// Region of the bucket (required for COS, e.g. ap-shanghai).
+    #[arg(long, env = "ROOMREC_REGION", help_heading = "Storage")]
+    pub region: Option<String>,
+    /// Service endpoint, for S3-compatible stores or a private COS endpoint.
+    #[arg(long, env = "ROOMREC_ENDPOINT", help_heading = "Storage")]
+    pub endpoint: Option<String>,
+    /// Use virtual-hosted S3 URLs (bucket.host) instead of path-style.
+    #[arg(long, env = "ROOMREC_S3_VIRTUAL_HOST", help_heading = "Storage")]
+    pub s3_virtual_host: bool,
+    /// A directory with files secretId (or accessKeyId) and secretKey (or secretAccessKey), and
+    /// optionally sessionToken: a mounted Kubernetes Secret.
+    #[arg(long, env = "ROOMREC_CREDENTIALS_DIR", help_heading = "Storage")]
+    pub credentials_dir: Option<PathBuf>,
+    /// Resolve HOST to ADDR:PORT for storage requests (like curl --resolve), e.g. for a test
+    /// server or a private endpoint without DNS. Repeatable.
+    #[arg(
+        long = "resolve",
+        env = "ROOMREC_RESOLVE",
+        value_delimiter = ',',
+        value_name = "HOST=ADDR:PORT",
+        help_heading = "Storage"
+    )]
+    pub resolve: Vec<String>,
+    /// Object key under the prefix: {stream} {user} {start} {part} {ext} {mode}.
+    #[arg(long, env = "ROOMREC_KEY_TEMPLATE", default_value = DEFAULT_TEMPLATE, help_heading = "Storage")]
+    pub key_template: String,
+    /// The session's start, for {start} in keys (RFC 3339; default: now). A restarted worker
+    /// given the same start continues with the next free part number.
+    #[arg(long, env = "ROOMREC_SESSION_START", help_heading = "Storage")]
+    pub session_start: Option<String>,
+
+    /// Start a new part after this many seconds.
+    #[arg(
+        long,
+        env = "ROOMREC_SEGMENT_SECONDS",
+        help_heading = "Parts and stopping"
+    )]
+    pub segment_seconds: Option<u64>,
+    /// Start a new part before a part exceeds this size (bytes; k, M, G suffixes: 2G).
+    #[arg(long, env = "ROOMREC_SEGMENT_SIZE", value_parser = parse_size, help_heading = "Parts and stopping")]
+    pub segment_size: Option<u64>,
+    /// Stop after this long without media (also: a stream that never starts).
+    #[arg(
+        long,
+        env = "ROOMREC_IDLE_TIMEOUT_SECONDS",
+        default_value_t = 300,
+        help_heading = "Parts and stopping"
+    )]
+    pub idle_timeout: u64,
+    /// A live stream that drops and returns within this many seconds continues as a new part
+    /// (default: the idle timeout; 0 ends the recording at the first drop).
+    #[arg(
+        long,
+        env = "ROOMREC_RECONNECT_GRACE_SECONDS",
+        help_heading = "Parts and stopping"
+    )]
+    pub reconnect_grace: Option<u64>,
+    /// A connection that delivers no media for this long counts as dropped and is reopened.
+    #[arg(
+        long,
+        env = "ROOMREC_STALL_SECONDS",
+        default_value_t = 10,
+        help_heading = "Parts and stopping"
+    )]
+    pub stall_seconds: u64,
+    /// Stop after recording this many seconds.
+    #[arg(
+        long,
+        env = "ROOMREC_MAX_DURATION_SECONDS",
+        help_heading = "Parts and stopping"
+    )]
+    pub max_duration: Option<u64>,
+    /// Stop gracefully when this file appears.
+    #[arg(long, env = "ROOMREC_STOP_FILE", help_heading = "Parts and stopping")]
+    pub stop_file: Option<PathBuf>,
+    /// After SIGTERM/SIGINT or another stop, finish uploading within this many seconds.
+    #[arg(
+        long,
+        env = "ROOMREC_SHUTDOWN_TIMEOUT_SECONDS",
+        default_value_t = 25,
+        help_heading = "Parts and stopping"
+    )]
+    pub shutdown_timeout: u64,
+
+    /// Checkpoint interval: the most a killed worker can lose, in seconds (plus one fragment).
+    #[arg(
+        long,
+        env = "ROOMREC_CHECKPOINT_SECONDS",
+        default_value_t = 2,
+        help_heading = "Durability"
+    )]
+    pub checkpoint_seconds: u64,
+    /// Most recorded data that may wait for an unreachable store before the recording fails.
+    #[arg(long, env = "ROOMREC_SPOOL_MAX", default_value = "256M", value_parser = parse_size, help_heading = "Durability")]
+    pub spool_max: u64,
+    /// Expected bitrate (bits/s, k/M suffixes), only to size upload chunks for long parts.
+    #[arg(long, env = "ROOMREC_EXPECTED_BITRATE", default_value = "8M", value_parser = parse_size, help_heading = "Durability")]
+    pub expected_bitrate: u64,
+
+    /// Write the JSON manifest here ("-" for stdout).
+    #[arg(
+        long,
+        env = "ROOMREC_MANIFEST",
+        default_value = "-",
+        help_heading = "Output"
+    )]
+    pub manifest: String,
+    /// Progress and logs: auto (a progress line on a terminal, JSON lines otherwise), text, json.
+    #[arg(
+        long,
+        env = "ROOMREC_LOG_FORMAT",
+        value_enum,
+        default_value = "auto",
+        help_heading = "Output"
+    )]
+    pub log_format: LogFormat,
+    #[arg(
+        long,
+        env = "ROOMREC_FFMPEG",
+        default_value = "ffmpeg",
+        help_heading = "Output"
+    )]
+    pub ffmpeg: PathBuf,
+    #[arg(
+        long,
+        env = "ROOMREC_FFPROBE",
+        default_value = "ffprobe",
+        help_heading = "Output"
+    )]
+    pub ffprobe: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Protocol {
+    Rtmp,
+    Flv,
+    Hls,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Stream {
+    Main,
+    Aux,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse()
+}
+
+/// `1500`, `64k`, `8M`, `2G` (powers of 1024 for sizes; bitrates read the same way).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("{s:?} is not a size: use a number with an optional k, M or G suffix")
+    })?;
+    let factor = match unit.to_ascii_lowercase().trim_end_matches(['b', 'i']) {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return Err(format!("{s:?} has an unknown unit: use k, M or G")),
+    };
+    Ok(n * factor)
+}
+
+/// A usage error: names the flag and the fix; main exits with code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl RecordArgs {
+    pub fn into_config(self) -> Result<RecordConfig, UsageError> {
+        let usage = |m: String| UsageError(m);
+        let trtc_given = self.trtc_sdk_app_id.is_some()
+            || self.trtc_user_id.is_some()
+            || self.trtc_play_domain.is_some();
+        let source = match (&self.source, trtc_given) {
+            (Some(_), true) => return Err(usage("give either --source or the --trtc-* flags, not both".into())),
+            (Some(url), false) => {
+                if url.trim().is_empty() {
+                    return Err(usage("--source is empty: pass the stream URL, e.g. --source rtmp://host/live/key".into()));
+                }
+                Source::Url(url.clone())
+            }
+            (None, true) => {
+                let need = |v: Option<String>, flag: &str, example: &str| {
+                    v.ok_or_else(|| usage(format!("a TRTC source needs {flag} (e.g. {flag} {example})")))
+                };
+                let sdk_app_id = self.trtc_sdk_app_id.ok_or_else(|| usage("a TRTC source needs --trtc-sdk-app-id (e.g. --trtc-sdk-app-id 1400000000)".into()))?;
+                if self.trtc_room_id.is_none() && self.trtc_str_room_id.is_none() {
+                    return Err(usage("a TRTC source needs --trtc-room-id or --trtc-str-room-id".into()));
+                }
+                let user_id = need(self.trtc_user_id.clone(), "--trtc-user-id", "alice")?;
+                let play_domain = need(self.trtc_play_domain.clone(), "--trtc-play-domain", "play.example.com")?;
+                let stream_id = match (&self.trtc_stream_id, self.trtc_legacy_bizid) {
+                    (Some(_), Some(_)) => return Err(usage("give --trtc-stream-id or --trtc-legacy-bizid, not both".into())),
+                    (Some(id), None) => StreamIdForm::Explicit(id.clone()),
+                    (None, Some(bizid)) => StreamIdForm::Legacy { bizid },
+                    (None, None) => StreamIdForm::Standard,
+                };
+                Source::Trtc(TrtcSource {
+                    sdk_app_id,
+                    room_id: self.trtc_room_id,
+                    str_room_id: self.trtc_str_room_id.clone(),
+                    user_id,
+                    stream: match self.trtc_stream {
+                        Stream::Main => StreamKind::Main,
+                        Stream::Aux => StreamKind::Aux,
+                    },
+                    stream_id,
+                    play_domain,
+                    protocol: match self.trtc_protocol {
+                        Protocol::Rtmp => PlayProtocol::Rtmp,
+                        Protocol::Flv => PlayProtocol::Flv,
+                        Protocol::Hls => PlayProtocol::Hls,
+                    },
+                })
+            }
+            (None, false) => return Err(usage("nothing to record: pass --source URL, or --trtc-sdk-app-id, --trtc-room-id, --trtc-user-id and --trtc-play-domain".into())),
+        };
+
+        let storage_url = self.storage.ok_or_else(|| usage("--storage is required: file:///DIR, cos://BUCKET-APPID/PREFIX or s3://BUCKET/PREFIX".into()))?;
+        let mut storage = StorageConfig::parse(&storage_url, self.region.as_deref())
+            .map_err(|e| usage(format!("--storage: {e}")))?;
+        if let crate::storage::StorageKind::S3 { virtual_host, .. } = &mut storage.kind {
+            *virtual_host = self.s3_virtual_host;
+        }
+        storage.endpoint = self.endpoint;
+        storage.credentials = load_credentials(&storage.kind, self.credentials_dir.as_deref())
+            .map_err(|e| usage(format!("credentials: {e}")))?;
+        for entry in &self.resolve {
+            let (host, addr) = entry
+                .split_once('=')
+                .ok_or_else(|| usage(format!("--resolve {entry:?}: use HOST=ADDR:PORT")))?;
+            let addr = addr
+                .parse()
+                .map_err(|_| usage(format!("--resolve {entry:?}: {addr:?} is not ADDR:PORT")))?;
+            storage.resolve.push((host.to_string(), addr));
+        }
+
+        let key_template = KeyTemplate::parse(&self.key_template)
+            .map_err(|e| usage(format!("--key-template: {e}")))?;
+        let session_start = match &self.session_start {
+            Some(s) => s.parse::<jiff::Timestamp>().map_err(|e| {
+                usage(format!(
+                    "--session-start {s:?}: {e}; use RFC 3339, e.g. 2025-11-24T16:00:00Z"
+                ))
+            })?,
+            None => jiff::Timestamp::now(),
+        };
+        if self.idle_timeout == 0 {
+            return Err(usage("--idle-timeout must be at least 1 second".into()));
+        }
+        if self.checkpoint_seconds == 0 || self.checkpoint_seconds > 60 {
+            return Err(usage(
+                "--checkpoint-seconds must be between 1 and 60".into(),
+            ));
+        }
+        if self.segment_seconds == Some(0) {
+            return Err(usage("--segment-seconds must be at least 1".into()));
+        }
+        if self.max_duration == Some(0) {
+            return Err(usage("--max-duration must be at least 1 second".into()));
+        }
+        if let Some(size) = self.segment_size
+            && size < 1 << 20
+        {
+            return Err(usage("--segment-size must be at least 1M".into()));
+        }
+        Ok(RecordConfig {
+            source,
+            mode: self.mode,
+            storage,
+            key_template,
+            session_start,
+            segment_duration: self.segment_seconds.map(Duration::from_secs),
+            segment_bytes: self.segment_size,
+            reconnect_grace: Duration::from_secs(self.reconnect_grace.unwrap_or(self.idle_timeout)),
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            stall_timeout: Duration::from_secs(self.stall_seconds.max(1)),
+            max_duration: self.max_duration.map(Duration::from_secs),
+            stop_file: self.stop_file,
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+            checkpoint: Duration::from_secs(self.checkpoint_seconds),
+            spool: SpoolLimits {
+                max_bytes: self.spool_max,
+            },
+            tools: Tools {
+                ffmpeg: self.ffmpeg,
+                ffprobe: self.ffprobe,
+            },
+            retry: RetryPolicy::default(),
+            expected_bitrate: self.expected_bitrate,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<RecordConfig, String> {
+        let mut argv = vec!["roomrec-worker", "record"];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let Command::Record(a) = cli.command;
+        a.into_config().map_err(|e| e.0)
+    }
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse_size("1500").unwrap(), 1500);
+        assert_eq!(parse_size("64k").unwrap(), 64 << 10);
+        assert_eq!(parse_size("8M").unwrap(), 8 << 20);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("3T").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn errors_name_the_flag_and_the_fix() {
+        assert!(
+            args(&["--storage", "file:///tmp/x"])
+                .unwrap_err()
+                .contains("--source URL")
+        );
+        assert!(
+            args(&["--source", "rtmp://h/live/a"])
+                .unwrap_err()
+                .contains("--storage is required")
+        );
+        let e = args(&[
+            "--source",
+            "rtmp://h/live/a",
+            "--storage",
+            "x",
+            "--mode",
+            "7",
+        ])
+        .unwrap_err();
+        assert!(e.contains("--mode") && e.contains("AudioMp3"), "{e}");
+        let e = args(&["--source", "rtmp://h/live/a", "--storage", "cos://b-1/p"]).unwrap_err();
+        assert!(e.contains("--storage") && e.contains("--region"), "{e}");
+        let e = args(&[
+            "--trtc-sdk-app-id",
+            "1400000000",
+            "--trtc-user-id",
+            "a",
+            "--trtc-play-domain",
+            "d",
+            "--storage",
+            "/tmp/x",
+        ])
+        .unwrap_err();
+        assert!(e.contains("--trtc-room-id"), "{e}");
+        let e = args(&[
+            "--source",
+            "rtmp://h/live/a",
+            "--storage",
+            "/tmp/x",
+            "--key-template",
+            "{stream}.{ext}",
+        ])
+        .unwrap_err();
+        assert!(e.contains("--key-template") && e.contains("{part}"), "{e}");
+    }
+
+    #[test]
+    fn trtc_flags_build_the_relay_url_and_defaults_follow_the_heritage() {
+        let c = args(&[
+            "--trtc-sdk-app-id",
+            "1400000000",
+            "--trtc-room-id",
+            "43474",
+            "--trtc-str-room-id",
+            "ignored",
+            "--trtc-user-id",
+            "alice",
+            "--trtc-play-domain",
+            "play.example.com",
+            "--storage",
+            "/tmp/x",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.source.url(),
+            "rtmp://play.example.com/live/1400000000_43474_alice_main"
+        );
+        assert_eq!(c.mode, Mode::AudioMp3, "mode 00 is the heritage default");
+        assert_eq!(c.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.reconnect_grace, c.idle_timeout);
+    }
+
+    #[test]
+    fn chunks_fit_a_day_in_the_part_limit() {
+        let c = args(&[
+            "--source",
+            "rtmp://h/live/a",
+            "--storage",
+            "/tmp/x",
+            "--expected-bitrate",
+            "8M",
+        ])
+        .unwrap();
+        let day_bytes = (8u64 << 20) / 8 * 24 * 3600;
+        assert!(
+            c.chunk_size() as u64 * 9_500 >= day_bytes,
+            "chunk {}",
+            c.chunk_size()
+        );
+        assert!(c.chunk_size() >= 5 << 20);
+    }
+}

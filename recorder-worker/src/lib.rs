@@ -1,0 +1,34 @@
+//! roomrec-worker: records one live stream into object storage.
+//!
+//! ```text
+//! source ──ffprobe──▶ plan ──ffmpeg (copy/encode)──▶ pipe ──▶ cutter (fMP4 fragments / MP3 frames)
+//!                                                                  │
+//!                           part rotation (duration, size, reconnect)
+//!                                                                  ▼
+//!                     PartWriter ──▶ multipart upload of the part's object (opendal)
+//!                                └─▶ checkpoint journal every N s (small complete objects)
+//! ```
+//! A part's journal is deleted once its object is complete; a killed worker's journal is
+//! rebuilt into the object by the next run (`journal`).
+
+pub mod cli;
+pub mod ffmpeg;
+pub mod fmp4;
+pub mod journal;
+pub mod keys;
+pub mod manifest;
+pub mod mode;
+pub mod mp3;
+pub mod part;
+pub mod plan;
+pub mod recorder;
+pub mod source;
+pub mod storage;
+
+/// The current time as RFC 3339 with seconds precision (`2025-11-24T16:00:00Z`).
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .to_string()
+}

@@ -1,0 +1,134 @@
+//! `roomrec-worker`: parse the command line, record, write the manifest, exit 0 (recorded),
+//! 1 (failed) or 2 (bad usage).
+
+use clap::Parser;
+use roomrec_worker::cli::{Cli, Command, LogFormat};
+use roomrec_worker::manifest::{StopReason, human_bytes, human_seconds};
+use roomrec_worker::recorder::{Recorder, Status};
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Record(args) = cli.command;
+    let log_format = args.log_format;
+    let manifest_target = args.manifest.clone();
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "error: {}\n\nFor more information, try 'roomrec-worker record --help'.",
+                e.0
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let tty = std::io::stderr().is_terminal();
+    let json = match log_format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !tty,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROOMREC_LOG")
+        .unwrap_or_else(|_| if json { "info".into() } else { "warn".into() });
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    opendal::install_default();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let status = Arc::new(Status::default());
+        let recorder = match Recorder::new(config, status.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            tracing::info!("signal received: finishing the current fragment and closing the upload");
+            let _ = stop_tx.send(Some(StopReason::Signal));
+        });
+        let reporter = tokio::spawn(report_progress(status, tty && !json, json));
+        let manifest = recorder.run(stop_rx).await;
+        reporter.abort();
+        if tty && !json {
+            eprint!("\r\x1b[2K");
+        }
+        let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
+        if manifest_target == "-" {
+            println!("{text}");
+        } else if let Err(e) = std::fs::write(&manifest_target, format!("{text}\n")) {
+            eprintln!("error: cannot write the manifest to {manifest_target}: {e}");
+        }
+        if json {
+            tracing::info!(status = ?manifest.status, stop_reason = ?manifest.stop_reason, parts = manifest.parts.len(), bytes = manifest.bytes, "recording finished");
+        }
+        eprint!("{}", manifest.summary());
+        if manifest.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    })
+}
+
+/// A progress line on a terminal every second; a JSON progress event every 10 s otherwise.
+async fn report_progress(status: Arc<Status>, line: bool, json: bool) {
+    let started = Instant::now();
+    let mut last_bytes = 0u64;
+    let mut ticks = 0u64;
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        interval.tick().await;
+        ticks += 1;
+        let bytes = status.bytes.load(Ordering::Relaxed);
+        let rate = (bytes - last_bytes) as f64 * 8.0 / 1e6;
+        last_bytes = bytes;
+        let media = status.media_millis.load(Ordering::Relaxed) as f64 / 1000.0;
+        let part = status.part.load(Ordering::Relaxed);
+        let connected = status.connected.load(Ordering::Relaxed);
+        if line {
+            let state = if connected {
+                "recording"
+            } else {
+                "waiting for the source"
+            };
+            eprint!(
+                "\r\x1b[2K{state}  elapsed {}  media {}  {}  {:.2} Mbit/s  part {part}",
+                human_seconds(started.elapsed().as_secs_f64()),
+                human_seconds(media),
+                human_bytes(bytes),
+                rate
+            );
+            let _ = std::io::stderr().flush();
+        } else if json && ticks.is_multiple_of(10) {
+            tracing::info!(
+                connected,
+                bytes,
+                media_seconds = media,
+                part,
+                spool_bytes = status.spool_bytes.load(Ordering::Relaxed),
+                "progress"
+            );
+        }
+    }
+}

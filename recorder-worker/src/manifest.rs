@@ -1,0 +1,157 @@
+//! The result of a recording: a machine-readable manifest (JSON, for the operator and
+//! scripts) and a human summary.
+
+use crate::part::{PartRecord, PartStatus};
+use crate::recorder::RecordConfig;
+use serde::Serialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
+    /// The source ended (for a live source: did not return within the reconnect grace).
+    SourceEnded,
+    /// No media for the idle timeout (or the source never started).
+    IdleTimeout,
+    MaxDuration,
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// The stop file appeared.
+    StopRequested,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub version: u32,
+    /// succeeded: every part stored; failed: nothing recorded or a part failed.
+    pub status: PartStatus,
+    pub message: String,
+    pub stop_reason: StopReason,
+    pub source: String,
+    pub user_id: String,
+    pub mode: String,
+    pub mode_code: String,
+    pub storage: String,
+    pub started_at: String,
+    pub ended_at: String,
+    pub elapsed_seconds: f64,
+    pub bytes: u64,
+    pub duration_seconds: f64,
+    pub parts: Vec<PartRecord>,
+}
+
+impl Manifest {
+    pub fn new(
+        config: &RecordConfig,
+        started_at: String,
+        stop_reason: StopReason,
+        failure: Option<String>,
+        parts: Vec<PartRecord>,
+        elapsed: Duration,
+    ) -> Self {
+        let failed_parts: Vec<&PartRecord> = parts
+            .iter()
+            .filter(|p| p.status == PartStatus::Failed)
+            .collect();
+        let message = if let Some(f) = failure {
+            f
+        } else if let Some(p) = failed_parts.first() {
+            format!("part {} failed: {}", p.part, p.message)
+        } else if parts.is_empty() {
+            match stop_reason {
+                StopReason::IdleTimeout => format!(
+                    "no media arrived within the idle timeout ({} s): the stream never started or stalled",
+                    config.idle_timeout.as_secs()
+                ),
+                _ => "nothing was recorded".into(),
+            }
+        } else {
+            String::new()
+        };
+        let status = if message.is_empty() {
+            PartStatus::Succeeded
+        } else {
+            PartStatus::Failed
+        };
+        Self {
+            version: 1,
+            status,
+            message,
+            stop_reason,
+            source: crate::recorder::redact(&config.source.url()),
+            user_id: config.source.user_id(),
+            mode: config.mode.to_string(),
+            mode_code: config.mode.code().into(),
+            storage: config.storage.describe(),
+            started_at,
+            ended_at: crate::now_rfc3339(),
+            elapsed_seconds: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+            bytes: parts.iter().map(|p| p.bytes).sum(),
+            duration_seconds: (parts.iter().map(|p| p.duration_seconds).sum::<f64>() * 1000.0)
+                .round()
+                / 1000.0,
+            parts,
+        }
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.status == PartStatus::Succeeded
+    }
+
+    /// A few lines for a person.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "{} — {} of {} from {} ({}), stopped: {:?}\n",
+            if self.succeeded() {
+                "recorded"
+            } else {
+                "FAILED"
+            },
+            human_seconds(self.duration_seconds),
+            self.mode,
+            self.source,
+            human_bytes(self.bytes),
+            self.stop_reason,
+        );
+        if !self.message.is_empty() {
+            out.push_str(&format!("  {}\n", self.message));
+        }
+        for p in &self.parts {
+            out.push_str(&format!(
+                "  part {:>4}  {:<9} {:>9}  {:>10}  {}{}\n",
+                p.part,
+                format!("{:?}", p.status).to_lowercase(),
+                human_seconds(p.duration_seconds),
+                human_bytes(p.bytes),
+                p.url,
+                if p.message.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n             {}", p.message)
+                },
+            ));
+        }
+        out
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+pub fn human_seconds(s: f64) -> String {
+    let total = s.round() as u64;
+    format!(
+        "{:02}:{:02}:{:02}",
+        total / 3600,
+        total / 60 % 60,
+        total % 60
+    )
+}

@@ -1,0 +1,667 @@
+//! The recording loop: connect (probe, plan, start ffmpeg), cut its output into whole units,
+//! stream them into parts, rotate parts (by duration, size, reconnect), and stop for a reason:
+//! the source ended, no media for the idle timeout, the maximum duration, a signal, or a stop
+//! request. Leftover journals of earlier runs are rebuilt first.
+
+use crate::ffmpeg::{self, LogLine, Recording, Tools};
+use crate::fmp4;
+use crate::journal::{self, PartMeta};
+use crate::keys::{KeyTemplate, KeyVars, compact_time};
+use crate::manifest::{Manifest, StopReason};
+use crate::mode::Mode;
+use crate::mp3;
+use crate::part::{PartRecord, PartStatus, PartWriter, Spool, SpoolLimits, UploadSettings};
+use crate::plan::{self, Plan};
+use crate::source::Source;
+use crate::storage::{RetryPolicy, StorageConfig};
+use opendal::Operator;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct RecordConfig {
+    pub source: Source,
+    pub mode: Mode,
+    pub storage: StorageConfig,
+    pub key_template: KeyTemplate,
+    pub session_start: jiff::Timestamp,
+    pub segment_duration: Option<Duration>,
+    pub segment_bytes: Option<u64>,
+    pub reconnect_grace: Duration,
+    pub idle_timeout: Duration,
+    /// A connection that delivers nothing for this long counts as dropped (and reconnects).
+    pub stall_timeout: Duration,
+    pub max_duration: Option<Duration>,
+    pub stop_file: Option<PathBuf>,
+    pub shutdown_timeout: Duration,
+    pub checkpoint: Duration,
+    pub spool: SpoolLimits,
+    pub tools: Tools,
+    pub retry: RetryPolicy,
+    /// Used only to size multipart chunks for the longest expected part.
+    pub expected_bitrate: u64,
+}
+
+/// Live figures for progress output.
+#[derive(Debug, Default)]
+pub struct Status {
+    pub bytes: AtomicU64,
+    pub media_millis: AtomicU64,
+    pub part: AtomicU64,
+    pub spool_bytes: AtomicU64,
+    pub connected: AtomicBool,
+}
+
+/// S3 allows 10,000 parts per multipart upload; keep a margin.
+const MAX_CHUNKS: u64 = 9_500;
+const MIN_CHUNK: u64 = 5 * 1024 * 1024;
+
+impl RecordConfig {
+    /// Multipart chunk size such that the longest part fits within the part limit.
+    pub fn chunk_size(&self) -> usize {
+        let longest = self
+            .segment_duration
+            .or(self.max_duration)
+            .unwrap_or(Duration::from_secs(24 * 3600))
+            .as_secs();
+        let bytes = self.expected_bitrate / 8 * longest.max(1);
+        let needed = bytes.div_ceil(MAX_CHUNKS);
+        let mib = 1024 * 1024;
+        needed.max(MIN_CHUNK).div_ceil(mib) as usize * mib as usize
+    }
+}
+
+pub struct Recorder {
+    config: RecordConfig,
+    op: Operator,
+    status: Arc<Status>,
+    spool: Arc<Spool>,
+    stopping: Arc<AtomicBool>,
+    finishing: Vec<JoinHandle<PartRecord>>,
+    next_part: u32,
+    template_vars: (String, String, String),
+    /// The init segment of the running ffmpeg, written at the start of each of its parts.
+    pending_init: Option<(bytes::Bytes, fmp4::Tracks)>,
+    /// Media seconds of parts already closed, for progress.
+    closed_seconds: f64,
+    /// When the first media arrived: --max-duration counts from here.
+    first_media: Option<Instant>,
+}
+
+/// Why the inner read loop returned.
+enum Ended {
+    SourceGone(Option<String>),
+    Stop(StopReason),
+}
+
+impl Recorder {
+    /// Connects to storage and checks it is usable, so bad credentials or a missing bucket fail
+    /// before any media is read.
+    pub async fn new(config: RecordConfig, status: Arc<Status>) -> Result<Self, String> {
+        let op = config.storage.operator(&config.retry)?;
+        check_storage(&op, &config.storage).await?;
+        let start = compact_time(config.session_start);
+        Ok(Self {
+            template_vars: (config.source.stream_label(), config.source.user_id(), start),
+            config,
+            op,
+            status,
+            spool: Arc::new(Spool::default()),
+            stopping: Arc::new(AtomicBool::new(false)),
+            finishing: Vec::new(),
+            next_part: 1,
+            pending_init: None,
+            closed_seconds: 0.0,
+            first_media: None,
+        })
+    }
+
+    /// How long to wait for the source, and the stop reason when it does not come: before the
+    /// first media the idle timeout; after a drop the reconnect grace, bounded by the idle
+    /// timeout (a drop longer than the idle timeout ends the recording as idle, as the
+    /// heritage template did when a room had no anchor for 300 s).
+    fn wait_budget(&self, ever_connected: bool) -> (Duration, StopReason) {
+        let idle = self.config.idle_timeout;
+        let grace = self.config.reconnect_grace;
+        match ever_connected {
+            false => (idle, StopReason::IdleTimeout),
+            true if grace < idle => (grace, StopReason::SourceEnded),
+            true => (idle, StopReason::IdleTimeout),
+        }
+    }
+
+    fn key(&self, part: u32) -> String {
+        let (stream, user, start) = &self.template_vars;
+        let vars = KeyVars {
+            stream,
+            user,
+            start,
+            ext: self.config.mode.extension(),
+            mode: self.config.mode.code(),
+        };
+        self.config
+            .storage
+            .key(&self.config.key_template.render(&vars, part))
+    }
+
+    /// The first part number whose object and journal do not exist: a restarted worker never
+    /// overwrites what an earlier run stored.
+    async fn claim_part(&mut self) -> u32 {
+        loop {
+            let part = self.next_part;
+            self.next_part += 1;
+            let key = self.key(part);
+            let journal =
+                journal::meta_key(&journal::journal_dir(&self.config.storage.prefix, &key));
+            let taken = self.op.exists(&key).await.unwrap_or(false)
+                || self.op.exists(&journal).await.unwrap_or(false);
+            if !taken {
+                return part;
+            }
+        }
+    }
+
+    pub async fn run(mut self, mut stop: watch::Receiver<Option<StopReason>>) -> Manifest {
+        let started_at = crate::now_rfc3339();
+        let started = Instant::now();
+        let mut parts: Vec<PartRecord> = self.recover().await;
+
+        let mut last_media = Instant::now();
+        let mut ever_connected = false;
+        let mut failure: Option<String> = None;
+        let reason = loop {
+            // Connect: the probe waits for a live source to start, bounded by the idle timeout
+            // (or, after a drop, by the reconnect grace).
+            let (wait, expired) = self.wait_budget(ever_connected);
+            let budget = wait.saturating_sub(last_media.elapsed());
+            if budget.is_zero() {
+                break expired;
+            }
+            let url = self.config.source.url();
+            let options = self.config.source.input_options();
+            let probe = tokio::select! {
+                r = tokio::time::timeout(budget, ffmpeg::probe(&self.config.tools, &url, &options)) => r,
+                reason = wait_stop(&mut stop, self.config.stop_file.clone()) => break reason,
+            };
+            let tracks = match probe {
+                Err(_) => break expired,
+                Ok(Err(message)) => {
+                    if !self.config.source.is_live() {
+                        failure = Some(message);
+                        break StopReason::Failed;
+                    }
+                    tracing::info!("source not available yet: {message}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        reason = wait_stop(&mut stop, self.config.stop_file.clone()) => break reason,
+                    }
+                }
+                // The source is there: the idle clock restarts with the connection.
+                Ok(Ok(tracks)) => {
+                    last_media = Instant::now();
+                    tracks
+                }
+            };
+            let plan = match plan::plan(self.config.mode, &tracks, &redact(&url)) {
+                Ok(plan) => plan,
+                Err(message) => {
+                    failure = Some(message);
+                    break StopReason::Failed;
+                }
+            };
+            let recording = match Recording::start(&self.config.tools, &url, &options, &plan) {
+                Ok(r) => r,
+                Err(message) => {
+                    failure = Some(message);
+                    break StopReason::Failed;
+                }
+            };
+            tracing::info!(video = ?plan.output_video, audio = ?plan.output_audio, copy = plan.copies_everything(), "recording {}", redact(&url));
+            self.status.connected.store(true, Ordering::Relaxed);
+            let ended = self
+                .read(
+                    recording,
+                    &plan,
+                    &mut stop,
+                    &mut last_media,
+                    &mut ever_connected,
+                )
+                .await;
+            self.status.connected.store(false, Ordering::Relaxed);
+            match ended {
+                Ended::Stop(StopReason::Failed) => {
+                    failure = Some(
+                        "the spool is full: the object store has been unreachable for too long"
+                            .into(),
+                    );
+                    break StopReason::Failed;
+                }
+                Ended::Stop(reason) => break reason,
+                Ended::SourceGone(error) => {
+                    if !self.config.source.is_live() || self.config.reconnect_grace.is_zero() {
+                        if let Some(e) = error.filter(|_| !ever_connected) {
+                            failure = Some(e);
+                            break StopReason::Failed;
+                        }
+                        break StopReason::SourceEnded;
+                    }
+                    tracing::info!(grace = ?self.config.reconnect_grace, "the source dropped; waiting for it to return");
+                    last_media = Instant::now();
+                }
+            }
+        };
+
+        self.stopping.store(true, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
+        for task in std::mem::take(&mut self.finishing) {
+            match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(record)) => parts.push(record),
+                Ok(Err(e)) => {
+                    failure.get_or_insert(format!("a part's upload task failed: {e}"));
+                }
+                Err(_) => {
+                    failure.get_or_insert("the shutdown timeout passed before every part was stored; their checkpoints stay in the journal and the next run rebuilds them".into());
+                }
+            }
+        }
+        parts.sort_by_key(|p| p.part);
+        Manifest::new(
+            &self.config,
+            started_at,
+            reason,
+            failure,
+            parts,
+            started.elapsed(),
+        )
+    }
+
+    /// Reads one ffmpeg run to its end.
+    async fn read(
+        &mut self,
+        mut recording: Recording,
+        plan: &Plan,
+        stop: &mut watch::Receiver<Option<StopReason>>,
+        last_media: &mut Instant,
+        ever_connected: &mut bool,
+    ) -> Ended {
+        let mut cutter = Cutter::new(self.config.mode);
+        let mut part: Option<OpenPart> = None;
+        self.pending_init = None;
+        let mut last_error: Option<String> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut delivered = false;
+        let ended = loop {
+            let idle_at = *last_media + self.config.idle_timeout;
+            // Once this connection has delivered, a long silence means it is gone.
+            let stall_at = delivered.then(|| *last_media + self.config.stall_timeout);
+            let max_end = self
+                .first_media
+                .zip(self.config.max_duration)
+                .map(|(t, d)| t + d);
+            tokio::select! {
+                chunk = recording.output.recv() => match chunk {
+                    Some(Ok(bytes)) => {
+                        *last_media = Instant::now();
+                        *ever_connected = true;
+                        delivered = true;
+                        self.first_media.get_or_insert(*last_media);
+                        self.consume(&mut cutter, &mut part, plan, &bytes).await;
+                    }
+                    Some(Err(e)) => break Ended::SourceGone(Some(e.to_string())),
+                    None => break Ended::SourceGone(last_error.take()),
+                },
+                line = recording.log.recv() => match line {
+                    Some(LogLine::Error(message)) => last_error = Some(message),
+                    Some(LogLine::Progress { .. }) | None => {}
+                },
+                _ = tokio::time::sleep_until(idle_at.into()) => break Ended::Stop(StopReason::IdleTimeout),
+                _ = sleep_until_opt(stall_at) => {
+                    tracing::warn!(stall = ?self.config.stall_timeout, "the source stalled; reconnecting");
+                    recording.kill();
+                    break Ended::SourceGone(Some(format!("no media for {} s", self.config.stall_timeout.as_secs())));
+                }
+                _ = sleep_until_opt(max_end) => break Ended::Stop(StopReason::MaxDuration),
+                reason = wait_stop(stop, self.config.stop_file.clone()) => break Ended::Stop(reason),
+                _ = tick.tick() => {
+                    let spooled = self.spool.bytes();
+                    self.status.spool_bytes.store(spooled, Ordering::Relaxed);
+                    if spooled > self.config.spool.max_bytes {
+                        tracing::error!(spooled, limit = self.config.spool.max_bytes, "spool full");
+                        break Ended::Stop(StopReason::Failed);
+                    }
+                    if let Some(p) = part.as_mut() {
+                        p.writer.checkpoint_if_due();
+                    }
+                }
+            }
+        };
+        if matches!(ended, Ended::Stop(_)) {
+            // Let ffmpeg finish its last fragment, then take what it wrote.
+            recording.request_stop();
+            let drain_until = tokio::time::Instant::now() + Duration::from_secs(5);
+            while let Ok(Some(Ok(bytes))) =
+                tokio::time::timeout_at(drain_until, recording.output.recv()).await
+            {
+                self.consume(&mut cutter, &mut part, plan, &bytes).await;
+            }
+        }
+        if let Some(frames) = cutter.finish() {
+            self.append(&mut part, plan, Piece::Frames(frames)).await;
+        }
+        let _ = recording.wait(Duration::from_secs(2)).await;
+        if let Some(open) = part.take() {
+            self.close(open);
+        }
+        ended
+    }
+
+    async fn consume(
+        &mut self,
+        cutter: &mut Cutter,
+        part: &mut Option<OpenPart>,
+        plan: &Plan,
+        bytes: &[u8],
+    ) {
+        for piece in cutter.push(bytes) {
+            self.append(part, plan, piece).await;
+        }
+    }
+
+    async fn append(&mut self, part: &mut Option<OpenPart>, plan: &Plan, piece: Piece) {
+        match piece {
+            Piece::Init(init, tracks) => {
+                if let Some(open) = part.take() {
+                    self.close(open);
+                }
+                *part = None;
+                self.pending_init = Some((init, tracks));
+            }
+            Piece::Fragment(fragment) => {
+                let rotate = part
+                    .as_ref()
+                    .is_some_and(|p| self.should_rotate(p, fragment.bytes.len()))
+                    && fragment.starts_with_keyframe;
+                if rotate && let Some(open) = part.take() {
+                    self.close(open);
+                }
+                if part.is_none() {
+                    let Some((init, tracks)) = self.pending_init.clone() else {
+                        return;
+                    };
+                    let mut open = self.open(plan).await;
+                    open.writer.write(init);
+                    open.tracks = Some(tracks);
+                    *part = Some(open);
+                }
+                let open = part.as_mut().expect("opened above");
+                if open.base.is_none() {
+                    open.base = Some(
+                        fragment
+                            .tracks
+                            .iter()
+                            .map(|t| (t.track_id, t.base_decode_time))
+                            .collect(),
+                    );
+                }
+                let rebased = fragment.rebased(open.base.as_ref().expect("set above"));
+                open.timeline.add(&rebased);
+                open.writer.seconds = open
+                    .tracks
+                    .as_ref()
+                    .map(|t| open.timeline.seconds(t))
+                    .unwrap_or(0.0);
+                self.record_progress(rebased.bytes.len(), open.writer.seconds);
+                open.writer.write(rebased.bytes);
+            }
+            Piece::Frames(frames) => {
+                if part
+                    .as_ref()
+                    .is_some_and(|p| self.should_rotate(p, frames.bytes.len()))
+                    && let Some(open) = part.take()
+                {
+                    self.close(open);
+                }
+                if part.is_none() {
+                    *part = Some(self.open(plan).await);
+                }
+                let open = part.as_mut().expect("opened above");
+                open.writer.seconds += frames.seconds;
+                self.record_progress(frames.bytes.len(), open.writer.seconds);
+                open.writer.write(frames.bytes);
+            }
+        }
+    }
+
+    fn record_progress(&self, bytes: usize, part_seconds: f64) {
+        self.status.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        let media = (self.closed_seconds + part_seconds) * 1000.0;
+        self.status
+            .media_millis
+            .store(media as u64, Ordering::Relaxed);
+    }
+
+    fn should_rotate(&self, open: &OpenPart, incoming: usize) -> bool {
+        let w = &open.writer;
+        let by_duration = self
+            .config
+            .segment_duration
+            .is_some_and(|d| w.seconds >= d.as_secs_f64());
+        let by_size = self
+            .config
+            .segment_bytes
+            .is_some_and(|max| w.bytes + incoming as u64 > max);
+        let by_part_limit =
+            w.bytes + incoming as u64 > MAX_CHUNKS * self.config.chunk_size() as u64;
+        by_duration || by_size || by_part_limit
+    }
+
+    async fn open(&mut self, plan: &Plan) -> OpenPart {
+        let part = self.claim_part().await;
+        let key = self.key(part);
+        self.status.part.store(part as u64, Ordering::Relaxed);
+        let meta = PartMeta {
+            part,
+            url: self.config.storage.url(&key),
+            key,
+            user_id: self.config.source.user_id(),
+            mode: self.config.mode,
+            started_at: crate::now_rfc3339(),
+            video_codec: plan.output_video.clone(),
+            audio_codec: plan.output_audio.clone(),
+        };
+        tracing::info!(part, key = %meta.key, "part started");
+        let settings = UploadSettings {
+            chunk: self.config.chunk_size(),
+            checkpoint: self.config.checkpoint,
+            shutdown_deadline: self.config.shutdown_timeout,
+        };
+        OpenPart {
+            writer: PartWriter::open(
+                self.op.clone(),
+                &self.config.storage.prefix,
+                meta,
+                settings,
+                self.spool.clone(),
+                self.stopping.clone(),
+            ),
+            base: None,
+            timeline: fmp4::Timeline::default(),
+            tracks: None,
+        }
+    }
+
+    /// Finishes a part in the background: recording goes on meanwhile.
+    fn close(&mut self, open: OpenPart) {
+        let part = open.writer.meta().part;
+        tracing::info!(
+            part,
+            seconds = open.writer.seconds,
+            bytes = open.writer.bytes,
+            "part closing"
+        );
+        self.closed_seconds += open.writer.seconds;
+        self.finishing.push(tokio::spawn(open.writer.finish()));
+    }
+
+    /// Rebuilds the parts of earlier runs that did not finish.
+    async fn recover(&self) -> Vec<PartRecord> {
+        let dirs = match journal::leftovers(&self.op, &self.config.storage.prefix).await {
+            Ok(dirs) => dirs,
+            Err(e) => {
+                tracing::warn!("cannot look for unfinished parts: {e}");
+                return Vec::new();
+            }
+        };
+        let mut records = Vec::new();
+        for dir in dirs {
+            match journal::salvage(&self.op, &dir, self.config.chunk_size()).await {
+                Ok(s) => {
+                    tracing::info!(key = %s.meta.key, seconds = s.seconds, "recovered a part left by an earlier run");
+                    records.push(PartRecord::from_meta(
+                        &s.meta,
+                        PartStatus::Succeeded,
+                        "recovered from checkpoints after the recording was interrupted".into(),
+                        s.bytes,
+                        s.seconds,
+                        true,
+                    ));
+                }
+                Err(e) => tracing::warn!(journal = %dir, "cannot rebuild an unfinished part: {e}"),
+            }
+        }
+        records
+    }
+}
+
+struct OpenPart {
+    writer: PartWriter,
+    /// Decode time of the part's first fragment per track: subtracted so the part starts at 0.
+    base: Option<std::collections::HashMap<u32, u64>>,
+    timeline: fmp4::Timeline,
+    tracks: Option<fmp4::Tracks>,
+}
+
+enum Piece {
+    Init(bytes::Bytes, fmp4::Tracks),
+    Fragment(fmp4::Fragment),
+    Frames(mp3::Frames),
+}
+
+/// Cuts ffmpeg's output into whole units.
+enum Cutter {
+    Mp4(fmp4::Splitter),
+    Mp3(mp3::Splitter),
+}
+
+impl Cutter {
+    fn new(mode: Mode) -> Self {
+        match mode {
+            Mode::AudioMp3 => Cutter::Mp3(mp3::Splitter::default()),
+            _ => Cutter::Mp4(fmp4::Splitter::default()),
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) -> Vec<Piece> {
+        let mut pieces = Vec::new();
+        match self {
+            Cutter::Mp4(s) => {
+                s.push(data);
+                loop {
+                    match s.next_unit() {
+                        Ok(Some(fmp4::Unit::Init(init))) => {
+                            let tracks = s.tracks().cloned().unwrap_or_default();
+                            pieces.push(Piece::Init(init, tracks));
+                        }
+                        Ok(Some(fmp4::Unit::Fragment(f))) => pieces.push(Piece::Fragment(f)),
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::error!("ffmpeg wrote malformed MP4: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+            Cutter::Mp3(s) => {
+                s.push(data);
+                while let Some(frames) = s.next_frames() {
+                    pieces.push(Piece::Frames(frames));
+                }
+            }
+        }
+        pieces
+    }
+
+    fn finish(&mut self) -> Option<mp3::Frames> {
+        match self {
+            Cutter::Mp3(s) => s.finish(),
+            Cutter::Mp4(_) => None,
+        }
+    }
+}
+
+async fn check_storage(op: &Operator, storage: &StorageConfig) -> Result<(), String> {
+    // Listing the prefix needs the same credentials and bucket as writing into it.
+    let path = if storage.prefix.is_empty() {
+        "/".to_string()
+    } else {
+        format!("{}/", storage.prefix)
+    };
+    match op.list_with(&path).limit(1).await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.kind() == opendal::ErrorKind::NotFound
+                && matches!(storage.kind, crate::storage::StorageKind::Dir(_)) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(match e.kind() {
+            opendal::ErrorKind::PermissionDenied => format!(
+                "the storage {} refused the credentials: check the secret id/key (or access key) and that they may write to the bucket ({e})",
+                storage.describe()
+            ),
+            opendal::ErrorKind::NotFound => format!(
+                "the bucket of {} does not exist: create it or fix the bucket name ({e})",
+                storage.describe()
+            ),
+            _ => format!("the storage {} cannot be reached: {e}", storage.describe()),
+        }),
+    }
+}
+
+/// Waits for a stop request: the signal channel or the stop file.
+async fn wait_stop(
+    stop: &mut watch::Receiver<Option<StopReason>>,
+    stop_file: Option<PathBuf>,
+) -> StopReason {
+    loop {
+        if let Some(reason) = stop.borrow().clone() {
+            return reason;
+        }
+        if stop_file.as_ref().is_some_and(|f| f.exists()) {
+            return StopReason::StopRequested;
+        }
+        tokio::select! {
+            changed = stop.changed() => if changed.is_err() { std::future::pending::<()>().await },
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A URL without its query (which may hold tokens), for logs and messages.
+pub fn redact(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?…"),
+        None => url.to_string(),
+    }
+}

@@ -1,0 +1,604 @@
+//! roomrec-worker against the real test bed: nginx-rtmp with a live ffmpeg publisher, the S3
+//! object store (versitygw, SigV4), local directories, and ffprobe on every file produced.
+
+use roomrec_testbed::media::{Publisher, StreamSpec, ffprobe};
+use roomrec_testbed::object_store::ObjectStore;
+use roomrec_testbed::{BedInfo, shared};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn bed() -> &'static BedInfo {
+    shared()
+}
+
+struct Run {
+    code: i32,
+    manifest: Value,
+    stderr: String,
+}
+
+/// Starts the worker; `storage` is "s3" (the bed's bucket, under `prefix`) or a directory.
+fn worker(source: &str, mode: &str, storage: &Storage, extra: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomrec-worker"));
+    command
+        .args([
+            "record",
+            "--source",
+            source,
+            "--mode",
+            mode,
+            "--log-format",
+            "json",
+        ])
+        .args(extra)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    storage.apply(&mut command);
+    command
+}
+
+#[derive(Clone)]
+enum Storage {
+    S3 {
+        endpoint: String,
+        bucket: String,
+        prefix: String,
+        access: String,
+        secret: String,
+        bucket_dir: PathBuf,
+    },
+    Dir(PathBuf),
+}
+
+impl Storage {
+    fn s3(prefix: &str) -> Self {
+        let b = bed();
+        Storage::S3 {
+            endpoint: b.s3_endpoint.clone(),
+            bucket: b.s3_bucket.clone(),
+            prefix: prefix.into(),
+            access: b.s3_access_key.clone(),
+            secret: b.s3_secret_key.clone(),
+            bucket_dir: b.s3_bucket_dir.clone(),
+        }
+    }
+
+    fn dir(name: &str) -> Self {
+        Storage::Dir(bed().scratch(name).unwrap())
+    }
+
+    fn apply(&self, command: &mut tokio::process::Command) {
+        match self {
+            Storage::S3 {
+                endpoint,
+                bucket,
+                prefix,
+                access,
+                secret,
+                ..
+            } => {
+                command
+                    .args([
+                        "--storage",
+                        &format!("s3://{bucket}/{prefix}"),
+                        "--endpoint",
+                        endpoint,
+                    ])
+                    .env("AWS_ACCESS_KEY_ID", access)
+                    .env("AWS_SECRET_ACCESS_KEY", secret);
+            }
+            Storage::Dir(dir) => {
+                command.args(["--storage", &format!("file://{}", dir.display())]);
+            }
+        }
+    }
+
+    /// The file behind a key (versitygw keeps objects as files).
+    fn file(&self, key: &str) -> PathBuf {
+        match self {
+            Storage::S3 { bucket_dir, .. } => bucket_dir.join(key),
+            Storage::Dir(dir) => dir.join(key),
+        }
+    }
+}
+
+/// A running worker whose output is read all along (a full stderr pipe would stall it).
+struct Started {
+    pid: u32,
+    output: tokio::task::JoinHandle<Run>,
+}
+
+fn start(command: &mut tokio::process::Command) -> Started {
+    let child = command.spawn().unwrap();
+    let pid = child.id().unwrap();
+    let output = tokio::spawn(async move {
+        let out = child.wait_with_output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let manifest = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            manifest,
+            stderr,
+        }
+    });
+    Started { pid, output }
+}
+
+impl Started {
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(self.pid as i32, signal) };
+    }
+}
+
+async fn finish(started: Started) -> Run {
+    started.output.await.unwrap()
+}
+
+async fn run(command: &mut tokio::process::Command) -> Run {
+    finish(start(command)).await
+}
+
+async fn publish(key: &str, spec: StreamSpec) -> Publisher {
+    let log = bed()
+        .scratch("publishers")
+        .unwrap()
+        .join(format!("{key}.log"));
+    Publisher::start(&bed().rtmp_url(key), &spec, &log)
+        .await
+        .unwrap()
+}
+
+fn probe(path: &Path) -> roomrec_testbed::media::Probe {
+    ffprobe(path.to_str().unwrap(), Duration::from_secs(10)).unwrap()
+}
+
+fn parts(run: &Run) -> Vec<Value> {
+    run.manifest["parts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no manifest: {}", run.stderr))
+}
+
+/// Every part exists, plays with the expected codecs, and lasts what the manifest says.
+fn verify_parts(run: &Run, storage: &Storage, video: Option<&str>, audio: Option<&str>) -> f64 {
+    let mut total = 0.0;
+    for part in parts(run) {
+        assert_eq!(part["status"], "succeeded", "{part:#}");
+        let file = storage.file(part["key"].as_str().unwrap());
+        let p = probe(&file);
+        assert_eq!(
+            p.codec("video"),
+            video,
+            "{}: {:#?}",
+            file.display(),
+            p.raw["streams"]
+        );
+        assert_eq!(
+            p.codec("audio"),
+            audio,
+            "{}: {:#?}",
+            file.display(),
+            p.raw["streams"]
+        );
+        let duration = p.duration.unwrap();
+        let claimed = part["durationSeconds"].as_f64().unwrap();
+        assert!(
+            (duration - claimed).abs() < 0.2,
+            "{}: ffprobe {duration} s, manifest {claimed} s",
+            file.display()
+        );
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().len(),
+            part["bytes"].as_u64().unwrap()
+        );
+        total += duration;
+    }
+    total
+}
+
+#[tokio::test]
+async fn every_mode_into_every_backend() {
+    let _publisher = publish("modes", StreamSpec::default()).await;
+    let url = bed().rtmp_url("modes");
+    let mut runs = Vec::new();
+    for (mode, video, audio) in [
+        ("00", None, Some("mp3")),
+        ("01", Some("h264"), None),
+        ("02", Some("h264"), Some("aac")),
+    ] {
+        for storage in [
+            Storage::s3(&format!("modes/{mode}")),
+            Storage::dir(&format!("modes-{mode}")),
+        ] {
+            let child = start(&mut worker(&url, mode, &storage, &["--max-duration", "4"]));
+            runs.push((mode, video, audio, storage, child));
+        }
+    }
+    for (mode, video, audio, storage, child) in runs {
+        let run = finish(child).await;
+        assert_eq!(run.code, 0, "mode {mode}: {}", run.stderr);
+        assert_eq!(run.manifest["stopReason"], "max-duration");
+        assert_eq!(parts(&run).len(), 1);
+        let seconds = verify_parts(&run, &storage, video, audio);
+        assert!((3.0..6.0).contains(&seconds), "mode {mode}: {seconds} s");
+        let url = parts(&run)[0]["url"].as_str().unwrap().to_string();
+        match &storage {
+            Storage::S3 { endpoint, .. } => assert!(
+                url.starts_with(&format!("{endpoint}/recordings/modes/{mode}/modes_")),
+                "{url}"
+            ),
+            Storage::Dir(dir) => assert!(
+                url.starts_with(&format!("file://{}/modes_", dir.display())),
+                "{url}"
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn mp3_audio_is_copied_not_reencoded() {
+    let spec = StreamSpec {
+        audio_codec: Some("libmp3lame"),
+        ..StreamSpec::default()
+    };
+    let _publisher = publish("mp3-source", spec).await;
+    let url = bed().rtmp_url("mp3-source");
+    for (mode, video) in [("00", None), ("02", Some("h264"))] {
+        let storage = Storage::s3(&format!("mp3src/{mode}"));
+        let run = run(&mut worker(&url, mode, &storage, &["--max-duration", "3"])).await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        verify_parts(&run, &storage, video, Some("mp3"));
+        assert!(
+            run.stderr.contains("\"copy\":true"),
+            "MP3 from the source is copied: {}",
+            run.stderr
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_source_without_audio_fails_audio_modes_with_advice() {
+    let spec = StreamSpec {
+        audio_codec: None,
+        ..StreamSpec::default()
+    };
+    let _publisher = publish("silent", spec).await;
+    let url = bed().rtmp_url("silent");
+    let storage = Storage::dir("silent");
+    let run = run(&mut worker(&url, "00", &storage, &["--max-duration", "3"])).await;
+    assert_eq!(run.code, 1);
+    let message = run.manifest["message"].as_str().unwrap();
+    assert!(
+        message.contains("no audio track") && message.contains("VideoMp4 (01)"),
+        "{message}"
+    );
+    assert!(parts(&run).is_empty());
+    let ok = self::run(&mut worker(&url, "01", &storage, &["--max-duration", "3"])).await;
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    verify_parts(&ok, &storage, Some("h264"), None);
+}
+
+#[tokio::test]
+async fn a_stream_that_never_starts_ends_at_the_idle_timeout() {
+    let url = bed().rtmp_url("nobody-publishes-this");
+    let started = Instant::now();
+    let run = run(&mut worker(
+        &url,
+        "02",
+        &Storage::dir("never"),
+        &["--idle-timeout", "4"],
+    ))
+    .await;
+    assert_eq!(run.code, 1);
+    assert_eq!(run.manifest["stopReason"], "idle-timeout");
+    assert!(
+        run.manifest["message"]
+            .as_str()
+            .unwrap()
+            .contains("idle timeout (4 s)"),
+        "{:#}",
+        run.manifest
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[tokio::test]
+async fn a_stalled_stream_ends_at_the_idle_timeout_keeping_what_was_recorded() {
+    let spec = StreamSpec {
+        duration: Some(Duration::from_secs(6)),
+        ..StreamSpec::default()
+    };
+    let _publisher = publish("stalls", spec).await;
+    let storage = Storage::dir("stalls");
+    // Grace longer than idle: the recording ends by the idle rule.
+    let run = run(&mut worker(
+        &bed().rtmp_url("stalls"),
+        "02",
+        &storage,
+        &["--idle-timeout", "3", "--reconnect-grace", "3"],
+    ))
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        ["idle-timeout", "source-ended"].contains(&run.manifest["stopReason"].as_str().unwrap())
+    );
+    let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    assert!(seconds > 2.0, "{seconds}");
+}
+
+#[tokio::test]
+async fn wrong_credentials_and_a_missing_bucket_fail_clearly() {
+    let b = bed();
+    let url = b.rtmp_url("unused");
+    let mut bad = worker(&url, "02", &Storage::s3("x"), &[]);
+    bad.env("AWS_SECRET_ACCESS_KEY", "wrong");
+    let run = run(&mut bad).await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("refused the credentials"),
+        "{}",
+        run.stderr
+    );
+
+    let mut missing = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomrec-worker"));
+    missing
+        .args([
+            "record",
+            "--source",
+            &url,
+            "--storage",
+            "s3://no-such-bucket/x",
+            "--endpoint",
+            &b.s3_endpoint,
+        ])
+        .env("AWS_ACCESS_KEY_ID", &b.s3_access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &b.s3_secret_key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = self::run(&mut missing).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("does not exist"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn bad_arguments_name_the_flag_and_exit_2() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomrec-worker"))
+        .args([
+            "record",
+            "--source",
+            "rtmp://h/live/a",
+            "--storage",
+            "cos://b-1/x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--storage") && stderr.contains("--region ap-shanghai"),
+        "{stderr}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomrec-worker"))
+        .args([
+            "record",
+            "--source",
+            "rtmp://h/live/a",
+            "--storage",
+            "/tmp/x",
+            "--idle-timeout",
+            "soon",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--idle-timeout"));
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_roomrec-worker"))
+        .args(["record", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--source",
+        "--mode",
+        "--storage",
+        "--idle-timeout",
+        "--max-duration",
+        "--segment-seconds",
+        "--checkpoint-seconds",
+    ] {
+        assert!(help.contains(flag), "--help explains {flag}");
+    }
+}
+
+/// The wall-clock time of a JSON log event of the worker, by its message (a prefix if it
+/// ends with a space).
+fn event_time(stderr: &str, message: &str) -> Option<jiff::Timestamp> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| {
+            let text = v["fields"]["message"].as_str()?;
+            let matches = if message.ends_with(' ') {
+                text.starts_with(message)
+            } else {
+                text == message
+            };
+            matches.then(|| v["timestamp"].as_str().unwrap().parse().unwrap())
+        })
+}
+
+#[tokio::test]
+async fn sigterm_finishes_a_playable_file_of_the_right_length() {
+    let _publisher = publish("sigterm", StreamSpec::default()).await;
+    let storage = Storage::s3("sigterm");
+    let child = start(&mut worker(&bed().rtmp_url("sigterm"), "02", &storage, &[]));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let signalled = jiff::Timestamp::now();
+    child.signal(libc::SIGTERM);
+    let started = Instant::now();
+    let run = finish(child).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "finished within a pod's grace period"
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.manifest["stopReason"], "signal");
+    let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    // ffmpeg starts reading the live stream when the worker logs "recording …": the file
+    // holds the media from then until SIGTERM.
+    let connected = event_time(&run.stderr, "recording ").expect("recording event");
+    let recorded_wall = (signalled - connected).total(jiff::Unit::Second).unwrap();
+    assert!(
+        (seconds - recorded_wall).abs() <= 1.0,
+        "file {seconds} s vs {recorded_wall} s between connecting and SIGTERM"
+    );
+}
+
+#[tokio::test]
+async fn sigkill_loses_at_most_a_few_seconds_and_a_restart_continues_with_a_new_part() {
+    let _publisher = publish("sigkill", StreamSpec::default()).await;
+    let storage = Storage::s3("sigkill");
+    let session = ["--session-start", "2026-01-01T00:00:00Z"];
+    let child = start(&mut worker(
+        &bed().rtmp_url("sigkill"),
+        "02",
+        &storage,
+        &session,
+    ));
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let killed = jiff::Timestamp::now();
+    child.signal(libc::SIGKILL);
+    let killed_run = finish(child).await;
+    let connected = event_time(&killed_run.stderr, "recording ").expect("recording event");
+    let recorded_before_kill = (killed - connected).total(jiff::Unit::Second).unwrap();
+
+    let mut restart = worker(&bed().rtmp_url("sigkill"), "02", &storage, &session);
+    restart.args(["--max-duration", "3"]);
+    let run = run(&mut restart).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let parts = parts(&run);
+    assert_eq!(parts.len(), 2, "{:#}", run.manifest);
+    assert_eq!(parts[0]["part"], 1);
+    assert_eq!(parts[0]["recovered"], true);
+    assert_eq!(parts[1]["part"], 2);
+    assert_ne!(parts[0]["key"], parts[1]["key"]);
+    verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    let recovered = parts[0]["durationSeconds"].as_f64().unwrap();
+    let lost = recorded_before_kill - recovered;
+    eprintln!(
+        "SIGKILL after {recorded_before_kill:.2} s of media: {recovered:.2} s recovered, {lost:.2} s lost"
+    );
+    // Checkpoint 2 s + one fragment (1 s) + a write in flight.
+    assert!(lost <= 3.5, "lost {lost:.2} s");
+    // The journal is gone once the part is rebuilt.
+    let journal = storage.file("sigkill/.roomrec-journal");
+    assert!(!journal.exists() || std::fs::read_dir(&journal).unwrap().next().is_none());
+}
+
+#[tokio::test]
+async fn a_dropped_stream_that_returns_continues_as_a_new_part() {
+    let storage = Storage::dir("drop");
+    let child = start(&mut worker(
+        &bed().rtmp_url("drops"),
+        "02",
+        &storage,
+        &["--reconnect-grace", "8", "--idle-timeout", "30"],
+    ));
+    {
+        let _first = publish(
+            "drops",
+            StreamSpec {
+                duration: Some(Duration::from_secs(8)),
+                ..StreamSpec::default()
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    {
+        let _second = publish(
+            "drops",
+            StreamSpec {
+                duration: Some(Duration::from_secs(8)),
+                ..StreamSpec::default()
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(9)).await;
+    }
+    let run = finish(child).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.manifest["stopReason"], "source-ended");
+    let parts = parts(&run);
+    assert_eq!(parts.len(), 2, "{:#}", run.manifest);
+    let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    assert!(seconds > 6.0, "{seconds}");
+}
+
+#[tokio::test]
+async fn segments_split_by_duration_into_playable_parts_starting_at_zero() {
+    let _publisher = publish("segments", StreamSpec::default()).await;
+    let storage = Storage::s3("segments");
+    let run = run(&mut worker(
+        &bed().rtmp_url("segments"),
+        "02",
+        &storage,
+        &["--segment-seconds", "4", "--max-duration", "13"],
+    ))
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let parts = parts(&run);
+    assert!(parts.len() >= 3, "{:#}", run.manifest);
+    verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    for part in &parts {
+        let file = storage.file(part["key"].as_str().unwrap());
+        let p = probe(&file);
+        let start: f64 = p.raw["format"]["start_time"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(start < 0.1, "{} starts at {start}", file.display());
+    }
+}
+
+#[tokio::test]
+async fn an_object_store_outage_of_30_seconds_loses_nothing() {
+    let dir = bed().scratch("outage-store").unwrap();
+    let mut store = ObjectStore::start(&dir).await.unwrap();
+    let b = bed();
+    let storage = Storage::S3 {
+        endpoint: store.endpoint(),
+        bucket: roomrec_testbed::object_store::BUCKET.into(),
+        prefix: "outage".into(),
+        access: b.s3_access_key.clone(),
+        secret: b.s3_secret_key.clone(),
+        bucket_dir: store.root.join(roomrec_testbed::object_store::BUCKET),
+    };
+    let _publisher = publish("outage", StreamSpec::default()).await;
+    let child = start(&mut worker(
+        &bed().rtmp_url("outage"),
+        "02",
+        &storage,
+        &["--max-duration", "45"],
+    ));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    store.pause();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    store.resume().await.unwrap();
+    let run = finish(child).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    assert!(
+        seconds >= 44.0,
+        "recorded {seconds} s of 45 across a 30 s outage: {:#}\n{}",
+        run.manifest,
+        run.stderr
+    );
+}
