@@ -38,11 +38,11 @@ lint:
 testbed-up: testbed
 	$(TESTBED_ENV) $(CARGO) run --locked -p roomrec-testbed -- up
 
-demo: testbed
-	@echo "make demo: not yet — it records a stream once roomrec-worker exists (issue 3)."
+demo:
+	bash hack/demo.sh
 
-bench:
-	@echo "make bench: not yet — the worker's benchmarks come with roomrec-worker (issue 3)."
+bench: testbed
+	python3 hack/bench.py $(BENCH_ARGS)
 
 clean-cache:
 	rm -rf "$${ROOMREC_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/roomrec}"

@@ -160,7 +160,7 @@ pub struct RecordArgs {
         help_heading = "Parts and stopping"
     )]
     pub stall_seconds: u64,
-    /// Stop after recording this many seconds.
+    /// Stop once this many seconds of media are recorded.
     #[arg(
         long,
         env = "ROOMREC_MAX_DURATION_SECONDS",
@@ -187,8 +187,17 @@ pub struct RecordArgs {
         help_heading = "Durability"
     )]
     pub checkpoint_seconds: u64,
-    /// Most recorded data that may wait for an unreachable store before the recording fails.
-    #[arg(long, env = "ROOMREC_SPOOL_MAX", default_value = "256M", value_parser = parse_size, help_heading = "Durability")]
+    /// Recorded data held in memory while the store is slow or unreachable; beyond it,
+    /// checkpoints go to --spool-dir.
+    #[arg(long, env = "ROOMREC_SPOOL_MEMORY", default_value = "32M", value_parser = parse_size, help_heading = "Durability")]
+    pub spool_memory: u64,
+    /// Scratch directory for checkpoints the store has not taken yet (an emptyDir or a volume);
+    /// what is left there is uploaded by the next run with the same directory.
+    #[arg(long, env = "ROOMREC_SPOOL_DIR", help_heading = "Durability")]
+    pub spool_dir: Option<PathBuf>,
+    /// Most recorded data that may wait for an unreachable store (memory and disk) before the
+    /// recording fails.
+    #[arg(long, env = "ROOMREC_SPOOL_MAX", default_value = "1G", value_parser = parse_size, help_heading = "Durability")]
     pub spool_max: u64,
     /// Expected bitrate (bits/s, k/M suffixes), only to size upload chunks for long parts.
     #[arg(long, env = "ROOMREC_EXPECTED_BITRATE", default_value = "8M", value_parser = parse_size, help_heading = "Durability")]
@@ -387,6 +396,8 @@ impl RecordArgs {
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             checkpoint: Duration::from_secs(self.checkpoint_seconds),
             spool: SpoolLimits {
+                memory_bytes: self.spool_memory,
+                dir: self.spool_dir,
                 max_bytes: self.spool_max,
             },
             tools: Tools {

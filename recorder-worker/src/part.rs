@@ -7,33 +7,99 @@ use crate::journal::{self, PartMeta};
 use bytes::{Bytes, BytesMut};
 use opendal::Operator;
 use serde::Serialize;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// How much recorded data may wait for the store before the recording fails.
+/// How much recorded data may wait for the store, in memory and then in a scratch directory,
+/// before the recording fails.
 #[derive(Debug, Clone)]
 pub struct SpoolLimits {
+    pub memory_bytes: u64,
+    /// Spill directory (None: memory only). Checkpoints that could not be uploaded stay here,
+    /// laid out like the journal, and the next run uploads them.
+    pub dir: Option<PathBuf>,
     pub max_bytes: u64,
 }
 
 /// Bytes waiting for the store, across all parts.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Spool {
-    pub waiting: AtomicU64,
+    pub limits: SpoolLimits,
+    memory: AtomicU64,
+    disk: AtomicU64,
 }
 
 impl Spool {
+    pub fn new(limits: SpoolLimits) -> Self {
+        Self {
+            limits,
+            memory: AtomicU64::new(0),
+            disk: AtomicU64::new(0),
+        }
+    }
     fn hold(&self, n: usize) {
-        self.waiting.fetch_add(n as u64, Ordering::Relaxed);
+        self.memory.fetch_add(n as u64, Ordering::Relaxed);
     }
     fn release(&self, n: usize) {
-        self.waiting.fetch_sub(n as u64, Ordering::Relaxed);
+        self.memory.fetch_sub(n as u64, Ordering::Relaxed);
+    }
+    /// Memory is past its limit: new checkpoints go to disk and streaming uploads give way.
+    fn under_pressure(&self) -> bool {
+        self.memory.load(Ordering::Relaxed) > self.limits.memory_bytes
     }
     pub fn bytes(&self) -> u64 {
-        self.waiting.load(Ordering::Relaxed)
+        self.memory.load(Ordering::Relaxed) + self.disk.load(Ordering::Relaxed)
+    }
+    pub fn full(&self) -> bool {
+        self.bytes() > self.limits.max_bytes
+    }
+}
+
+/// A checkpoint on its way to the journal.
+enum Block {
+    Memory(Bytes),
+    /// Spilled to the spool directory.
+    Disk(PathBuf, u64),
+}
+
+impl Block {
+    fn len(&self) -> u64 {
+        match self {
+            Block::Memory(b) => b.len() as u64,
+            Block::Disk(_, n) => *n,
+        }
+    }
+}
+
+/// The recording is stopping: uploads must be done by `deadline` (the rest of the shutdown
+/// time keeps what they could not store and writes the manifest).
+#[derive(Debug, Default)]
+pub struct Stopping {
+    deadline: std::sync::OnceLock<tokio::time::Instant>,
+}
+
+impl Stopping {
+    pub fn begin(&self, uploads_within: Duration) {
+        let _ = self
+            .deadline
+            .set(tokio::time::Instant::now() + uploads_within);
+    }
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline.get().copied()
+    }
+
+    /// Resolves when the recording is stopping and its upload deadline has passed.
+    async fn passed(&self) {
+        loop {
+            match self.deadline() {
+                Some(deadline) => return tokio::time::sleep_until(deadline).await,
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 }
 
@@ -42,8 +108,6 @@ pub struct UploadSettings {
     /// Multipart chunk size: sized so the longest recording fits in 10,000 parts.
     pub chunk: usize,
     pub checkpoint: Duration,
-    /// How long a journal write is retried once the recording is stopping.
-    pub shutdown_deadline: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -108,8 +172,11 @@ pub struct PartWriter {
     journal_dir: String,
     main_tx: mpsc::UnboundedSender<Bytes>,
     main_task: JoinHandle<Result<(), String>>,
-    journal_tx: mpsc::UnboundedSender<(u32, Bytes)>,
-    journal_task: JoinHandle<Vec<(u32, Bytes)>>,
+    /// Set when the streaming upload gives way to the journal (memory pressure).
+    main_abandoned: Arc<AtomicBool>,
+    stopping: Arc<Stopping>,
+    journal_tx: mpsc::UnboundedSender<(u32, Block)>,
+    journal_task: JoinHandle<Vec<(u32, Block)>>,
     pending: BytesMut,
     next_seq: u32,
     last_checkpoint: Instant,
@@ -124,16 +191,18 @@ impl PartWriter {
         meta: PartMeta,
         settings: UploadSettings,
         spool: Arc<Spool>,
-        stopping: Arc<std::sync::atomic::AtomicBool>,
+        stopping: Arc<Stopping>,
     ) -> Self {
         let journal_dir = journal::journal_dir(prefix, &meta.key);
         let (main_tx, main_rx) = mpsc::unbounded_channel();
+        let main_abandoned = Arc::new(AtomicBool::new(false));
         let main_task = tokio::spawn(upload_main(
             op.clone(),
             meta.clone(),
             settings.chunk,
             main_rx,
             spool.clone(),
+            main_abandoned.clone(),
         ));
         let (journal_tx, journal_rx) = mpsc::unbounded_channel();
         let meta_json = Bytes::from(serde_json::to_vec(&meta).expect("PartMeta serializes"));
@@ -143,8 +212,7 @@ impl PartWriter {
             meta_json,
             journal_rx,
             spool.clone(),
-            stopping,
-            settings.shutdown_deadline,
+            stopping.clone(),
         ));
         Self {
             meta,
@@ -154,6 +222,8 @@ impl PartWriter {
             journal_dir,
             main_tx,
             main_task,
+            main_abandoned,
+            stopping,
             journal_tx,
             journal_task,
             pending: BytesMut::new(),
@@ -172,8 +242,13 @@ impl PartWriter {
     pub fn write(&mut self, data: Bytes) {
         self.bytes += data.len() as u64;
         self.pending.extend_from_slice(&data);
-        self.spool.hold(data.len());
-        let _ = self.main_tx.send(data);
+        if self.spool.under_pressure() && !self.main_abandoned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(key = %self.meta.key, "the store is slow: the streaming upload gives way, the file will be assembled from its checkpoints");
+        }
+        if !self.main_abandoned.load(Ordering::Relaxed) {
+            self.spool.hold(data.len());
+            let _ = self.main_tx.send(data);
+        }
         self.checkpoint_if_due();
     }
 
@@ -184,57 +259,96 @@ impl PartWriter {
         }
     }
 
-    /// Sends what is pending to the journal now.
+    /// Sends what is pending to the journal now: in memory, or spilled to the spool directory
+    /// when memory is past its limit.
     pub fn checkpoint(&mut self) {
         self.last_checkpoint = Instant::now();
         if self.pending.is_empty() {
             return;
         }
-        let block = self.pending.split().freeze();
-        self.spool.hold(block.len());
+        let data = self.pending.split().freeze();
+        let block = match (&self.spool.limits.dir, self.spool.under_pressure()) {
+            (Some(dir), true) => {
+                match spill(dir, &self.journal_dir, self.next_seq, &data, &self.meta) {
+                    Ok(path) => {
+                        self.spool
+                            .disk
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        Block::Disk(path, data.len() as u64)
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot spill to the spool directory: {e}");
+                        self.spool.hold(data.len());
+                        Block::Memory(data)
+                    }
+                }
+            }
+            _ => {
+                self.spool.hold(data.len());
+                Block::Memory(data)
+            }
+        };
         let _ = self.journal_tx.send((self.next_seq, block));
         self.next_seq += 1;
     }
 
     /// Closes the part: the journal is flushed, the upload completed (or, if it failed, the
     /// object rebuilt from the journal), and the journal deleted once the object is whole.
+    /// Checkpoints the store never confirmed are kept in the spool directory, never dropped.
     pub async fn finish(mut self) -> PartRecord {
         self.checkpoint();
         let PartWriter {
             meta,
             op,
             settings,
+            spool,
             journal_dir,
             main_tx,
-            main_task,
+            mut main_task,
             journal_tx,
             journal_task,
             bytes,
             seconds,
+            stopping,
             ..
         } = self;
         drop(main_tx);
         drop(journal_tx);
+        // The journal task bounds itself once the recording is stopping.
         let undelivered = journal_task.await.unwrap_or_default();
-        let main = main_task.await.unwrap_or_else(|e| Err(e.to_string()));
+        let main = tokio::select! {
+            result = &mut main_task => result.unwrap_or_else(|e| Err(e.to_string())),
+            _ = stopping.passed() => {
+                main_task.abort();
+                Err("the streaming upload did not complete before the shutdown timeout".into())
+            }
+        };
         if !undelivered.is_empty() {
-            let lost: usize = undelivered.iter().map(|(_, b)| b.len()).sum();
-            let message = match main {
-                Ok(()) => {
-                    // The object is whole; only its journal could not be written or deleted.
-                    let _ = op.delete_with(&journal_dir).recursive(true).await;
-                    return PartRecord::from_meta(
-                        &meta,
-                        PartStatus::Succeeded,
-                        String::new(),
-                        bytes,
-                        seconds,
-                        false,
-                    );
+            if main.is_ok() {
+                // The object is whole; only its journal could not be written.
+                for (_, block) in &undelivered {
+                    if let Block::Disk(path, _) = block {
+                        let _ = std::fs::remove_file(path);
+                    }
                 }
-                Err(e) => format!(
-                    "the object store stayed unreachable ({e}); {lost} bytes of the last checkpoints could not be stored"
+                let _ = op.delete_with(&journal_dir).recursive(true).await;
+                return PartRecord::from_meta(
+                    &meta,
+                    PartStatus::Succeeded,
+                    String::new(),
+                    bytes,
+                    seconds,
+                    false,
+                );
+            }
+            let kept = keep_undelivered(&spool.limits.dir, &journal_dir, &meta, undelivered);
+            let message = match (main, kept) {
+                (Err(e), Ok(dir)) => format!(
+                    "the object store stayed unreachable ({e}); the unsent checkpoints are kept in {} and the next run with the same --spool-dir uploads and assembles them",
+                    dir.display()
                 ),
+                (Err(e), Err(lost)) => format!("the object store stayed unreachable ({e}); {lost}"),
+                (Ok(()), _) => unreachable!("handled above"),
             };
             return PartRecord::from_meta(
                 &meta,
@@ -244,6 +358,10 @@ impl PartWriter {
                 seconds,
                 false,
             );
+        }
+        // Everything reached the journal: the part's spill directory (if any) is done with.
+        if let Some(dir) = &spool.limits.dir {
+            let _ = std::fs::remove_dir_all(dir.join(&journal_dir));
         }
         match main {
             Ok(()) => {
@@ -264,7 +382,7 @@ impl PartWriter {
                     &meta,
                     PartStatus::Succeeded,
                     format!(
-                        "the streaming upload failed ({upload_error}); the file was rebuilt from its checkpoints"
+                        "the streaming upload did not complete ({upload_error}); the file was assembled from its checkpoints"
                     ),
                     s.bytes,
                     s.seconds,
@@ -274,7 +392,7 @@ impl PartWriter {
                     &meta,
                     PartStatus::Failed,
                     format!(
-                        "the upload failed ({upload_error}) and rebuilding from checkpoints failed too ({e}); the checkpoints are kept under {journal_dir}"
+                        "the upload failed ({upload_error}) and assembling from checkpoints failed too ({e}); the checkpoints are kept under {journal_dir}"
                     ),
                     bytes,
                     seconds,
@@ -285,14 +403,97 @@ impl PartWriter {
     }
 }
 
-/// Streams the part into its object. After an error it keeps draining (and releasing) the
-/// queue: the journal holds the data, and `finish` rebuilds the object from it.
+/// Writes a checkpoint into the spool directory, mirroring the journal's layout (with its
+/// meta.json), so a later run can upload it as it is.
+fn spill(
+    dir: &std::path::Path,
+    journal_dir: &str,
+    seq: u32,
+    data: &[u8],
+    meta: &PartMeta,
+) -> std::io::Result<PathBuf> {
+    let part_dir = dir.join(journal_dir);
+    std::fs::create_dir_all(&part_dir)?;
+    let meta_path = part_dir.join("meta.json");
+    if !meta_path.exists() {
+        std::fs::write(
+            &meta_path,
+            serde_json::to_vec(meta).expect("PartMeta serializes"),
+        )?;
+    }
+    let path = part_dir.join(format!("{seq:08}.seg"));
+    std::fs::write(&path, data)?;
+    Ok(path)
+}
+
+/// Puts every undelivered checkpoint into the spool directory; Err says what is lost.
+fn keep_undelivered(
+    dir: &Option<PathBuf>,
+    journal_dir: &str,
+    meta: &PartMeta,
+    undelivered: Vec<(u32, Block)>,
+) -> Result<PathBuf, String> {
+    let Some(dir) = dir else {
+        let lost: u64 = undelivered.iter().map(|(_, b)| b.len()).sum();
+        return Err(format!(
+            "{lost} bytes of checkpoints could not be stored (set --spool-dir to keep them on disk)"
+        ));
+    };
+    for (seq, block) in undelivered {
+        if let Block::Memory(data) = block {
+            spill(dir, journal_dir, seq, &data, meta)
+                .map_err(|e| format!("the spool directory {} failed too: {e}", dir.display()))?;
+        }
+    }
+    Ok(dir.join(journal_dir))
+}
+
+/// Uploads checkpoints an earlier run left in the spool directory into the journal, so that
+/// journal recovery assembles them. Files are removed once stored.
+pub async fn upload_spooled(op: &Operator, dir: &std::path::Path) -> Result<usize, String> {
+    let mut uploaded = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    // meta.json sorts before the segments of its directory.
+    files.sort();
+    for path in files {
+        let Ok(relative) = path.strip_prefix(dir) else {
+            continue;
+        };
+        let key = relative.to_string_lossy().to_string();
+        let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        op.write(&key, data)
+            .await
+            .map_err(|e| format!("{key}: {e}"))?;
+        let _ = std::fs::remove_file(&path);
+        uploaded += 1;
+    }
+    Ok(uploaded)
+}
+
+/// Streams the part into its object. After an error, or when it is abandoned under memory
+/// pressure, it keeps draining (and releasing) the queue: the journal holds the data, and
+/// `finish` assembles the object from it.
 async fn upload_main(
     op: Operator,
     meta: PartMeta,
     chunk: usize,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     spool: Arc<Spool>,
+    abandoned: Arc<AtomicBool>,
 ) -> Result<(), String> {
     let mut failure: Option<String> = None;
     let mut writer = match op
@@ -307,8 +508,20 @@ async fn upload_main(
             None
         }
     };
+    let give_way = |failure: &mut Option<String>| {
+        let first = abandoned.load(Ordering::Relaxed) && failure.is_none();
+        if first {
+            *failure = Some("it gave way to the checkpoints while the store was slow".into());
+        }
+        first
+    };
     while let Some(data) = rx.recv().await {
         let len = data.len();
+        if give_way(&mut failure)
+            && let Some(mut w) = writer.take()
+        {
+            let _ = w.abort().await;
+        }
         if let Some(w) = writer.as_mut()
             && let Err(e) = w.write(data).await
         {
@@ -319,6 +532,12 @@ async fn upload_main(
             }
         }
         spool.release(len);
+    }
+    // Abandoned after the last queued write: the object must not be completed short.
+    if give_way(&mut failure)
+        && let Some(mut w) = writer.take()
+    {
+        let _ = w.abort().await;
     }
     match (writer, failure) {
         (Some(mut w), None) => match w.close().await {
@@ -333,79 +552,71 @@ async fn upload_main(
     }
 }
 
-/// Writes `meta.json`, then each checkpoint block as a numbered segment, retrying each write
-/// until it succeeds; once the recording is stopping, gives up after the shutdown deadline and
-/// returns what it could not write.
+/// Writes `meta.json`, then each checkpoint as a numbered segment, retrying each write until it
+/// succeeds; once the recording is stopping, gives up after the shutdown deadline and returns
+/// what it could not write.
 async fn upload_journal(
     op: Operator,
     dir: String,
     meta: Bytes,
-    mut rx: mpsc::UnboundedReceiver<(u32, Bytes)>,
+    mut rx: mpsc::UnboundedReceiver<(u32, Block)>,
     spool: Arc<Spool>,
-    stopping: Arc<std::sync::atomic::AtomicBool>,
-    deadline: Duration,
-) -> Vec<(u32, Bytes)> {
+    stopping: Arc<Stopping>,
+) -> Vec<(u32, Block)> {
     let mut undelivered = Vec::new();
     let mut meta_written = false;
     while let Some((seq, block)) = rx.recv().await {
-        let len = block.len();
-        if undelivered.is_empty() {
-            if !meta_written {
-                meta_written = write_with_retry(
-                    &op,
-                    &journal::meta_key(&dir),
-                    meta.clone(),
-                    &stopping,
-                    deadline,
-                )
-                .await;
+        if !undelivered.is_empty() {
+            // Order matters for assembling: after one is not stored, keep the rest together.
+            undelivered.push((seq, block));
+            continue;
+        }
+        if !meta_written {
+            meta_written =
+                write_with_retry(&op, &journal::meta_key(&dir), meta.clone(), &stopping).await;
+        }
+        let data = match &block {
+            Block::Memory(b) => Some(b.clone()),
+            Block::Disk(path, _) => std::fs::read(path).ok().map(Bytes::from),
+        };
+        let stored = match data {
+            Some(data) if meta_written => {
+                write_with_retry(&op, &journal::segment_key(&dir, seq), data, &stopping).await
             }
-            if !meta_written
-                || !write_with_retry(
-                    &op,
-                    &journal::segment_key(&dir, seq),
-                    block.clone(),
-                    &stopping,
-                    deadline,
-                )
-                .await
-            {
-                undelivered.push((seq, block));
+            _ => false,
+        };
+        if stored {
+            match block {
+                Block::Memory(b) => spool.release(b.len()),
+                Block::Disk(path, n) => {
+                    let _ = std::fs::remove_file(&path);
+                    spool.disk.fetch_sub(n, Ordering::Relaxed);
+                }
             }
         } else {
-            // Order matters for rebuilding: after one block is lost, keep the rest together.
             undelivered.push((seq, block));
         }
-        spool.release(len);
     }
     undelivered
 }
 
-/// Retries a small write with backoff for as long as the recording runs, and for a bounded
-/// time once it is stopping. True when the write succeeded.
-async fn write_with_retry(
-    op: &Operator,
-    key: &str,
-    data: Bytes,
-    stopping: &std::sync::atomic::AtomicBool,
-    deadline: Duration,
-) -> bool {
+/// Retries a small write with backoff for as long as the recording runs; once it is stopping,
+/// every attempt and wait ends at the stop deadline. True when the write succeeded.
+async fn write_with_retry(op: &Operator, key: &str, data: Bytes, stopping: &Stopping) -> bool {
     let mut delay = Duration::from_millis(250);
-    let mut stop_deadline: Option<Instant> = None;
     loop {
-        match op.write(key, data.clone()).await {
+        let result = tokio::select! {
+            r = op.write(key, data.clone()) => r,
+            _ = stopping.passed() => return false,
+        };
+        match result {
             Ok(_) => return true,
-            Err(e) => {
-                tracing::warn!(key, "checkpoint write failed, retrying in {:?}: {e}", delay);
-            }
+            Err(e) => tracing::warn!(key, "checkpoint write failed, retrying in {delay:?}: {e}"),
         }
-        if stopping.load(Ordering::Relaxed) {
-            let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + deadline);
-            if Instant::now() > deadline {
-                return false;
-            }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopping.passed() => return false,
         }
-        tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

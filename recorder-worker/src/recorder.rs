@@ -80,7 +80,7 @@ pub struct Recorder {
     op: Operator,
     status: Arc<Status>,
     spool: Arc<Spool>,
-    stopping: Arc<AtomicBool>,
+    stopping: Arc<crate::part::Stopping>,
     finishing: Vec<JoinHandle<PartRecord>>,
     next_part: u32,
     template_vars: (String, String, String),
@@ -88,8 +88,6 @@ pub struct Recorder {
     pending_init: Option<(bytes::Bytes, fmp4::Tracks)>,
     /// Media seconds of parts already closed, for progress.
     closed_seconds: f64,
-    /// When the first media arrived: --max-duration counts from here.
-    first_media: Option<Instant>,
 }
 
 /// Why the inner read loop returned.
@@ -105,18 +103,18 @@ impl Recorder {
         let op = config.storage.operator(&config.retry)?;
         check_storage(&op, &config.storage).await?;
         let start = compact_time(config.session_start);
+        let spool = Arc::new(Spool::new(config.spool.clone()));
         Ok(Self {
             template_vars: (config.source.stream_label(), config.source.user_id(), start),
             config,
             op,
             status,
-            spool: Arc::new(Spool::default()),
-            stopping: Arc::new(AtomicBool::new(false)),
+            spool,
+            stopping: Arc::default(),
             finishing: Vec::new(),
             next_part: 1,
             pending_init: None,
             closed_seconds: 0.0,
-            first_media: None,
         })
     }
 
@@ -255,7 +253,10 @@ impl Recorder {
             }
         };
 
-        self.stopping.store(true, Ordering::Relaxed);
+        // Uploads get part of the shutdown time; the rest keeps what they could not store (the
+        // spool directory) and writes the manifest.
+        self.stopping
+            .begin(self.config.shutdown_timeout.mul_f64(0.6));
         let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
         for task in std::mem::take(&mut self.finishing) {
             match tokio::time::timeout_at(deadline, task).await {
@@ -298,18 +299,18 @@ impl Recorder {
             let idle_at = *last_media + self.config.idle_timeout;
             // Once this connection has delivered, a long silence means it is gone.
             let stall_at = delivered.then(|| *last_media + self.config.stall_timeout);
-            let max_end = self
-                .first_media
-                .zip(self.config.max_duration)
-                .map(|(t, d)| t + d);
             tokio::select! {
                 chunk = recording.output.recv() => match chunk {
                     Some(Ok(bytes)) => {
                         *last_media = Instant::now();
                         *ever_connected = true;
                         delivered = true;
-                        self.first_media.get_or_insert(*last_media);
                         self.consume(&mut cutter, &mut part, plan, &bytes).await;
+                        // --max-duration counts recorded media, not wall time.
+                        let recorded = self.closed_seconds + part.as_ref().map_or(0.0, |p| p.writer.seconds);
+                        if self.config.max_duration.is_some_and(|max| recorded >= max.as_secs_f64()) {
+                            break Ended::Stop(StopReason::MaxDuration);
+                        }
                     }
                     Some(Err(e)) => break Ended::SourceGone(Some(e.to_string())),
                     None => break Ended::SourceGone(last_error.take()),
@@ -324,12 +325,11 @@ impl Recorder {
                     recording.kill();
                     break Ended::SourceGone(Some(format!("no media for {} s", self.config.stall_timeout.as_secs())));
                 }
-                _ = sleep_until_opt(max_end) => break Ended::Stop(StopReason::MaxDuration),
                 reason = wait_stop(stop, self.config.stop_file.clone()) => break Ended::Stop(reason),
                 _ = tick.tick() => {
                     let spooled = self.spool.bytes();
                     self.status.spool_bytes.store(spooled, Ordering::Relaxed);
-                    if spooled > self.config.spool.max_bytes {
+                    if self.spool.full() {
                         tracing::error!(spooled, limit = self.config.spool.max_bytes, "spool full");
                         break Ended::Stop(StopReason::Failed);
                     }
@@ -339,7 +339,7 @@ impl Recorder {
                 }
             }
         };
-        if matches!(ended, Ended::Stop(_)) {
+        if matches!(&ended, Ended::Stop(r) if *r != StopReason::MaxDuration) {
             // Let ffmpeg finish its last fragment, then take what it wrote.
             recording.request_stop();
             let drain_until = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -477,7 +477,6 @@ impl Recorder {
         let settings = UploadSettings {
             chunk: self.config.chunk_size(),
             checkpoint: self.config.checkpoint,
-            shutdown_deadline: self.config.shutdown_timeout,
         };
         OpenPart {
             writer: PartWriter::open(
@@ -507,8 +506,21 @@ impl Recorder {
         self.finishing.push(tokio::spawn(open.writer.finish()));
     }
 
-    /// Rebuilds the parts of earlier runs that did not finish.
+    /// Rebuilds the parts of earlier runs that did not finish: first their checkpoints left in
+    /// the spool directory go to the journal, then every journal is assembled.
     async fn recover(&self) -> Vec<PartRecord> {
+        if let Some(dir) = &self.config.spool.dir {
+            match crate::part::upload_spooled(&self.op, dir).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    files = n,
+                    "uploaded checkpoints an earlier run left in the spool directory"
+                ),
+                Err(e) => {
+                    tracing::warn!("cannot upload the spool directory's checkpoints yet: {e}")
+                }
+            }
+        }
         let dirs = match journal::leftovers(&self.op, &self.config.storage.prefix).await {
             Ok(dirs) => dirs,
             Err(e) => {

@@ -188,6 +188,9 @@ fn verify_parts(run: &Run, storage: &Storage, video: Option<&str>, audio: Option
         );
         let duration = p.duration.unwrap();
         let claimed = part["durationSeconds"].as_f64().unwrap();
+        if (duration - claimed).abs() >= 0.2 && std::env::var_os("ROOMREC_KEEP_BAD").is_some() {
+            let _ = std::fs::copy(&file, "/tmp/roomrec-bad.mp4");
+        }
         assert!(
             (duration - claimed).abs() < 0.2,
             "{}: ffprobe {duration} s, manifest {claimed} s",
@@ -570,17 +573,7 @@ async fn segments_split_by_duration_into_playable_parts_starting_at_zero() {
 
 #[tokio::test]
 async fn an_object_store_outage_of_30_seconds_loses_nothing() {
-    let dir = bed().scratch("outage-store").unwrap();
-    let mut store = ObjectStore::start(&dir).await.unwrap();
-    let b = bed();
-    let storage = Storage::S3 {
-        endpoint: store.endpoint(),
-        bucket: roomrec_testbed::object_store::BUCKET.into(),
-        prefix: "outage".into(),
-        access: b.s3_access_key.clone(),
-        secret: b.s3_secret_key.clone(),
-        bucket_dir: store.root.join(roomrec_testbed::object_store::BUCKET),
-    };
+    let (mut store, storage) = private_store("outage").await;
     let _publisher = publish("outage", StreamSpec::default()).await;
     let child = start(&mut worker(
         &bed().rtmp_url("outage"),
@@ -601,4 +594,132 @@ async fn an_object_store_outage_of_30_seconds_loses_nothing() {
         run.manifest,
         run.stderr
     );
+}
+
+/// A private object store (so a test may stop it) and the storage flags for it.
+async fn private_store(name: &str) -> (ObjectStore, Storage) {
+    let dir = bed().scratch(name).unwrap();
+    let store = ObjectStore::start(&dir).await.unwrap();
+    let storage = Storage::S3 {
+        endpoint: store.endpoint(),
+        bucket: roomrec_testbed::object_store::BUCKET.into(),
+        prefix: name.into(),
+        access: roomrec_testbed::object_store::ACCESS_KEY.into(),
+        secret: roomrec_testbed::object_store::SECRET_KEY.into(),
+        bucket_dir: store.root.join(roomrec_testbed::object_store::BUCKET),
+    };
+    (store, storage)
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_outage_beyond_the_memory_spool_spills_to_disk_and_loses_nothing() {
+    let (mut store, storage) = private_store("spill").await;
+    let spool = bed().scratch("spill-spool").unwrap();
+    let _publisher = publish("spill", StreamSpec::default()).await;
+    let args = [
+        "--max-duration",
+        "35",
+        "--spool-memory",
+        "1M",
+        "--spool-dir",
+        spool.to_str().unwrap(),
+    ];
+    let child = start(&mut worker(&bed().rtmp_url("spill"), "02", &storage, &args));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    store.pause();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(
+        !files_under(&spool).is_empty(),
+        "checkpoints spilled to disk during the outage"
+    );
+    store.resume().await.unwrap();
+    let run = finish(child).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    assert!(
+        seconds >= 34.0,
+        "recorded {seconds} s of 35: {:#}",
+        run.manifest
+    );
+    let message = parts(&run)[0]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("assembled from its checkpoints"),
+        "{message}"
+    );
+    assert!(
+        files_under(&spool).is_empty(),
+        "the spool is empty once the store took everything"
+    );
+}
+
+#[tokio::test]
+async fn checkpoints_the_store_never_took_are_kept_and_uploaded_by_the_next_run() {
+    let (mut store, storage) = private_store("kept").await;
+    let spool = bed().scratch("kept-spool").unwrap();
+    let _publisher = publish("kept", StreamSpec::default()).await;
+    let session = "2026-02-02T00:00:00Z";
+    let args = [
+        "--spool-dir",
+        spool.to_str().unwrap(),
+        "--shutdown-timeout",
+        "3",
+        "--session-start",
+        session,
+    ];
+    let child = start(&mut worker(&bed().rtmp_url("kept"), "02", &storage, &args));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    store.pause();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    child.signal(libc::SIGTERM);
+    let first = finish(child).await;
+    assert_eq!(
+        first.code, 1,
+        "the store is down at the end: {}",
+        first.stderr
+    );
+    let message = parts(&first)[0]["message"].as_str().unwrap().to_string();
+    assert!(message.contains(spool.to_str().unwrap()), "{message}");
+    let recorded = parts(&first)[0]["durationSeconds"].as_f64().unwrap();
+    assert!(
+        files_under(&spool)
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "seg"))
+    );
+
+    store.resume().await.unwrap();
+    let args = [
+        "--spool-dir",
+        spool.to_str().unwrap(),
+        "--max-duration",
+        "2",
+        "--session-start",
+        session,
+    ];
+    let run = run(&mut worker(&bed().rtmp_url("kept"), "02", &storage, &args)).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let parts = parts(&run);
+    assert_eq!(parts.len(), 2, "{:#}", run.manifest);
+    assert_eq!(parts[0]["recovered"], true);
+    verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    let recovered = parts[0]["durationSeconds"].as_f64().unwrap();
+    assert!(
+        recovered >= recorded - 0.5,
+        "everything the first run recorded ({recorded} s), including what only its spool held, is in the file ({recovered} s)"
+    );
+    assert!(files_under(&spool).is_empty());
 }

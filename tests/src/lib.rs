@@ -14,6 +14,7 @@
 pub mod bed;
 pub mod binaries;
 pub mod control_plane;
+pub mod cos;
 pub mod error;
 pub mod media;
 pub mod node_agent;

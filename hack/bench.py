@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""make bench: roomrec-worker against the same local 720p30 2 Mbit/s RTMP stream.
+
+1. CPU seconds per recorded minute: bare `ffmpeg -c copy` to a local file vs `roomrec-worker`
+   mode 02 streaming into the S3 object store (both at once, same stream); the worker's CPU
+   includes its ffmpeg and ffprobe children. Goal: ratio <= 1.15.
+2. The worker's own peak RSS over that recording, sampled every second (goal <= 20 MiB, flat).
+3. Concurrent recordings this machine sustains in real time with no loss (goal >= 200).
+
+Results are printed and written to docs/benchmarks.md (the section between the markers).
+Usage: hack/bench.py [--seconds 180] [--levels 25,50,100,200] [--level-seconds 60]
+"""
+import argparse, json, os, random, resource, subprocess, sys, tempfile, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, text=True, **kw)
+
+
+def probe(path):
+    out = sh("ffprobe", "-v", "error", "-count_packets", "-print_format", "json", "-show_streams",
+             "-show_format", str(path), capture_output=True).stdout
+    return json.loads(out)
+
+
+def wait_rusage(proc):
+    """Waits for proc; returns (exit code, CPU seconds of it and its waited-for children)."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
+
+
+def rss_kib(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=180)
+    ap.add_argument("--levels", default="25,50,100,200")
+    ap.add_argument("--level-seconds", type=int, default=60)
+    ap.add_argument("--out", default=str(ROOT / "docs/benchmarks.md"))
+    args = ap.parse_args()
+
+    bin_dir = sh("bash", str(ROOT / "hack/testbed.sh"), capture_output=True).stdout.strip()
+    env = dict(os.environ, ROOMREC_TESTBED_BIN=bin_dir)
+    # The worker is measured optimised; the test bed only hosts the stream and the store.
+    sh("cargo", "build", "--release", "--quiet", "-p", "roomrec-worker", cwd=ROOT)
+    sh("cargo", "build", "--quiet", "-p", "roomrec-testbed", cwd=ROOT)
+    target_dir = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    target = target_dir / "release"
+    work = Path(tempfile.mkdtemp(prefix="roomrec-bench-"))
+    bed = subprocess.Popen([target_dir / "debug" / "roomrec-testbed", "up", "--dir", work / "bed"], env=env,
+                           stdout=open(work / "bed.log", "w"), stderr=subprocess.STDOUT)
+    procs = [bed]
+    try:
+        for _ in range(240):
+            if (work / "bed/bed.json").exists():
+                break
+            time.sleep(0.5)
+        info = json.load(open(work / "bed/bed.json"))
+        stream = f"rtmp://127.0.0.1:{info['rtmp_port']}/live/bench"
+        publisher = subprocess.Popen(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
+             "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-b:v", "2000k",
+             "-maxrate", "2000k", "-bufsize", "4000k", "-g", "60", "-c:a", "aac", "-b:a", "128k",
+             "-f", "flv", stream], stdout=subprocess.DEVNULL, stderr=open(work / "publisher.log", "w"))
+        procs.append(publisher)
+        time.sleep(2)
+        wenv = dict(os.environ, AWS_ACCESS_KEY_ID=info["s3_access_key"],
+                    AWS_SECRET_ACCESS_KEY=info["s3_secret_key"], ROOMREC_LOG="warn")
+
+        def worker(prefix, seconds, manifest):
+            return subprocess.Popen(
+                [target / "roomrec-worker", "record", "--source", stream, "--mode", "02",
+                 "--storage", f"s3://{info['s3_bucket']}/{prefix}", "--endpoint", info["s3_endpoint"],
+                 "--max-duration", str(seconds), "--log-format", "json", "--manifest", manifest],
+                env=wenv, stdout=subprocess.DEVNULL, stderr=open(f"{manifest}.log", "w"))
+
+        # 1 + 2: CPU and RSS, bare ffmpeg and the worker side by side.
+        print(f"== CPU and memory: {args.seconds} s recording, bare ffmpeg -c copy vs roomrec-worker 02 -> S3")
+        bare_out = work / "bare.mp4"
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        bare = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", stream, "-c", "copy",
+                                 "-t", str(args.seconds), "-y", bare_out],
+                                stdout=subprocess.DEVNULL, stderr=open(work / "bare.log", "w"))
+        rec = worker("bench-cpu", args.seconds, str(work / "cpu.json"))
+        samples = []
+        while rec.poll() is None:
+            kib = rss_kib(rec.pid)
+            if kib:
+                samples.append(kib)
+            time.sleep(1)
+        # poll() reaped it: rusage of finished children comes from getrusage instead.
+        _, bare_cpu = wait_rusage(bare)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        children_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) - bare_cpu
+        manifest = json.load(open(work / "cpu.json"))
+        rec_media = manifest["durationSeconds"]
+        bare_media = float(probe(bare_out)["format"]["duration"])
+        bare_per_min = bare_cpu / (bare_media / 60)
+        rec_per_min = children_cpu / (rec_media / 60)
+        ratio = rec_per_min / bare_per_min
+        minute = max(1, len(samples) // 3)
+        first, last = samples[:minute], samples[-minute:]
+        peak = max(samples) / 1024
+        print(f"bare ffmpeg: {bare_cpu:.2f} CPU s for {bare_media:.1f} s -> {bare_per_min:.3f} CPU s/min")
+        print(f"roomrec-worker: {children_cpu:.2f} CPU s for {rec_media:.1f} s -> {rec_per_min:.3f} CPU s/min")
+        print(f"ratio {ratio:.2f}; worker RSS peak {peak:.1f} MiB, first third avg {sum(first)/len(first)/1024:.1f} MiB, "
+              f"last third avg {sum(last)/len(last)/1024:.1f} MiB")
+
+        # 3: concurrency levels.
+        levels = []
+        for n in [int(x) for x in args.levels.split(",")]:
+            print(f"== {n} concurrent recordings of {args.level_seconds} s")
+            cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.time()
+            runs = []
+            for i in range(n):
+                runs.append((i, worker(f"bench-{n}/{i}", args.level_seconds, str(work / f"c{n}-{i}.json"))))
+                time.sleep(5.0 / n)  # stagger the starts over 5 s
+            codes = [p.wait() for _, p in runs]
+            wall = time.time() - started
+            cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
+            durations, parts_n, frames_ok = [], [], []
+            for i, _ in runs:
+                try:
+                    m = json.load(open(work / f"c{n}-{i}.json"))
+                    durations.append(m["durationSeconds"])
+                    parts_n.append(len(m["parts"]))
+                except (OSError, ValueError):
+                    durations.append(0.0)
+                    parts_n.append(0)
+            for i in random.sample(range(n), min(5, n)):
+                try:
+                    m = json.load(open(work / f"c{n}-{i}.json"))
+                    p = probe(Path(info["s3_bucket_dir"]) / m["parts"][0]["key"])
+                    v = next(s for s in p["streams"] if s["codec_type"] == "video")
+                    expected = float(v.get("duration", 0)) * 30
+                    frames_ok.append(int(v["nb_read_packets"]) >= expected - 2)
+                except Exception:
+                    frames_ok.append(False)
+            failed = sum(1 for c in codes if c != 0)
+            short = sum(1 for d in durations if d < args.level_seconds - 0.5)
+            split = sum(1 for k in parts_n if k != 1)
+            ok = failed == 0 and short == 0 and split == 0 and all(frames_ok)
+            load = cpu / wall / os.cpu_count()
+            print(f"   exit!=0: {failed}, short: {short}, split by drops: {split}, frame-complete samples: "
+                  f"{sum(frames_ok)}/{len(frames_ok)}, wall {wall:.0f} s, CPU {cpu:.0f} s "
+                  f"({load * 100:.0f}% of {os.cpu_count()} cores) -> {'OK' if ok else 'NOT SUSTAINED'}")
+            levels.append((n, ok, failed, short, split, wall, cpu, load))
+            if not ok:
+                break
+
+        write_results(args, ratio, bare_per_min, rec_per_min, bare_media, rec_media, peak,
+                      sum(first) / len(first) / 1024, sum(last) / len(last) / 1024, levels)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def write_results(args, ratio, bare_pm, rec_pm, bare_media, rec_media, peak, first, last, levels):
+    sustained = max([n for n, ok, *_ in levels if ok], default=0)
+    lines = [
+        "<!-- bench:start -->",
+        f"Measured {time.strftime('%Y-%m-%d')} on this project's machine ({os.cpu_count()} cores), with "
+        f"`make bench` (`hack/bench.py --seconds {args.seconds} --levels {args.levels} --level-seconds {args.level_seconds}`). "
+        "The publisher (x264 720p30) and the object store run on the same machine.",
+        "",
+        "| measure | goal | result |",
+        "|---|---|---|",
+        f"| CPU s per recorded minute, bare `ffmpeg -c copy` → local MP4 | — | {bare_pm:.3f} ({bare_media:.0f} s recorded) |",
+        f"| CPU s per recorded minute, `roomrec-worker` 02 → S3 (incl. its ffmpeg, ffprobe) | — | {rec_pm:.3f} ({rec_media:.0f} s recorded) |",
+        f"| ratio worker / bare | ≤ 1.15 | **{ratio:.2f}** |",
+        f"| worker peak RSS over {args.seconds} s | ≤ 20 MiB, flat | **{peak:.1f} MiB** (first third avg {first:.1f}, last third avg {last:.1f}) |",
+        f"| concurrent real-time recordings sustained | ≥ 200 | **{sustained}** |",
+        "",
+        "| concurrent | result | failed | short | split by drops | wall s | CPU s | CPU load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n, ok, failed, short, split, wall, cpu, load in levels:
+        lines.append(f"| {n} | {'sustained' if ok else 'not sustained'} | {failed} | {short} | {split} | {wall:.0f} | {cpu:.0f} | {load * 100:.0f}% |")
+    lines.append("<!-- bench:end -->")
+    out = Path(args.out)
+    text = out.read_text() if out.exists() else "# Benchmarks\n\n<!-- bench:start -->\n<!-- bench:end -->\n"
+    start, end = text.index("<!-- bench:start -->"), text.index("<!-- bench:end -->") + len("<!-- bench:end -->")
+    out.write_text(text[:start] + "\n".join(lines) + text[end:])
+    print(f"results written to {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
