@@ -373,7 +373,7 @@ async fn a_stalled_stream_ends_at_the_idle_timeout_keeping_what_was_recorded() {
     };
     let _publisher = publish("stalls", spec).await;
     let storage = Storage::dir("stalls");
-    // Grace longer than idle: the recording ends by the idle rule.
+    // A grace as long as the idle timeout: the recording ends by the idle rule.
     let run = run(&mut worker(
         &bed().rtmp_url("stalls"),
         "02",
