@@ -800,3 +800,23 @@ async fn cos_refuses_a_wrong_secret_key_before_recording() {
         "every request was refused"
     );
 }
+
+#[tokio::test]
+async fn a_stop_file_ends_the_recording_gracefully() {
+    let _publisher = publish("stopfile", StreamSpec::default()).await;
+    let storage = Storage::dir("stopfile");
+    let flag = bed().scratch("stopfile-flag").unwrap().join("stop");
+    let child = start(&mut worker(
+        &bed().rtmp_url("stopfile"),
+        "02",
+        &storage,
+        &["--stop-file", flag.to_str().unwrap()],
+    ));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    std::fs::write(&flag, b"").unwrap();
+    let run = finish(child).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.manifest["stopReason"], "stop-requested");
+    let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    assert!(seconds > 2.0, "{seconds}");
+}
