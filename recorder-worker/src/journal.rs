@@ -9,9 +9,9 @@
 //! the part's end) rebuilds the part's object from the journal: nothing confirmed durable is
 //! lost, and the worst case loss is one checkpoint interval plus one fragment.
 
+use crate::cutter::{Cutter, Piece};
 use crate::fmp4;
 use crate::mode::Mode;
-use crate::mp3;
 use opendal::Operator;
 use serde::{Deserialize, Serialize};
 
@@ -34,10 +34,15 @@ pub struct PartMeta {
 /// `{prefix}/.roomrec-journal/{file name of key}/`
 pub fn journal_dir(prefix: &str, key: &str) -> String {
     let file = key.rsplit('/').next().unwrap_or(key);
+    format!("{}{file}/", journal_root(prefix))
+}
+
+/// `{prefix}/.roomrec-journal/`: where every journal under a prefix lives.
+fn journal_root(prefix: &str) -> String {
     if prefix.is_empty() {
-        format!("{JOURNAL_DIR}/{file}/")
+        format!("{JOURNAL_DIR}/")
     } else {
-        format!("{prefix}/{JOURNAL_DIR}/{file}/")
+        format!("{prefix}/{JOURNAL_DIR}/")
     }
 }
 
@@ -113,11 +118,7 @@ pub async fn salvage(op: &Operator, dir: &str, chunk: usize) -> Result<Salvaged,
 
 /// Every journal left under `prefix` (by workers that did not finish).
 pub async fn leftovers(op: &Operator, prefix: &str) -> Result<Vec<String>, String> {
-    let root = if prefix.is_empty() {
-        format!("{JOURNAL_DIR}/")
-    } else {
-        format!("{prefix}/{JOURNAL_DIR}/")
-    };
+    let root = journal_root(prefix);
     let entries = match op.list(&root).await {
         Ok(entries) => entries,
         Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -132,48 +133,37 @@ pub async fn leftovers(op: &Operator, prefix: &str) -> Result<Vec<String>, Strin
 
 /// Media time of a stream of recorded bytes (fMP4 or MP3), as it is re-read.
 pub struct MediaClock {
-    mp4: Option<(fmp4::Splitter, fmp4::Timeline)>,
-    mp3: Option<(mp3::Splitter, f64)>,
+    cutter: Cutter,
+    tracks: Option<fmp4::Tracks>,
+    timeline: fmp4::Timeline,
+    mp3_seconds: f64,
 }
 
 impl MediaClock {
     pub fn new(mode: Mode) -> Self {
-        match mode {
-            Mode::AudioMp3 => Self {
-                mp4: None,
-                mp3: Some((mp3::Splitter::default(), 0.0)),
-            },
-            _ => Self {
-                mp4: Some((fmp4::Splitter::default(), fmp4::Timeline::default())),
-                mp3: None,
-            },
+        Self {
+            cutter: Cutter::new(mode),
+            tracks: None,
+            timeline: fmp4::Timeline::default(),
+            mp3_seconds: 0.0,
         }
     }
 
     pub fn push(&mut self, data: &[u8]) {
-        if let Some((splitter, timeline)) = &mut self.mp4 {
-            splitter.push(data);
-            while let Ok(Some(unit)) = splitter.next_unit() {
-                if let fmp4::Unit::Fragment(f) = unit {
-                    timeline.add(&f);
-                }
-            }
-        }
-        if let Some((splitter, seconds)) = &mut self.mp3 {
-            splitter.push(data);
-            while let Some(frames) = splitter.next_frames() {
-                *seconds += frames.seconds;
+        for piece in self.cutter.push(data) {
+            match piece {
+                Piece::Init(_, tracks) => self.tracks = Some(tracks),
+                Piece::Fragment(f) => self.timeline.add(&f),
+                Piece::Frames(frames) => self.mp3_seconds += frames.seconds,
             }
         }
     }
 
     pub fn seconds(&self) -> f64 {
-        if let Some((splitter, timeline)) = &self.mp4 {
-            return splitter
-                .tracks()
-                .map(|t| timeline.seconds(t))
-                .unwrap_or(0.0);
-        }
-        self.mp3.as_ref().map(|(_, s)| *s).unwrap_or(0.0)
+        self.mp3_seconds
+            + self
+                .tracks
+                .as_ref()
+                .map_or(0.0, |t| self.timeline.seconds(t))
     }
 }

@@ -12,6 +12,7 @@
 //! rebuilt into the object by the next run (`journal`).
 
 pub mod cli;
+pub mod cutter;
 pub mod ffmpeg;
 pub mod fmp4;
 pub mod journal;
@@ -24,6 +25,13 @@ pub mod plan;
 pub mod recorder;
 pub mod source;
 pub mod storage;
+
+/// Percent-encoding as `urlencode()` does it: everything but `A-Za-z0-9-_.~`.
+pub(crate) const URL_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// The current time as RFC 3339 with seconds precision (`2025-11-24T16:00:00Z`).
 pub fn now_rfc3339() -> String {

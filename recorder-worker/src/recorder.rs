@@ -3,13 +3,13 @@
 //! the source ended, no media for the idle timeout, the maximum duration, a signal, or a stop
 //! request. Leftover journals of earlier runs are rebuilt first.
 
+use crate::cutter::{Cutter, Piece};
 use crate::ffmpeg::{self, LogLine, Recording, Tools};
 use crate::fmp4;
 use crate::journal::{self, PartMeta};
 use crate::keys::{KeyTemplate, KeyVars, compact_time};
 use crate::manifest::{Manifest, StopReason};
 use crate::mode::Mode;
-use crate::mp3;
 use crate::part::{PartRecord, PartStatus, PartWriter, Spool, SpoolLimits, UploadSettings};
 use crate::plan::{self, Plan};
 use crate::source::Source;
@@ -183,7 +183,7 @@ impl Recorder {
             let options = self.config.source.input_options();
             let probe = tokio::select! {
                 r = tokio::time::timeout(budget, ffmpeg::probe(&self.config.tools, &url, &options)) => r,
-                reason = wait_stop(&mut stop, self.config.stop_file.clone()) => break reason,
+                reason = wait_stop(&mut stop, self.config.stop_file.as_deref()) => break reason,
             };
             let tracks = match probe {
                 Err(_) => break expired,
@@ -195,7 +195,7 @@ impl Recorder {
                     tracing::info!("source not available yet: {message}");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        reason = wait_stop(&mut stop, self.config.stop_file.clone()) => break reason,
+                        reason = wait_stop(&mut stop, self.config.stop_file.as_deref()) => break reason,
                     }
                 }
                 // The source is there: the idle clock restarts with the connection.
@@ -295,6 +295,9 @@ impl Recorder {
         let mut last_error: Option<String> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut delivered = false;
+        // One future for the whole run: not a new one (and a stat of the stop file) per chunk.
+        let stop_file = self.config.stop_file.clone();
+        let mut stop_requested = std::pin::pin!(wait_stop(stop, stop_file.as_deref()));
         let ended = loop {
             let idle_at = *last_media + self.config.idle_timeout;
             // Once this connection has delivered, a long silence means it is gone.
@@ -325,7 +328,7 @@ impl Recorder {
                     recording.kill();
                     break Ended::SourceGone(Some(format!("no media for {} s", self.config.stall_timeout.as_secs())));
                 }
-                reason = wait_stop(stop, self.config.stop_file.clone()) => break Ended::Stop(reason),
+                reason = &mut stop_requested => break Ended::Stop(reason),
                 _ = tick.tick() => {
                     let spooled = self.spool.bytes();
                     self.status.spool_bytes.store(spooled, Ordering::Relaxed);
@@ -557,64 +560,6 @@ struct OpenPart {
     tracks: Option<fmp4::Tracks>,
 }
 
-enum Piece {
-    Init(bytes::Bytes, fmp4::Tracks),
-    Fragment(fmp4::Fragment),
-    Frames(mp3::Frames),
-}
-
-/// Cuts ffmpeg's output into whole units.
-enum Cutter {
-    Mp4(fmp4::Splitter),
-    Mp3(mp3::Splitter),
-}
-
-impl Cutter {
-    fn new(mode: Mode) -> Self {
-        match mode {
-            Mode::AudioMp3 => Cutter::Mp3(mp3::Splitter::default()),
-            _ => Cutter::Mp4(fmp4::Splitter::default()),
-        }
-    }
-
-    fn push(&mut self, data: &[u8]) -> Vec<Piece> {
-        let mut pieces = Vec::new();
-        match self {
-            Cutter::Mp4(s) => {
-                s.push(data);
-                loop {
-                    match s.next_unit() {
-                        Ok(Some(fmp4::Unit::Init(init))) => {
-                            let tracks = s.tracks().cloned().unwrap_or_default();
-                            pieces.push(Piece::Init(init, tracks));
-                        }
-                        Ok(Some(fmp4::Unit::Fragment(f))) => pieces.push(Piece::Fragment(f)),
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::error!("ffmpeg wrote malformed MP4: {e}");
-                            break;
-                        }
-                    }
-                }
-            }
-            Cutter::Mp3(s) => {
-                s.push(data);
-                while let Some(frames) = s.next_frames() {
-                    pieces.push(Piece::Frames(frames));
-                }
-            }
-        }
-        pieces
-    }
-
-    fn finish(&mut self) -> Option<mp3::Frames> {
-        match self {
-            Cutter::Mp3(s) => s.finish(),
-            Cutter::Mp4(_) => None,
-        }
-    }
-}
-
 async fn check_storage(op: &Operator, storage: &StorageConfig) -> Result<(), String> {
     // Listing the prefix needs the same credentials and bucket as writing into it.
     let path = if storage.prefix.is_empty() {
@@ -644,16 +589,16 @@ async fn check_storage(op: &Operator, storage: &StorageConfig) -> Result<(), Str
     }
 }
 
-/// Waits for a stop request: the signal channel or the stop file.
+/// Waits for a stop request: the signal channel or the stop file (polled every 250 ms).
 async fn wait_stop(
     stop: &mut watch::Receiver<Option<StopReason>>,
-    stop_file: Option<PathBuf>,
+    stop_file: Option<&std::path::Path>,
 ) -> StopReason {
     loop {
         if let Some(reason) = stop.borrow().clone() {
             return reason;
         }
-        if stop_file.as_ref().is_some_and(|f| f.exists()) {
+        if stop_file.is_some_and(|f| f.exists()) {
             return StopReason::StopRequested;
         }
         tokio::select! {

@@ -5,7 +5,7 @@
 //! business; the worker only needs the resulting URL, so `Source::Trtc` is the seam for it.
 
 use md5::{Digest, Md5};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,13 +53,6 @@ pub enum PlayProtocol {
     Hls,
 }
 
-/// Percent-encoding of `urlencode()`: everything but `A-Za-z0-9-_.~`.
-const STREAM_ID_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
 impl TrtcSource {
     pub fn room(&self) -> String {
         match (self.room_id, &self.str_room_id) {
@@ -82,7 +75,7 @@ impl TrtcSource {
                     self.room(),
                     self.user_id
                 );
-                utf8_percent_encode(&raw, STREAM_ID_ENCODE).to_string()
+                utf8_percent_encode(&raw, crate::URL_UNRESERVED).to_string()
             }
             StreamIdForm::Legacy { bizid } => {
                 let digest = Md5::digest(format!("{}_{}_{kind}", self.room(), self.user_id));

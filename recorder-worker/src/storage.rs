@@ -288,14 +288,9 @@ fn absolute(path: &str) -> Result<PathBuf, String> {
 
 /// Percent-encodes each path segment of a key (keeps `/`).
 fn encode_key(key: &str) -> String {
-    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
+    use percent_encoding::utf8_percent_encode;
     key.split('/')
-        .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
+        .map(|s| utf8_percent_encode(s, crate::URL_UNRESERVED).to_string())
         .collect::<Vec<_>>()
         .join("/")
 }
