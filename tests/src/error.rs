@@ -61,9 +61,15 @@ pub(crate) fn file_error(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error
     move |source| TestbedError::File { path, source }
 }
 
-/// The last lines of a log file, for error messages (the file may be gone with its directory).
-pub(crate) fn log_tail(path: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+/// The last `max_lines` lines of a log file, at most `max_bytes` of them (cut at a character
+/// boundary); empty when the file is gone.
+pub(crate) fn log_tail(path: &std::path::Path, max_lines: usize, max_bytes: usize) -> String {
+    let text = String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
+    let tail = lines[lines.len().saturating_sub(max_lines)..].join("\n");
+    let start = tail.len().saturating_sub(max_bytes);
+    let start = (start..=tail.len())
+        .find(|i| tail.is_char_boundary(*i))
+        .unwrap_or(tail.len());
+    tail[start..].to_string()
 }

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How much of a component's log an error about it quotes.
+const ERROR_LOG_LINES: usize = 15;
+
 pub struct Supervised {
     name: String,
     child: Option<Child>,
@@ -55,7 +58,7 @@ impl Supervised {
                 what: self.name.clone(),
                 status: status.to_string(),
                 log: self.log.clone(),
-                tail: log_tail(&self.log),
+                tail: log_tail(&self.log, ERROR_LOG_LINES, usize::MAX),
             });
         }
         Ok(())
@@ -78,7 +81,7 @@ impl Supervised {
                     what: self.name.clone(),
                     seconds: timeout.as_secs(),
                     log: self.log.clone(),
-                    tail: log_tail(&self.log),
+                    tail: log_tail(&self.log, ERROR_LOG_LINES, usize::MAX),
                 });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -6,6 +6,7 @@ use super::AgentContext;
 use super::env;
 use super::sandbox::{BindMount, Sandbox, signal_main, signal_tree};
 use super::volumes;
+use crate::error::log_tail;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
@@ -410,7 +411,7 @@ impl PodLife {
             run.spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
         let mut message = read_capped(&run.termination_log, MAX_TERMINATION_MESSAGE);
         if message.is_empty() && fallback && code != 0 {
-            message = log_tail(&run.log);
+            message = log_tail(&run.log, LOG_FALLBACK_LINES, LOG_FALLBACK_BYTES);
         }
         let terminated = ContainerState {
             terminated: Some(ContainerStateTerminated {
@@ -652,17 +653,6 @@ fn read_capped(path: &Path, max: usize) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-fn log_tail(path: &Path) -> String {
-    let text = String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(LOG_FALLBACK_LINES)..].join("\n");
-    let start = tail.len().saturating_sub(LOG_FALLBACK_BYTES);
-    let start = (start..=tail.len())
-        .find(|i| tail.is_char_boundary(*i))
-        .unwrap_or(tail.len());
-    tail[start..].to_string()
-}
-
 /// A non-root container must be able to write its termination message.
 fn set_world_writable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -687,7 +677,7 @@ mod tests {
         let log = dir.path().join("c.log");
         let text: String = (0..200).map(|i| format!("line {i}\n")).collect();
         std::fs::write(&log, text).unwrap();
-        let tail = log_tail(&log);
+        let tail = log_tail(&log, LOG_FALLBACK_LINES, LOG_FALLBACK_BYTES);
         assert!(tail.ends_with("line 199"));
         assert!(!tail.contains("line 119\n"));
         assert!(tail.len() <= LOG_FALLBACK_BYTES);

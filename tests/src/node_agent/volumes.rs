@@ -4,7 +4,7 @@
 
 use super::env::{Sources, field_value, secret_data};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{KeyToPath, Pod, ServiceAccount, Volume};
+use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, ServiceAccount, Volume};
 use kube::api::PostParams;
 use kube::{Api, Client};
 use std::collections::BTreeMap;
@@ -30,7 +30,12 @@ pub async fn materialize(
         } else {
             let path = dir.join(&volume.name);
             std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let files = files_of(client, &sources, pod, volume).await?;
+            let files = files_of(client, &sources, pod, volume).await.map_err(|e| {
+                format!(
+                    "MountVolume.SetUp failed for volume \"{}\" : {e}",
+                    volume.name
+                )
+            })?;
             let mode = default_mode(volume);
             for (relative, (bytes, file_mode)) in files {
                 write_file(&path.join(relative), &bytes, file_mode.unwrap_or(mode))?;
@@ -62,76 +67,85 @@ async fn files_of(
     let mut files = Files::new();
     if let Some(s) = &volume.secret {
         let name = s.secret_name.as_deref().unwrap_or_default();
-        match sources.secret(name).await? {
-            Some(secret) => project(&mut files, secret_data(&secret), s.items.as_deref())?,
-            None if s.optional == Some(true) => {}
-            None => {
-                return Err(format!(
-                    "MountVolume.SetUp failed for volume \"{}\" : secret \"{name}\" not found",
-                    volume.name
-                ));
-            }
-        }
+        add_secret(&mut files, sources, name, s.items.as_deref(), s.optional).await?;
     }
     if let Some(c) = &volume.config_map {
-        match sources.config_map(&c.name).await? {
-            Some(cm) => project(&mut files, cm.data.unwrap_or_default(), c.items.as_deref())?,
-            None if c.optional == Some(true) => {}
-            None => {
-                return Err(format!(
-                    "MountVolume.SetUp failed for volume \"{}\" : configmap \"{}\" not found",
-                    volume.name, c.name
-                ));
-            }
-        }
+        add_config_map(&mut files, sources, &c.name, c.items.as_deref(), c.optional).await?;
     }
     if let Some(d) = &volume.downward_api {
-        for item in d.items.iter().flatten() {
-            if let Some(field) = &item.field_ref {
-                let value = field_value(pod, &field.field_path)?;
-                files.insert(item.path.clone(), (value.into_bytes(), item.mode));
-            }
-        }
+        add_downward(&mut files, pod, d.items.as_deref())?;
     }
-    if let Some(p) = &volume.projected {
-        for source in p.sources.iter().flatten() {
-            if let Some(s) = &source.secret {
-                match sources.secret(&s.name).await? {
-                    Some(secret) => project(&mut files, secret_data(&secret), s.items.as_deref())?,
-                    None if s.optional == Some(true) => {}
-                    None => return Err(format!("secret \"{}\" not found", s.name)),
-                }
-            }
-            if let Some(c) = &source.config_map {
-                match sources.config_map(&c.name).await? {
-                    Some(cm) => {
-                        project(&mut files, cm.data.unwrap_or_default(), c.items.as_deref())?
-                    }
-                    None if c.optional == Some(true) => {}
-                    None => return Err(format!("configmap \"{}\" not found", c.name)),
-                }
-            }
-            if let Some(d) = &source.downward_api {
-                for item in d.items.iter().flatten() {
-                    if let Some(field) = &item.field_ref {
-                        let value = field_value(pod, &field.field_path)?;
-                        files.insert(item.path.clone(), (value.into_bytes(), item.mode));
-                    }
-                }
-            }
-            if let Some(t) = &source.service_account_token {
-                let token = service_account_token(
-                    client,
-                    pod,
-                    t.audience.clone(),
-                    t.expiration_seconds.unwrap_or(3607),
-                )
-                .await?;
-                files.insert(t.path.clone(), (token.into_bytes(), None));
-            }
+    for source in volume
+        .projected
+        .iter()
+        .flat_map(|p| p.sources.iter().flatten())
+    {
+        if let Some(s) = &source.secret {
+            add_secret(&mut files, sources, &s.name, s.items.as_deref(), s.optional).await?;
+        }
+        if let Some(c) = &source.config_map {
+            add_config_map(&mut files, sources, &c.name, c.items.as_deref(), c.optional).await?;
+        }
+        if let Some(d) = &source.downward_api {
+            add_downward(&mut files, pod, d.items.as_deref())?;
+        }
+        if let Some(t) = &source.service_account_token {
+            let token = service_account_token(
+                client,
+                pod,
+                t.audience.clone(),
+                t.expiration_seconds.unwrap_or(3607),
+            )
+            .await?;
+            files.insert(t.path.clone(), (token.into_bytes(), None));
         }
     }
     Ok(files)
+}
+
+/// A Secret's keys (all, or `items`) as files; a missing Secret fails unless optional.
+async fn add_secret(
+    files: &mut Files,
+    sources: &Sources,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    optional: Option<bool>,
+) -> Result<(), String> {
+    match sources.secret(name).await? {
+        Some(secret) => project(files, secret_data(&secret), items),
+        None if optional == Some(true) => Ok(()),
+        None => Err(format!("secret \"{name}\" not found")),
+    }
+}
+
+/// A ConfigMap's keys (all, or `items`) as files; a missing ConfigMap fails unless optional.
+async fn add_config_map(
+    files: &mut Files,
+    sources: &Sources,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    optional: Option<bool>,
+) -> Result<(), String> {
+    match sources.config_map(name).await? {
+        Some(cm) => project(files, cm.data.unwrap_or_default(), items),
+        None if optional == Some(true) => Ok(()),
+        None => Err(format!("configmap \"{name}\" not found")),
+    }
+}
+
+/// Downward-API `fieldRef` items as files.
+fn add_downward(
+    files: &mut Files,
+    pod: &Pod,
+    items: Option<&[DownwardAPIVolumeFile]>,
+) -> Result<(), String> {
+    for item in items.into_iter().flatten() {
+        if let Some(field) = &item.field_ref {
+            let value = field_value(pod, &field.field_path)?;
+            files.insert(item.path.clone(), (value.into_bytes(), item.mode));
+        }
+    }
+    Ok(())
 }
 
 /// A token for the pod's service account, bound to the pod as the kubelet binds it.
