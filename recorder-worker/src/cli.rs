@@ -7,6 +7,7 @@ use crate::keys::{DEFAULT_TEMPLATE, KeyTemplate};
 use crate::mode::Mode;
 use crate::part::SpoolLimits;
 use crate::recorder::RecordConfig;
+use crate::report::JobRef;
 use crate::source::{PlayProtocol, Source, StreamIdForm, StreamKind, TrtcSource};
 use crate::storage::{RetryPolicy, StorageConfig, load_credentials};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -34,9 +35,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The exit codes, for `record --help` (and main's documentation says the same).
+pub const EXIT_CODES: &str = "Exit codes:
+  0  recorded: every part stored
+  1  failed, and running again may help (the store unreachable, the stream never
+     started, a part not stored)
+  2  bad usage: a flag or variable is wrong
+  3  failed, and running again cannot help: the store refused the credentials, the
+     bucket does not exist, the source lacks the track the mode needs, or a file
+     source cannot be read";
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Record one stream until it ends, goes idle, reaches --max-duration, or is stopped.
+    #[command(after_help = EXIT_CODES)]
     Record(Box<RecordArgs>),
 }
 
@@ -236,6 +248,42 @@ pub struct RecordArgs {
         help_heading = "Output"
     )]
     pub ffprobe: PathBuf,
+
+    /// A RecordingJob whose status.files receives this worker's files, as they are recorded
+    /// (Kubernetes credentials: the pod's service account, or KUBECONFIG).
+    #[arg(
+        long,
+        env = "ROOMREC_REPORT_JOB",
+        value_name = "NAMESPACE/NAME",
+        help_heading = "Reporting"
+    )]
+    pub report_job: Option<String>,
+    /// This worker's name (its pod's), in the status field manager and each file's pod
+    /// (default: the hostname).
+    #[arg(
+        long,
+        env = "ROOMREC_POD_NAME",
+        value_name = "NAME",
+        help_heading = "Reporting"
+    )]
+    pub report_name: Option<String>,
+    /// After the run, write a short JSON result here (the pod's terminationMessagePath).
+    #[arg(
+        long,
+        env = "ROOMREC_TERMINATION_MESSAGE",
+        value_name = "PATH",
+        help_heading = "Reporting"
+    )]
+    pub termination_message: Option<PathBuf>,
+}
+
+/// Where the worker reports, besides the manifest.
+#[derive(Debug, Clone)]
+pub struct Reporting {
+    pub job: Option<JobRef>,
+    /// The pod name.
+    pub name: String,
+    pub termination_message: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -279,11 +327,45 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(n * factor)
 }
 
+/// A pod's hostname is its name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "roomrec-worker".into())
+}
+
 /// A usage error: names the flag and the fix; main exits with code 2.
 #[derive(Debug)]
 pub struct UsageError(pub String);
 
 impl RecordArgs {
+    pub fn reporting(&self) -> Result<Reporting, UsageError> {
+        let job = match &self.report_job {
+            Some(s) => Some(
+                JobRef::parse(s.trim()).map_err(|e| UsageError(format!("--report-job: {e}")))?,
+            ),
+            None => None,
+        };
+        let name = match &self.report_name {
+            Some(n) if n.trim().is_empty() => {
+                return Err(UsageError(
+                    "--report-name is empty: pass the pod's name (or leave it out for the hostname)"
+                        .into(),
+                ));
+            }
+            Some(n) => n.trim().to_string(),
+            None => hostname(),
+        };
+        Ok(Reporting {
+            job,
+            name,
+            termination_message: self.termination_message.clone(),
+        })
+    }
+
     pub fn into_config(self) -> Result<RecordConfig, UsageError> {
         let usage = |m: String| UsageError(m);
         let trtc_given = self.trtc_sdk_app_id.is_some()
@@ -422,6 +504,43 @@ mod tests {
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
         let Command::Record(a) = cli.command;
         a.into_config().map_err(|e| e.0)
+    }
+
+    fn reporting(extra: &[&str]) -> Result<Reporting, String> {
+        let mut argv = vec!["roomrec-worker", "record"];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let Command::Record(a) = cli.command;
+        a.reporting().map_err(|e| e.0)
+    }
+
+    #[test]
+    fn report_flags_name_the_job_and_the_pod() {
+        let r = reporting(&[
+            "--report-job",
+            "rec/job-1",
+            "--report-name",
+            "job-1-alice-x",
+        ])
+        .unwrap();
+        let job = r.job.unwrap();
+        assert_eq!(
+            (job.namespace.as_str(), job.name.as_str()),
+            ("rec", "job-1")
+        );
+        assert_eq!(r.name, "job-1-alice-x");
+        let r = reporting(&[]).unwrap();
+        assert!(r.job.is_none() && r.termination_message.is_none());
+        assert!(!r.name.is_empty(), "defaults to the hostname");
+        for bad in ["job-1", "rec/", "rec/Job", "a/b/c"] {
+            let e = reporting(&["--report-job", bad]).unwrap_err();
+            assert!(
+                e.contains("--report-job") && e.contains("NAMESPACE/NAME"),
+                "{bad}: {e}"
+            );
+        }
+        let e = reporting(&["--report-name", " "]).unwrap_err();
+        assert!(e.contains("--report-name"), "{e}");
     }
 
     #[test]

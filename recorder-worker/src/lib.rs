@@ -17,14 +17,17 @@ pub mod ffmpeg;
 pub mod fmp4;
 pub mod journal;
 pub mod keys;
+pub mod live;
 pub mod manifest;
 pub mod mode;
 pub mod mp3;
 pub mod part;
 pub mod plan;
 pub mod recorder;
+pub mod report;
 pub mod source;
 pub mod storage;
+pub mod termination;
 
 /// Percent-encoding as `urlencode()` does it: everything but `A-Za-z0-9-_.~`.
 pub(crate) const URL_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC

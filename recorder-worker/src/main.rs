@@ -1,10 +1,20 @@
-//! `roomrec-worker`: parse the command line, record, write the manifest, exit 0 (recorded),
-//! 1 (failed) or 2 (bad usage).
+//! `roomrec-worker`: parse the command line, record, write the manifest (and, when asked, the
+//! RecordingJob's status and the pod's termination message), and exit:
+//!
+//! * 0: recorded, every part stored;
+//! * 1: failed, and running again may help (the store unreachable, the stream never started,
+//!   a part not stored);
+//! * 2: bad usage;
+//! * 3: failed, and running again cannot help: the store refused the credentials, the bucket
+//!   does not exist, the source lacks the track the mode needs, or a file source cannot be
+//!   read (`retryable: false` in the termination message).
 
 use clap::Parser;
 use roomrec_worker::cli::{Cli, Command, LogFormat};
 use roomrec_worker::manifest::{StopReason, human_bytes, human_seconds};
 use roomrec_worker::recorder::{Recorder, Status};
+use roomrec_worker::report::Reporter;
+use roomrec_worker::termination::TerminationMessage;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,13 +26,20 @@ fn main() -> ExitCode {
     let Command::Record(args) = cli.command;
     let log_format = args.log_format;
     let manifest_target = args.manifest.clone();
-    let config = match args.into_config() {
+    let termination_target = args.termination_message.clone();
+    let parsed = args
+        .reporting()
+        .and_then(|r| args.into_config().map(|c| (c, r)));
+    let (config, reporting) = match parsed {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
                 "error: {}\n\nFor more information, try 'roomrec-worker record --help'.",
                 e.0
             );
+            if let Some(path) = &termination_target {
+                TerminationMessage::failed_at_start(&e.0, false).write(path);
+            }
             return ExitCode::from(2);
         }
     };
@@ -58,11 +75,18 @@ fn main() -> ExitCode {
         let recorder = match Recorder::new(config, status.clone()).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!("{e}");
+                tracing::error!(retryable = e.retryable, "{e}");
                 eprintln!("error: {e}");
-                return ExitCode::from(1);
+                if let Some(path) = &reporting.termination_message {
+                    TerminationMessage::failed_at_start(&e.message, e.retryable).write(path);
+                }
+                return exit_code(false, e.retryable);
             }
         };
+        let status_report = reporting
+            .job
+            .clone()
+            .map(|job| Reporter::start(job, reporting.name.clone(), status.clone()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
@@ -71,9 +95,9 @@ fn main() -> ExitCode {
             tracing::info!("signal received: finishing the current fragment and closing the upload");
             let _ = stop_tx.send(Some(StopReason::Signal));
         });
-        let reporter = tokio::spawn(report_progress(status, tty && !json, json));
+        let progress = tokio::spawn(report_progress(status, tty && !json, json));
         let manifest = recorder.run(stop_rx).await;
-        reporter.abort();
+        progress.abort();
         if tty && !json {
             eprint!("\r\x1b[2K");
         }
@@ -87,8 +111,25 @@ fn main() -> ExitCode {
             tracing::info!(status = ?manifest.status, stop_reason = ?manifest.stop_reason, parts = manifest.parts.len(), bytes = manifest.bytes, "recording finished");
         }
         eprint!("{}", manifest.summary());
-        if manifest.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        if let Some(path) = &reporting.termination_message {
+            TerminationMessage::from_manifest(&manifest).write(path);
+        }
+        if let Some(report) = status_report {
+            report.finish(manifest.parts.clone(), FINAL_REPORT_WITHIN).await;
+        }
+        exit_code(manifest.succeeded(), manifest.retryable)
     })
+}
+
+/// The last status report's bound: the pod's grace period is mostly spent on uploads.
+const FINAL_REPORT_WITHIN: Duration = Duration::from_secs(5);
+
+fn exit_code(succeeded: bool, retryable: bool) -> ExitCode {
+    match (succeeded, retryable) {
+        (true, _) => ExitCode::SUCCESS,
+        (false, true) => ExitCode::from(1),
+        (false, false) => ExitCode::from(3),
+    }
 }
 
 /// A progress line on a terminal every second; a JSON progress event every 10 s otherwise.

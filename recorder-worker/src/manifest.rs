@@ -21,6 +21,37 @@ pub enum StopReason {
     Failed,
 }
 
+/// Why a recording failed, and whether running it again could help.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub message: String,
+    /// false: the same configuration fails the same way (credentials refused, no bucket, a
+    /// missing track, an unreadable file).
+    pub retryable: bool,
+}
+
+impl Failure {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
@@ -40,6 +71,10 @@ pub struct Manifest {
     pub bytes: u64,
     pub duration_seconds: f64,
     pub parts: Vec<PartRecord>,
+    /// Whether another run could succeed (not in the JSON: the termination message and the
+    /// exit code carry it).
+    #[serde(skip)]
+    pub retryable: bool,
 }
 
 impl Manifest {
@@ -47,7 +82,7 @@ impl Manifest {
         config: &RecordConfig,
         started_at: String,
         stop_reason: StopReason,
-        failure: Option<String>,
+        failure: Option<Failure>,
         parts: Vec<PartRecord>,
         elapsed: Duration,
     ) -> Self {
@@ -55,8 +90,9 @@ impl Manifest {
             .iter()
             .filter(|p| p.status == PartStatus::Failed)
             .collect();
+        let retryable = failure.as_ref().is_none_or(|f| f.retryable);
         let message = if let Some(f) = failure {
-            f
+            f.message
         } else if let Some(p) = failed_parts.first() {
             format!("part {} failed: {}", p.part, p.message)
         } else if parts.is_empty() {
@@ -93,6 +129,7 @@ impl Manifest {
                 .round()
                 / 1000.0,
             parts,
+            retryable,
         }
     }
 

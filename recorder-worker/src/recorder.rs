@@ -8,7 +8,8 @@ use crate::ffmpeg::{self, LogLine, Recording, Tools};
 use crate::fmp4;
 use crate::journal::{self, PartMeta};
 use crate::keys::{KeyTemplate, KeyVars, compact_time};
-use crate::manifest::{Manifest, StopReason};
+pub use crate::live::Status;
+use crate::manifest::{Failure, Manifest, StopReason};
 use crate::mode::Mode;
 use crate::part::{PartRecord, PartStatus, PartWriter, Spool, SpoolLimits, UploadSettings};
 use crate::plan::{self, Plan};
@@ -17,7 +18,7 @@ use crate::storage::{RetryPolicy, StorageConfig};
 use opendal::Operator;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -44,16 +45,6 @@ pub struct RecordConfig {
     pub retry: RetryPolicy,
     /// Used only to size multipart chunks for the longest expected part.
     pub expected_bitrate: u64,
-}
-
-/// Live figures for progress output.
-#[derive(Debug, Default)]
-pub struct Status {
-    pub bytes: AtomicU64,
-    pub media_millis: AtomicU64,
-    pub part: AtomicU64,
-    pub spool_bytes: AtomicU64,
-    pub connected: AtomicBool,
 }
 
 /// S3 allows 10,000 parts per multipart upload; keep a margin.
@@ -99,8 +90,11 @@ enum Ended {
 impl Recorder {
     /// Connects to storage and checks it is usable, so bad credentials or a missing bucket fail
     /// before any media is read.
-    pub async fn new(config: RecordConfig, status: Arc<Status>) -> Result<Self, String> {
-        let op = config.storage.operator(&config.retry)?;
+    pub async fn new(config: RecordConfig, status: Arc<Status>) -> Result<Self, Failure> {
+        let op = config
+            .storage
+            .operator(&config.retry)
+            .map_err(Failure::retryable)?;
         check_storage(&op, &config.storage).await?;
         let start = compact_time(config.session_start);
         let spool = Arc::new(Spool::new(config.spool.clone()));
@@ -149,16 +143,34 @@ impl Recorder {
     /// The first part number whose object and journal do not exist: a restarted worker never
     /// overwrites what an earlier run stored.
     async fn claim_part(&mut self) -> u32 {
+        let mut unanswered = 0;
         loop {
             let part = self.next_part;
-            self.next_part += 1;
             let key = self.key(part);
             let journal =
                 journal::meta_key(&journal::journal_dir(&self.config.storage.prefix, &key));
-            let taken = self.op.exists(&key).await.unwrap_or(false)
-                || self.op.exists(&journal).await.unwrap_or(false);
-            if !taken {
-                return part;
+            match (self.op.exists(&key).await, self.op.exists(&journal).await) {
+                (Ok(false), Ok(false)) => {
+                    self.next_part += 1;
+                    return part;
+                }
+                (Ok(_), Ok(_)) => self.next_part += 1,
+                // The store cannot say: ask again, and after a while skip the number. Skipping
+                // is harmless; overwriting an earlier run's part is not.
+                (a, b) => {
+                    let error = a
+                        .err()
+                        .or(b.err())
+                        .map(|e| e.to_string())
+                        .unwrap_or_default();
+                    tracing::warn!(part, "cannot check whether part {part} exists: {error}");
+                    unanswered += 1;
+                    if unanswered >= 10 {
+                        self.next_part += 1;
+                        unanswered = 0;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             }
         }
     }
@@ -170,7 +182,7 @@ impl Recorder {
 
         let mut last_media = Instant::now();
         let mut ever_connected = false;
-        let mut failure: Option<String> = None;
+        let mut failure: Option<Failure> = None;
         let reason = loop {
             // Connect: the probe waits for a live source to start, bounded by the idle timeout
             // (or, after a drop, by the reconnect grace).
@@ -188,8 +200,9 @@ impl Recorder {
             let tracks = match probe {
                 Err(_) => break expired,
                 Ok(Err(message)) => {
+                    // A file that cannot be read will not become readable by trying again.
                     if !self.config.source.is_live() {
-                        failure = Some(message);
+                        failure = Some(Failure::permanent(message));
                         break StopReason::Failed;
                     }
                     tracing::info!("source not available yet: {message}");
@@ -206,15 +219,16 @@ impl Recorder {
             };
             let plan = match plan::plan(self.config.mode, &tracks, &redact(&url)) {
                 Ok(plan) => plan,
+                // The source lacks a track the mode needs.
                 Err(message) => {
-                    failure = Some(message);
+                    failure = Some(Failure::permanent(message));
                     break StopReason::Failed;
                 }
             };
             let recording = match Recording::start(&self.config.tools, &url, &options, &plan) {
                 Ok(r) => r,
                 Err(message) => {
-                    failure = Some(message);
+                    failure = Some(Failure::retryable(message));
                     break StopReason::Failed;
                 }
             };
@@ -232,17 +246,20 @@ impl Recorder {
             self.status.connected.store(false, Ordering::Relaxed);
             match ended {
                 Ended::Stop(StopReason::Failed) => {
-                    failure = Some(
-                        "the spool is full: the object store has been unreachable for too long"
-                            .into(),
-                    );
+                    failure = Some(Failure::retryable(
+                        "the spool is full: the object store has been unreachable for too long",
+                    ));
                     break StopReason::Failed;
                 }
                 Ended::Stop(reason) => break reason,
                 Ended::SourceGone(error) => {
                     if !self.config.source.is_live() || self.config.reconnect_grace.is_zero() {
                         if let Some(e) = error.filter(|_| !ever_connected) {
-                            failure = Some(e);
+                            failure = Some(if self.config.source.is_live() {
+                                Failure::retryable(e)
+                            } else {
+                                Failure::permanent(e)
+                            });
                             break StopReason::Failed;
                         }
                         break StopReason::SourceEnded;
@@ -262,10 +279,12 @@ impl Recorder {
             match tokio::time::timeout_at(deadline, task).await {
                 Ok(Ok(record)) => parts.push(record),
                 Ok(Err(e)) => {
-                    failure.get_or_insert(format!("a part's upload task failed: {e}"));
+                    failure.get_or_insert(Failure::retryable(format!(
+                        "a part's upload task failed: {e}"
+                    )));
                 }
                 Err(_) => {
-                    failure.get_or_insert("the shutdown timeout passed before every part was stored; their checkpoints stay in the journal and the next run rebuilds them".into());
+                    failure.get_or_insert(Failure::retryable("the shutdown timeout passed before every part was stored; their checkpoints stay in the journal and the next run rebuilds them"));
                 }
             }
         }
@@ -417,8 +436,9 @@ impl Recorder {
                     .as_ref()
                     .map(|t| open.timeline.seconds(t))
                     .unwrap_or(0.0);
-                self.record_progress(rebased.bytes.len(), open.writer.seconds);
+                let added = rebased.bytes.len();
                 open.writer.write(rebased.bytes);
+                self.record_progress(added, &open.writer);
             }
             Piece::Frames(frames) => {
                 if part
@@ -433,15 +453,18 @@ impl Recorder {
                 }
                 let open = part.as_mut().expect("opened above");
                 open.writer.seconds += frames.seconds;
-                self.record_progress(frames.bytes.len(), open.writer.seconds);
+                let added = frames.bytes.len();
                 open.writer.write(frames.bytes);
+                self.record_progress(added, &open.writer);
             }
         }
     }
 
-    fn record_progress(&self, bytes: usize, part_seconds: f64) {
-        self.status.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        let media = (self.closed_seconds + part_seconds) * 1000.0;
+    /// After `added` bytes went into the open part's writer.
+    fn record_progress(&self, added: usize, writer: &PartWriter) {
+        self.status.bytes.fetch_add(added as u64, Ordering::Relaxed);
+        self.status.open_progress(writer.bytes, writer.seconds);
+        let media = (self.closed_seconds + writer.seconds) * 1000.0;
         self.status
             .media_millis
             .store(media as u64, Ordering::Relaxed);
@@ -477,6 +500,7 @@ impl Recorder {
             audio_codec: plan.output_audio.clone(),
         };
         tracing::info!(part, key = %meta.key, "part started");
+        self.status.part_opened(meta.clone());
         let settings = UploadSettings {
             chunk: self.config.chunk_size(),
             checkpoint: self.config.checkpoint,
@@ -506,7 +530,14 @@ impl Recorder {
             "part closing"
         );
         self.closed_seconds += open.writer.seconds;
-        self.finishing.push(tokio::spawn(open.writer.finish()));
+        self.status
+            .part_closed(open.writer.meta(), open.writer.bytes, open.writer.seconds);
+        let status = self.status.clone();
+        self.finishing.push(tokio::spawn(async move {
+            let record = open.writer.finish().await;
+            status.part_finished(record.clone());
+            record
+        }));
     }
 
     /// Rebuilds the parts of earlier runs that did not finish: first their checkpoints left in
@@ -536,14 +567,16 @@ impl Recorder {
             match journal::salvage(&self.op, &dir, self.config.chunk_size()).await {
                 Ok(s) => {
                     tracing::info!(key = %s.meta.key, seconds = s.seconds, "recovered a part left by an earlier run");
-                    records.push(PartRecord::from_meta(
+                    let record = PartRecord::from_meta(
                         &s.meta,
                         PartStatus::Succeeded,
                         "recovered from checkpoints after the recording was interrupted".into(),
                         s.bytes,
                         s.seconds,
                         true,
-                    ));
+                    );
+                    self.status.part_recovered(record.clone());
+                    records.push(record);
                 }
                 Err(e) => tracing::warn!(journal = %dir, "cannot rebuild an unfinished part: {e}"),
             }
@@ -560,7 +593,9 @@ struct OpenPart {
     tracks: Option<fmp4::Tracks>,
 }
 
-async fn check_storage(op: &Operator, storage: &StorageConfig) -> Result<(), String> {
+/// Refused credentials, a missing bucket and a configuration the store calls invalid are
+/// permanent (the same configuration fails the same way); an unreachable store may come back.
+async fn check_storage(op: &Operator, storage: &StorageConfig) -> Result<(), Failure> {
     // Listing the prefix needs the same credentials and bucket as writing into it.
     let path = if storage.prefix.is_empty() {
         "/".to_string()
@@ -576,15 +611,30 @@ async fn check_storage(op: &Operator, storage: &StorageConfig) -> Result<(), Str
             Ok(())
         }
         Err(e) => Err(match e.kind() {
-            opendal::ErrorKind::PermissionDenied => format!(
+            opendal::ErrorKind::PermissionDenied => Failure::permanent(format!(
                 "the storage {} refused the credentials: check the secret id/key (or access key) and that they may write to the bucket ({e})",
                 storage.describe()
-            ),
-            opendal::ErrorKind::NotFound => format!(
+            )),
+            // COS answers a missing bucket with 404; opendal's S3 service turns S3's
+            // NoSuchBucket into ConfigInvalid.
+            opendal::ErrorKind::NotFound => Failure::permanent(format!(
                 "the bucket of {} does not exist: create it or fix the bucket name ({e})",
                 storage.describe()
-            ),
-            _ => format!("the storage {} cannot be reached: {e}", storage.describe()),
+            )),
+            opendal::ErrorKind::ConfigInvalid if e.to_string().contains("NoSuchBucket") => {
+                Failure::permanent(format!(
+                    "the bucket of {} does not exist: create it or fix the bucket name ({e})",
+                    storage.describe()
+                ))
+            }
+            opendal::ErrorKind::ConfigInvalid => Failure::permanent(format!(
+                "the storage {} is misconfigured: {e}",
+                storage.describe()
+            )),
+            _ => Failure::retryable(format!(
+                "the storage {} cannot be reached: {e}",
+                storage.describe()
+            )),
         }),
     }
 }

@@ -1,10 +1,15 @@
 //! roomrec-worker against the real test bed: nginx-rtmp with a live ffmpeg publisher, the S3
 //! object store (versitygw, SigV4), local directories, and ffprobe on every file produced.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use roomrec_testbed::media::{Publisher, StreamSpec, ffprobe};
 use roomrec_testbed::object_store::ObjectStore;
-use roomrec_testbed::{BedInfo, shared};
-use serde_json::Value;
+use roomrec_testbed::{BedInfo, shared, wait_until};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -329,7 +334,7 @@ async fn a_source_without_audio_fails_audio_modes_with_advice() {
     let url = bed().rtmp_url("silent");
     let storage = Storage::dir("silent");
     let run = run(&mut worker(&url, "00", &storage, &["--max-duration", "3"])).await;
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 3, "a missing track is not worth a retry");
     let message = run.manifest["message"].as_str().unwrap();
     assert!(
         message.contains("no audio track") && message.contains("VideoMp4 (01)"),
@@ -390,17 +395,41 @@ async fn a_stalled_stream_ends_at_the_idle_timeout_keeping_what_was_recorded() {
 }
 
 #[tokio::test]
-async fn wrong_credentials_and_a_missing_bucket_fail_clearly() {
+async fn wrong_credentials_and_a_missing_bucket_fail_clearly_and_for_good() {
     let b = bed();
     let url = b.rtmp_url("unused");
-    let mut bad = worker(&url, "02", &Storage::s3("x"), &[]);
-    bad.env("AWS_SECRET_ACCESS_KEY", "wrong");
+    let message_file = b.scratch("wrong-credentials").unwrap().join("termination");
+    let mut bad = worker(
+        &url,
+        "02",
+        &Storage::s3("x"),
+        &["--termination-message", message_file.to_str().unwrap()],
+    );
+    bad.env("AWS_SECRET_ACCESS_KEY", "wrong-secret-7f3a9");
     let run = run(&mut bad).await;
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 3, "retrying cannot help: {}", run.stderr);
     assert!(
         run.stderr.contains("refused the credentials"),
         "{}",
         run.stderr
+    );
+    assert!(
+        !run.stderr.contains("7f3a9"),
+        "the secret is not logged: {}",
+        run.stderr
+    );
+    let message: Value =
+        serde_json::from_str(&std::fs::read_to_string(&message_file).unwrap()).unwrap();
+    assert_eq!(message["status"], "failed");
+    assert_eq!(message["stopReason"], "failed");
+    assert_eq!(message["retryable"], false);
+    assert_eq!(message["parts"], 0);
+    assert!(
+        message["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused the credentials"),
+        "{message}"
     );
 
     let mut missing = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomrec-worker"));
@@ -419,8 +448,32 @@ async fn wrong_credentials_and_a_missing_bucket_fail_clearly() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let run = self::run(&mut missing).await;
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 3);
     assert!(run.stderr.contains("does not exist"), "{}", run.stderr);
+
+    // A store that cannot be reached may come back: exit 1, retryable.
+    let mut down = Storage::s3("x");
+    if let Storage::S3 { endpoint, .. } = &mut down {
+        *endpoint = "http://127.0.0.1:1".into();
+    }
+    let run = self::run(&mut worker(
+        &url,
+        "02",
+        &down,
+        &["--termination-message", message_file.to_str().unwrap()],
+    ))
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let message: Value =
+        serde_json::from_str(&std::fs::read_to_string(&message_file).unwrap()).unwrap();
+    assert_eq!(message["retryable"], true);
+    assert!(
+        message["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be reached"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -471,6 +524,24 @@ async fn bad_arguments_name_the_flag_and_exit_2() {
     ] {
         assert!(help.contains(flag), "--help explains {flag}");
     }
+    assert!(
+        help.contains("Exit codes:") && help.contains("3  failed, and running again cannot help"),
+        "{help}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomrec-worker"))
+        .args([
+            "record",
+            "--source",
+            "rtmp://h/live/a",
+            "--storage",
+            "/tmp/x",
+            "--report-job",
+            "no-slash",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--report-job"));
 }
 
 /// The wall-clock time of a JSON log event of the worker, by its message (a prefix if it
@@ -521,6 +592,8 @@ async fn sigterm_finishes_a_playable_file_of_the_right_length() {
 async fn sigkill_loses_at_most_a_few_seconds_and_a_restart_continues_with_a_new_part() {
     let _publisher = publish("sigkill", StreamSpec::default()).await;
     let storage = Storage::s3("sigkill");
+    // A kept-alive bed holds the parts of an earlier run of this test under the same session.
+    let _ = std::fs::remove_dir_all(storage.file("sigkill"));
     let session = ["--session-start", "2026-01-01T00:00:00Z"];
     let child = start(&mut worker(
         &bed().rtmp_url("sigkill"),
@@ -789,7 +862,7 @@ async fn cos_refuses_a_wrong_secret_key_before_recording() {
     let mut command = worker(&bed().rtmp_url("unused"), "02", &storage, &[]);
     command.env("COS_SECRET_KEY", "not-the-key");
     let run = run(&mut command).await;
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 3);
     assert!(
         run.stderr.contains("refused the credentials"),
         "{}",
@@ -806,6 +879,8 @@ async fn a_stop_file_ends_the_recording_gracefully() {
     let _publisher = publish("stopfile", StreamSpec::default()).await;
     let storage = Storage::dir("stopfile");
     let flag = bed().scratch("stopfile-flag").unwrap().join("stop");
+    // Left by an earlier run on a kept-alive bed.
+    let _ = std::fs::remove_file(&flag);
     let child = start(&mut worker(
         &bed().rtmp_url("stopfile"),
         "02",
@@ -819,4 +894,182 @@ async fn a_stop_file_ends_the_recording_gracefully() {
     assert_eq!(run.manifest["stopReason"], "stop-requested");
     let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
     assert!(seconds > 2.0, "{seconds}");
+}
+
+/// Installs the RecordingJob CRD (as the chart would) and waits until it is served.
+async fn install_recording_job_crd(client: &kube::Client) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/recordingjob.yaml");
+    let crd: CustomResourceDefinition =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "recordingjobs.roomrec.dev",
+        &PatchParams::apply("roomrec-test").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    wait_until(Duration::from_secs(30), || async {
+        crds.get("recordingjobs.roomrec.dev")
+            .await
+            .ok()
+            .and_then(|c| c.status?.conditions)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            })
+    })
+    .await
+    .expect("the RecordingJob CRD is established");
+}
+
+/// A RecordingJob in a fresh namespace, to report into.
+async fn recording_job(client: &kube::Client, name: &str) -> Api<DynamicObject> {
+    install_recording_job_crd(client).await;
+    let ns = bed().namespace("report").await.unwrap();
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("roomrec.dev", "v1alpha1", "RecordingJob"),
+        "recordingjobs",
+    );
+    let jobs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+    let job = DynamicObject::new(name, &resource).data(json!({"spec": {
+        "source": {"url": "rtmp://127.0.0.1:1/live/x"},
+        "storage": {"s3": {"bucket": "recordings"}},
+    }}));
+    // A CRD that was just established can take a moment to be served.
+    let mut created = None;
+    for _ in 0..50 {
+        match jobs.create(&PostParams::default(), &job).await {
+            Ok(j) => {
+                created = Some(j);
+                break;
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("creating the RecordingJob: {e}"),
+        }
+    }
+    created.expect("the RecordingJob is created");
+    jobs
+}
+
+/// This worker's `status.files` entries, by URL.
+fn files_of(job: &DynamicObject, pod: &str) -> BTreeMap<String, Value> {
+    job.data["status"]["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["pod"] == pod)
+        .map(|f| (f["url"].as_str().unwrap().to_string(), f.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn files_are_reported_into_the_recording_job_status_and_the_result_into_the_termination_message()
+ {
+    let client = bed().client().await.unwrap();
+    let jobs = recording_job(&client, "report").await;
+    let ns = jobs.namespace().unwrap().to_string();
+    let _publisher = publish("report", StreamSpec::default()).await;
+    let storage = Storage::s3("report");
+    let message_file = bed().scratch("report").unwrap().join("termination-log");
+    let job_ref = format!("{ns}/report");
+    let mut command = worker(
+        &bed().rtmp_url("report"),
+        "02",
+        &storage,
+        &[
+            "--segment-seconds",
+            "10",
+            "--max-duration",
+            "25",
+            "--report-job",
+            &job_ref,
+            "--report-name",
+            "test-pod",
+            "--termination-message",
+            message_file.to_str().unwrap(),
+        ],
+    );
+    command.env("KUBECONFIG", &bed().kubeconfig);
+    let child = start(&mut command);
+
+    // While recording: an entry `recording` whose bytes grow (the 10 s report).
+    let mut recording: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    while !child.output.is_finished() {
+        if let Ok(job) = jobs.get("report").await {
+            for (url, file) in files_of(&job, "test-pod") {
+                if file["status"] == "recording" {
+                    assert!(file.get("endedAt").is_none(), "{file}");
+                    let bytes = file["bytes"].as_u64().unwrap();
+                    let seen = recording.entry(url).or_default();
+                    if seen.last() != Some(&bytes) {
+                        seen.push(bytes);
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let run = finish(child).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("cannot report"),
+        "every report went through: {}",
+        run.stderr
+    );
+    eprintln!("recording entries seen (bytes per report): {recording:?}");
+    assert!(!recording.is_empty(), "a recording entry was seen");
+    assert!(
+        recording
+            .values()
+            .any(|b| b.len() >= 2 && b.windows(2).all(|w| w[0] < w[1])),
+        "an open part's bytes grow while it records: {recording:?}"
+    );
+
+    // At the end: every part of the manifest, succeeded, with its figures.
+    let parts = parts(&run);
+    assert!(parts.len() >= 3, "{:#}", run.manifest);
+    let job = jobs.get("report").await.unwrap();
+    let files = files_of(&job, "test-pod");
+    assert_eq!(files.len(), parts.len(), "{:#}", job.data["status"]);
+    for part in &parts {
+        let file = &files[part["url"].as_str().unwrap()];
+        assert_eq!(file["status"], "succeeded", "{file}");
+        assert_eq!(file["userId"], part["userId"]);
+        assert_eq!(file["part"], part["part"]);
+        assert_eq!(file["bytes"], part["bytes"]);
+        assert_eq!(
+            file["durationSeconds"].as_f64(),
+            part["durationSeconds"].as_f64()
+        );
+        assert_eq!(file["startedAt"], part["startedAt"]);
+        assert_eq!(file["endedAt"], part["endedAt"]);
+        assert!(file.get("message").is_none(), "{file}");
+    }
+    let managers = job.metadata.managed_fields.clone().unwrap_or_default();
+    assert!(
+        managers
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("roomrec-worker-test-pod")
+                && m.subresource.as_deref() == Some("status")
+                && m.operation.as_deref() == Some("Apply")),
+        "{managers:#?}"
+    );
+
+    let message: Value =
+        serde_json::from_str(&std::fs::read_to_string(&message_file).unwrap()).unwrap();
+    assert_eq!(
+        message,
+        json!({
+            "status": "succeeded",
+            "stopReason": "max-duration",
+            "message": "",
+            "retryable": true,
+            "parts": parts.len(),
+            "bytes": run.manifest["bytes"],
+            "durationSeconds": run.manifest["durationSeconds"],
+        })
+    );
 }

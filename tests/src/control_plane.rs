@@ -26,6 +26,58 @@ pub struct ControlPlane {
     pub controller_manager: Supervised,
     pub apiserver: Supervised,
     pub etcd: Supervised,
+    apiserver_setup: ApiServerSetup,
+}
+
+/// What kube-apiserver is started with, kept to restart it.
+struct ApiServerSetup {
+    etcd_port: u16,
+    api_port: u16,
+    dir: PathBuf,
+    serving_cert: PathBuf,
+    serving_key: PathBuf,
+    ca_cert: PathBuf,
+    tokens: PathBuf,
+    sa_public: PathBuf,
+    sa_private: PathBuf,
+}
+
+impl ApiServerSetup {
+    async fn start(&self) -> Result<Supervised> {
+        let (etcd_port, api_port, dir) = (self.etcd_port, self.api_port, &self.dir);
+        let mut apiserver = Command::new(binaries::pinned("kube-apiserver")?);
+        apiserver.args([
+            &format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            // The endpoint reconciler refuses loopback addresses; pods reach 127.0.0.1 directly.
+            "--endpoint-reconciler-type=none",
+            &format!("--secure-port={api_port}"),
+            &format!("--cert-dir={}", dir.join("apiserver-certs").display()),
+            &format!("--tls-cert-file={}", self.serving_cert.display()),
+            &format!("--tls-private-key-file={}", self.serving_key.display()),
+            &format!("--client-ca-file={}", self.ca_cert.display()),
+            &format!("--token-auth-file={}", self.tokens.display()),
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            &format!("--service-account-key-file={}", self.sa_public.display()),
+            &format!(
+                "--service-account-signing-key-file={}",
+                self.sa_private.display()
+            ),
+            "--service-cluster-ip-range=10.96.0.0/24",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+        ]);
+        let mut apiserver =
+            Supervised::spawn("kube-apiserver", apiserver, &dir.join("kube-apiserver.log"))?;
+        let probe = HttpsProbe::new(&self.ca_cert, api_port)?;
+        apiserver
+            .wait_ready(Duration::from_secs(90), || probe.ok("/readyz"))
+            .await?;
+        Ok(apiserver)
+    }
 }
 
 impl ControlPlane {
@@ -53,37 +105,18 @@ impl ControlPlane {
             .await?;
 
         let api_port = free_port();
-        let mut apiserver = Command::new(binaries::pinned("kube-apiserver")?);
-        apiserver.args([
-            &format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            // The endpoint reconciler refuses loopback addresses; pods reach 127.0.0.1 directly.
-            "--endpoint-reconciler-type=none",
-            &format!("--secure-port={api_port}"),
-            &format!("--cert-dir={}", dir.join("apiserver-certs").display()),
-            &format!("--tls-cert-file={}", pki.serving_cert.display()),
-            &format!("--tls-private-key-file={}", pki.serving_key.display()),
-            &format!("--client-ca-file={}", pki.ca_cert.display()),
-            &format!("--token-auth-file={}", pki.tokens.display()),
-            "--authorization-mode=RBAC",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            &format!("--service-account-key-file={}", pki.sa_public.display()),
-            &format!(
-                "--service-account-signing-key-file={}",
-                pki.sa_private.display()
-            ),
-            "--service-cluster-ip-range=10.96.0.0/24",
-            "--allow-privileged=true",
-            "--profiling=false",
-            "--v=1",
-        ]);
-        let mut apiserver =
-            Supervised::spawn("kube-apiserver", apiserver, &dir.join("kube-apiserver.log"))?;
-        let probe = HttpsProbe::new(&pki.ca_cert, api_port)?;
-        apiserver
-            .wait_ready(Duration::from_secs(90), || probe.ok("/readyz"))
-            .await?;
+        let apiserver_setup = ApiServerSetup {
+            etcd_port,
+            api_port,
+            dir: dir.to_path_buf(),
+            serving_cert: pki.serving_cert.clone(),
+            serving_key: pki.serving_key.clone(),
+            ca_cert: pki.ca_cert.clone(),
+            tokens: pki.tokens.clone(),
+            sa_public: pki.sa_public.clone(),
+            sa_private: pki.sa_private.clone(),
+        };
+        let apiserver = apiserver_setup.start().await?;
 
         let kubeconfig = dir.join("kubeconfig");
         write_kubeconfig(&kubeconfig, api_port, &pki.ca_cert, ADMIN_TOKEN)?;
@@ -118,7 +151,16 @@ impl ControlPlane {
             controller_manager,
             apiserver,
             etcd,
+            apiserver_setup,
         })
+    }
+
+    /// Stops kube-apiserver and starts it again on the same port and data (an upgrade or a
+    /// crash of the control plane, as clients see it); returns once it is ready.
+    pub async fn restart_apiserver(&mut self) -> Result<()> {
+        self.apiserver.stop();
+        self.apiserver = self.apiserver_setup.start().await?;
+        Ok(())
     }
 
     pub fn server_url(&self) -> String {

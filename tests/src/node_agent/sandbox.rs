@@ -11,6 +11,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+/// Descriptors at which mount sources are opened in the child (far above anything inherited).
+const SOURCE_FD_BASE: libc::c_int = 900;
+
+/// Where programs of non-root containers are mounted (see `Sandbox::spawn`).
+const IMAGE_MOUNT_DIR: &str = "/run/roomrec-node/images";
+
 #[derive(Clone, Debug)]
 pub struct BindMount {
     pub source: PathBuf,
@@ -35,9 +41,25 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn spawn(&self) -> std::io::Result<tokio::process::Child> {
+        // An image's entrypoint is readable by any user; a binary cargo built under a private
+        // home (CARGO_TARGET_DIR in /root/.cache) is not. Like an image layer, the program is
+        // bind-mounted into the container at a path every user can reach, and run from there.
+        let mut own_mounts = self.mounts.clone();
+        let mut program = self.program.clone();
+        if self.user.is_some_and(|uid| uid != 0)
+            && let Some(name) = self.program.file_name()
+        {
+            let target = Path::new(IMAGE_MOUNT_DIR).join(name);
+            own_mounts.push(BindMount {
+                source: self.program.clone(),
+                target: target.clone(),
+                read_only: true,
+            });
+            program = target;
+        }
         // Mount points must exist before the namespace is made; like a runtime, create missing
         // ones (a directory, or an empty file for a file source such as the termination log).
-        for mount in &self.mounts {
+        for mount in &own_mounts {
             if !mount.target.exists() {
                 if mount.source.is_dir() {
                     std::fs::create_dir_all(&mount.target)?;
@@ -53,10 +75,23 @@ impl Sandbox {
                 }
             }
         }
-        let mounts: Vec<(CString, CString, bool)> = self
-            .mounts
+        // Each source is opened (in the new namespace, before any mount) at a known descriptor
+        // and mounted through /proc/self/fd: a volume mounted over a directory (an emptyDir at
+        // /tmp) must not hide the sources of later mounts.
+        let mounts: Vec<(CString, CString, CString, libc::c_int, bool)> = own_mounts
             .iter()
-            .map(|m| Ok((c_path(&m.source)?, c_path(&m.target)?, m.read_only)))
+            .enumerate()
+            .map(|(i, m)| {
+                let fd = SOURCE_FD_BASE + i as libc::c_int;
+                let via = PathBuf::from(format!("/proc/self/fd/{fd}"));
+                Ok((
+                    c_path(&m.source)?,
+                    c_path(&via)?,
+                    c_path(&m.target)?,
+                    fd,
+                    m.read_only,
+                ))
+            })
             .collect::<std::io::Result<_>>()?;
         let root = c_path(Path::new("/"))?;
         let cwd = c_path(self.working_dir.as_deref().unwrap_or(Path::new("/")))?;
@@ -69,8 +104,9 @@ impl Sandbox {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let mut command = tokio::process::Command::new(&self.program);
+        let mut command = tokio::process::Command::new(&program);
         command
+            .arg0(&self.program)
             .args(&self.args)
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -92,9 +128,15 @@ impl Sandbox {
                     libc::MS_REC | libc::MS_PRIVATE,
                     std::ptr::null(),
                 ))?;
-                for (source, target, read_only) in &mounts {
+                for (source, _, _, fd, _) in &mounts {
+                    let opened = libc::open(source.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+                    check(opened)?;
+                    check(libc::dup3(opened, *fd, libc::O_CLOEXEC))?;
+                    check(libc::close(opened))?;
+                }
+                for (_, via, target, _, read_only) in &mounts {
                     check(libc::mount(
-                        source.as_ptr(),
+                        via.as_ptr(),
                         target.as_ptr(),
                         none,
                         libc::MS_BIND | libc::MS_REC,

@@ -1,0 +1,249 @@
+//! The operator process: flags, the metrics/health server, leader election, the controller, and
+//! a clean shutdown on SIGTERM/SIGINT (in-flight reconciles finish, the lease is released).
+
+use crate::controller::{self, Context};
+use crate::http::{self, Probes};
+use crate::lease::LeaseLock;
+use crate::metrics::Metrics;
+use crate::settings::{CallbackSettings, Settings};
+use clap::Parser;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tracing::{error, info, warn};
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "roomrec-operator",
+    version,
+    about = "Runs RecordingJobs (roomrec.dev/v1alpha1): one worker pod per recorded person, status, callbacks."
+)]
+pub struct Options {
+    /// Worker image for jobs that do not name one.
+    #[arg(
+        long,
+        env = "ROOMREC_WORKER_IMAGE",
+        default_value = "ghcr.io/roomrec/roomrec-worker:latest"
+    )]
+    pub worker_image: String,
+    /// Extra environment for every worker, KEY=VALUE (repeatable; e.g. ROOMREC_LOG=debug).
+    #[arg(long = "worker-env", value_parser = parse_key_value)]
+    pub worker_env: Vec<(String, String)>,
+    /// Worker pods' termination grace period; workers get 10 s less to close their files.
+    #[arg(long, env = "ROOMREC_WORKER_GRACE_SECONDS", default_value_t = 40)]
+    pub worker_grace_seconds: u64,
+    /// Worker pods per recorded person before the job fails.
+    #[arg(long, env = "ROOMREC_MAX_ATTEMPTS", default_value_t = 10)]
+    pub max_attempts: u32,
+    /// Wait before the second and later replacements (doubling, at most 5 min).
+    #[arg(long, env = "ROOMREC_RETRY_BACKOFF_SECONDS", default_value_t = 5.0)]
+    pub retry_backoff_seconds: f64,
+    /// Callback attempts before giving up.
+    #[arg(long, env = "ROOMREC_CALLBACK_MAX_ATTEMPTS", default_value_t = 10)]
+    pub callback_max_attempts: u32,
+    /// Wait after the first failed callback (doubling, at most 5 min).
+    #[arg(long, env = "ROOMREC_CALLBACK_BACKOFF_SECONDS", default_value_t = 2.0)]
+    pub callback_backoff_seconds: f64,
+    /// How long deleting a job waits for its workers to close their files.
+    #[arg(long, env = "ROOMREC_FINALIZE_TIMEOUT_SECONDS", default_value_t = 120)]
+    pub finalize_timeout_seconds: u64,
+    /// Watch one namespace only (default: all).
+    #[arg(long, env = "ROOMREC_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "ROOMREC_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub metrics_address: SocketAddr,
+    /// Take a Lease before reconciling, so that only one of several replicas acts.
+    #[arg(long, env = "ROOMREC_LEADER_ELECT")]
+    pub leader_elect: bool,
+    #[arg(long, env = "ROOMREC_LEASE_NAME", default_value = "roomrec-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    #[arg(long, env = "ROOMREC_LEASE_SECONDS", default_value_t = 15)]
+    pub lease_seconds: u64,
+    /// This replica's name in the Lease and in Events (default: POD_NAME or the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// json or text.
+    #[arg(long, env = "ROOMREC_LOG_FORMAT", default_value = "json")]
+    pub log_format: String,
+    /// A tracing filter, e.g. info or roomrec_operator=debug.
+    #[arg(long, env = "ROOMREC_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+impl Options {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            worker_image: self.worker_image.clone(),
+            worker_env: self.worker_env.clone(),
+            worker_grace: Duration::from_secs(self.worker_grace_seconds),
+            max_attempts: self.max_attempts.max(1),
+            retry_backoff: Duration::from_secs_f64(self.retry_backoff_seconds.max(0.0)),
+            callback: CallbackSettings {
+                max_attempts: self.callback_max_attempts.max(1),
+                backoff: Duration::from_secs_f64(self.callback_backoff_seconds.max(0.0)),
+                ..Default::default()
+            },
+            finalize_timeout: Duration::from_secs(self.finalize_timeout_seconds),
+            ..Default::default()
+        }
+    }
+
+    /// Unique per process unless given: two replicas on one host must not share a lease
+    /// identity (each would think the lease is its own).
+    fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "roomrec-operator".into());
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            format!("{host}-{}", &id[..8])
+        })
+    }
+}
+
+/// Runs until SIGTERM/SIGINT; Err only when it cannot start.
+pub async fn run(options: Options) -> Result<(), String> {
+    let client = Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach the Kubernetes API: {e}"))?;
+    let metrics = Arc::new(Metrics::new());
+    let probes = Probes {
+        metrics: metrics.clone(),
+        ready: Default::default(),
+    };
+    let (address, server) = http::serve(options.metrics_address, probes.clone())
+        .await
+        .map_err(|e| format!("--metrics-address {}: {e}", options.metrics_address))?;
+    info!(%address, "serving /metrics, /healthz, /readyz");
+    let identity = options.identity();
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        info!("shutting down: finishing in-flight reconciles");
+        let _ = shutdown_tx.send(true);
+    });
+    let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let lease = options.leader_elect.then(|| {
+        LeaseLock::new(
+            Api::<Lease>::namespaced(client.clone(), &options.lease_namespace),
+            &options.lease_name,
+            &identity,
+            Duration::from_secs(options.lease_seconds.max(3)),
+        )
+    });
+    let lease = lease.map(Arc::new);
+    let ctx = Arc::new(Context::new(
+        client,
+        options.settings(),
+        metrics.clone(),
+        identity.clone(),
+    ));
+    // Lead, run the controller until the lease is lost, then wait to lead again: a replica
+    // that lost its lease (an API server outage, a partition) stops acting at once and comes
+    // back as a candidate, without a process restart.
+    loop {
+        if let Some(lease) = &lease {
+            info!(lease = %options.lease_name, %identity, "waiting to lead");
+            loop {
+                match lease.try_acquire().await {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %e, "taking the lease failed"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(lease.renew_interval()) => {}
+                    _ = stop(shutdown_rx.clone()) => { server.abort(); return Ok(()) }
+                }
+            }
+            info!(%identity, "leading");
+        }
+        metrics.leader.set(1);
+        probes.ready.store(true, Ordering::Relaxed);
+
+        let (lost_tx, lost_rx) = tokio::sync::watch::channel(false);
+        let renewer = lease.clone().map(|lease| {
+            let shutdown_rx = shutdown_rx.clone();
+            tokio::spawn(keep_leading(lease, lost_tx, shutdown_rx))
+        });
+        let trigger = {
+            let shutdown_rx = shutdown_rx.clone();
+            let lost_rx = lost_rx.clone();
+            async move {
+                tokio::select! {
+                    _ = stop(shutdown_rx) => {}
+                    _ = stop(lost_rx) => {}
+                }
+            }
+        };
+        controller::run(ctx.clone(), options.namespace.clone(), trigger).await;
+        probes.ready.store(false, Ordering::Relaxed);
+        metrics.leader.set(0);
+        if let Some(renewer) = renewer {
+            let _ = renewer.await;
+        }
+        if *shutdown_rx.borrow() {
+            break;
+        }
+        error!("lost the leader lease; reconciling stopped until it is taken again");
+    }
+    server.abort();
+    info!("stopped");
+    Ok(())
+}
+
+/// Renews the lease until shutdown (then releases it) or until it is lost (then says so).
+async fn keep_leading(
+    lease: Arc<LeaseLock>,
+    lost: tokio::sync::watch::Sender<bool>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last_renewal = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(lease.renew_interval()) => {}
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => { lease.release().await; return }
+        }
+        match lease.try_acquire().await {
+            Ok(true) => last_renewal = tokio::time::Instant::now(),
+            Ok(false) => {
+                error!("another replica took the lease");
+                let _ = lost.send(true);
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "renewing the lease failed");
+                // Past the lease's duration another replica may lead: stop acting now.
+                if last_renewal.elapsed() > lease.renew_interval() * 3 {
+                    error!("the lease expired before it could be renewed");
+                    let _ = lost.send(true);
+                    return;
+                }
+            }
+        }
+    }
+}

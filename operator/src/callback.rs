@@ -1,0 +1,177 @@
+//! The end-of-job callback: the heritage payload, exactly (`SdkAppId`, `RoomId`, `UserId`,
+//! `StrRoomId`, `Files[{UserId, RecordFile, Status, Message}]`), so receivers written for the
+//! serverless template keep working. roomrec's additions travel in headers only:
+//!
+//! - `Idempotency-Key`: the job's uid, the same on every retry (a receiver that saw it skips).
+//! - `X-Roomrec-Job` (`namespace/name`) and `X-Roomrec-Phase`.
+//! - `X-Roomrec-Signature: t={unix seconds},v1={hex HMAC-SHA256(key, "{t}.{body}")}` when
+//!   `spec.callback.signingSecret` is set (the timestamp in the MAC stops replays).
+
+use crate::crd::{FileStatus, Phase, RecordingJob};
+use crate::worker;
+use hmac::{Hmac, KeyInit, Mac};
+use kube::ResourceExt;
+use serde::Serialize;
+use sha2::Sha256;
+use std::time::Duration;
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Payload {
+    #[serde(rename = "SdkAppId")]
+    pub sdk_app_id: u64,
+    #[serde(rename = "RoomId")]
+    pub room_id: u64,
+    #[serde(rename = "UserId")]
+    pub user_id: String,
+    #[serde(rename = "StrRoomId")]
+    pub str_room_id: String,
+    #[serde(rename = "Files")]
+    pub files: Vec<PayloadFile>,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct PayloadFile {
+    #[serde(rename = "UserId")]
+    pub user_id: String,
+    #[serde(rename = "RecordFile")]
+    pub record_file: String,
+    /// 1 stored, 0 failed.
+    #[serde(rename = "Status")]
+    pub status: u8,
+    #[serde(rename = "Message")]
+    pub message: String,
+}
+
+/// The payload for an ended job: every file in person then part order, and a failed entry for
+/// a person with no file (so "nothing recorded" is never an empty list).
+pub fn payload(job: &RecordingJob) -> Payload {
+    let status = job.status.clone().unwrap_or_default();
+    let people = worker::people(job);
+    let mut files: Vec<&FileStatus> = status.files.iter().collect();
+    let order = |f: &FileStatus| {
+        people
+            .iter()
+            .position(|p| p.user_id == f.user_id)
+            .unwrap_or(usize::MAX)
+    };
+    files.sort_by(|a, b| (order(a), a.part, &a.url).cmp(&(order(b), b.part, &b.url)));
+    let mut out: Vec<PayloadFile> = files
+        .iter()
+        .map(|f| PayloadFile {
+            user_id: f.user_id.clone(),
+            record_file: f.url.clone(),
+            status: u8::from(f.status == "succeeded"),
+            message: match f.status.as_str() {
+                "succeeded" => String::new(),
+                "recording" if f.message.is_empty() => {
+                    "the worker stopped before closing this file".into()
+                }
+                _ => f.message.clone(),
+            },
+        })
+        .collect();
+    for person in &people {
+        let has_files = if people.len() == 1 {
+            !status.files.is_empty()
+        } else {
+            status.files.iter().any(|f| f.user_id == person.user_id)
+        };
+        if !has_files {
+            let message = status
+                .workers
+                .iter()
+                .find(|w| w.user_id == person.user_id)
+                .map(|w| w.message.clone())
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| "nothing was recorded".into());
+            out.push(PayloadFile {
+                user_id: person.user_id.clone(),
+                record_file: String::new(),
+                status: 0,
+                message,
+            });
+        }
+    }
+    let trtc = job.spec.source.trtc.as_ref();
+    Payload {
+        sdk_app_id: trtc.map(|t| t.sdk_app_id).unwrap_or(0),
+        room_id: trtc.and_then(|t| t.room_id).unwrap_or(0),
+        user_id: trtc
+            .map(|t| t.user_id.clone())
+            .or_else(|| people.first().map(|p| p.user_id.clone()))
+            .unwrap_or_default(),
+        str_room_id: trtc.and_then(|t| t.str_room_id.clone()).unwrap_or_default(),
+        files: out,
+    }
+}
+
+/// `t={timestamp},v1={hex HMAC-SHA256(key, "{timestamp}.{body}")}`.
+pub fn signature(key: &[u8], timestamp: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
+}
+
+/// One POST. Ok when the receiver answered 2xx.
+pub async fn deliver(
+    http: &reqwest::Client,
+    job: &RecordingJob,
+    phase: Phase,
+    signing_key: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let callback = job
+        .spec
+        .callback
+        .as_ref()
+        .ok_or("the job has no callback")?;
+    let body = serde_json::to_vec(&payload(job)).expect("the payload serializes");
+    let mut request = http
+        .post(&callback.url)
+        .timeout(timeout)
+        .header("Content-Type", "application/json")
+        .header("Idempotency-Key", job.uid().unwrap_or_default())
+        .header(
+            "X-Roomrec-Job",
+            format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
+        )
+        .header("X-Roomrec-Phase", phase.as_str());
+    if let Some(key) = signing_key {
+        let now = jiff::Timestamp::now().as_second();
+        request = request.header("X-Roomrec-Signature", signature(key, now, &body));
+    }
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("POST {} failed: {}", callback.url, error_chain(&e)))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        let text: String = response
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect();
+        Err(format!("POST {} answered {status}: {text}", callback.url))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

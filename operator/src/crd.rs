@@ -1,0 +1,482 @@
+//! The `RecordingJob` resource (`roomrec.dev/v1alpha1`): what a user asks for (spec) and what
+//! happened (status). The schema, its descriptions (`kubectl explain`) and its CEL rules all come
+//! from these types; `crdgen` writes them to `crds/recordingjob.yaml`.
+//!
+//! A job starts as soon as it is created, so the source, storage and mode are immutable from
+//! creation: changing what is being recorded halfway would split one recording across two
+//! meanings.
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A recording of one or more people (or one stream) into object storage.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "roomrec.dev",
+    version = "v1alpha1",
+    kind = "RecordingJob",
+    namespaced,
+    shortname = "rj",
+    status = "RecordingJobStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"User","type":"string","jsonPath":".status.users"}"#,
+    printcolumn = r#"{"name":"Files","type":"integer","jsonPath":".status.fileCount"}"#,
+    printcolumn = r#"{"name":"Recorded","type":"string","jsonPath":".status.recorded"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.stopReason"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingJobSpec {
+    /// What to record: people in a TRTC room (`trtc`) or any stream URL (`url`). Set exactly one.
+    /// Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.source cannot change after the job is created: delete the RecordingJob and create a new one"))]
+    pub source: Source,
+
+    /// AudioMp3 (MP3, audio only; heritage code 00, the default), VideoMp4 (MP4, video only;
+    /// 01) or AudioVideoMp4 (MP4; 02). Immutable.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.mode cannot change after the job is created: delete the RecordingJob and create a new one"))]
+    pub mode: Mode,
+
+    /// Where the files go: Tencent COS (`cos`), an S3-compatible store (`s3`) or a volume
+    /// (`volume`). Set exactly one. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.storage cannot change after the job is created: delete the RecordingJob and create a new one"))]
+    pub storage: Storage,
+
+    /// Where to POST the result when the job ends (the heritage payload: SdkAppId, RoomId,
+    /// UserId, StrRoomId, Files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<Callback>,
+
+    /// Stop a person's recording after this many seconds without media from them (also when
+    /// they never appear). Default 300, as the heritage template did.
+    #[serde(default = "default_idle_timeout")]
+    #[x_kube(validation = Rule::new("self >= 5 && self <= 86400").message("spec.idleTimeoutSeconds must be between 5 and 86400 (one day)"))]
+    pub idle_timeout_seconds: u32,
+
+    /// Stop once this many seconds of media are recorded per person (across worker restarts).
+    /// Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 604800").message("spec.maxDurationSeconds must be between 1 and 604800 (seven days)"))]
+    pub max_duration_seconds: Option<u32>,
+
+    /// Split recordings into numbered parts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<Segment>,
+
+    /// Set to true to stop the recording gracefully: the workers finish their files and the job
+    /// ends as Stopped. Cannot be set back to false.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("!oldSelf || self").message("spec.stop cannot go back to false: a stopped recording does not restart; create a new RecordingJob"))]
+    pub stop: bool,
+
+    /// Adjustments to the worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerOverrides>,
+}
+
+fn default_idle_timeout() -> u32 {
+    300
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.trtc) != has(self.url)").message("spec.source: set exactly one of trtc (people in a TRTC room) or url (a stream)"))]
+#[serde(rename_all = "camelCase")]
+pub struct Source {
+    /// People in a TRTC room, read from the application's relay to CDN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trtc: Option<TrtcSource>,
+    /// Any stream ffmpeg reads: rtmp://, rtmps://, srt://, rtsp://, http(s):// FLV or HLS. Its
+    /// files carry the stream's name (the URL's last path segment) as their user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^(rtmps?|srt|rtsps?|https?)://[^/]+')").message("spec.source.url must be an rtmp://, rtmps://, srt://, rtsp://, rtsps://, http:// or https:// URL with a host"))]
+    #[schemars(length(max = 2048))]
+    pub url: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.roomId) || has(self.strRoomId)").message("spec.source.trtc: set roomId (a number) or strRoomId (a string); roomId wins when both are set"))]
+#[x_kube(validation = Rule::new("!(has(self.userSigSecret) && has(self.secretKeySecret))").message("spec.source.trtc: set userSigSecret or secretKeySecret, not both"))]
+#[serde(rename_all = "camelCase")]
+pub struct TrtcSource {
+    /// The TRTC application (SdkAppId).
+    #[x_kube(validation = Rule::new("self >= 1400000000 && self <= 1699999999").message("spec.source.trtc.sdkAppId must be a TRTC SdkAppId (1400000000 to 1699999999)"))]
+    pub sdk_app_id: u64,
+    /// Numeric room id; wins over strRoomId when both are given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 4294967294").message("spec.source.trtc.roomId must be between 1 and 4294967294"))]
+    pub room_id: Option<u64>,
+    /// String room id (up to 64 letters, digits and the symbols TRTC allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9 !#$%&()+\\\\-:;<=.>?@\\\\[\\\\]^_{}|~,]{1,64}$')").message("spec.source.trtc.strRoomId must be 1 to 64 characters of letters, digits and TRTC's allowed symbols"))]
+    #[schemars(length(max = 64))]
+    pub str_room_id: Option<String>,
+    /// The recording identity (the UserId the heritage callback reports).
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_-]{1,32}$')").message("spec.source.trtc.userId must be 1 to 32 letters, digits, '_' or '-'"))]
+    #[schemars(length(max = 32))]
+    pub user_id: String,
+    /// The people to record, by TRTC user id: one worker and one set of files each.
+    #[x_kube(validation = Rule::new("self.size() >= 1 && self.size() <= 16").message("spec.source.trtc.record must list 1 to 16 user ids"))]
+    #[x_kube(validation = Rule::new("self.all(u, u.matches('^[A-Za-z0-9_-]{1,32}$'))").message("spec.source.trtc.record: each user id must be 1 to 32 letters, digits, '_' or '-'"))]
+    #[x_kube(validation = Rule::new("self.all(u, self.exists_one(v, v == u))").message("spec.source.trtc.record lists a user id twice"))]
+    #[schemars(length(max = 16), inner(length(max = 32)))]
+    pub record: Vec<String>,
+    /// Playback domain of the application's relay to CDN (TRTC console → Relay to CDN).
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9.-]+(:[0-9]{1,5})?$')").message("spec.source.trtc.playDomain must be a host name (optionally with :port), without a scheme or path"))]
+    #[schemars(length(max = 253))]
+    pub play_domain: String,
+    /// How to read the relay: rtmp (default), flv (HTTP-FLV) or hls.
+    #[serde(default)]
+    pub protocol: PlayProtocol,
+    /// main (camera and microphone, the default) or aux (screen share).
+    #[serde(default)]
+    pub stream: StreamKind,
+    /// For applications created before 2020-01-09: the bizid of the legacy MD5 stream ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_biz_id: Option<u64>,
+    /// The recording identity's UserSig, from a Secret. Only needed when roomrec itself asks
+    /// TRTC to start the relay; playing an existing relay needs none. The operator checks that
+    /// the key exists and never copies the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_sig_secret: Option<SecretKeyRef>,
+    /// The application's secret key, from a Secret, to generate UserSigs instead of
+    /// userSigSecret. Same use and checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_secret: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret in the job's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key within the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PlayProtocol {
+    #[default]
+    Rtmp,
+    Flv,
+    Hls,
+}
+
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    #[default]
+    Main,
+    Aux,
+}
+
+/// The heritage modes, by name.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum Mode {
+    #[default]
+    AudioMp3,
+    VideoMp4,
+    AudioVideoMp4,
+}
+
+impl Mode {
+    /// The heritage code the worker also understands.
+    pub fn code(self) -> &'static str {
+        match self {
+            Mode::AudioMp3 => "00",
+            Mode::VideoMp4 => "01",
+            Mode::AudioVideoMp4 => "02",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("(has(self.cos) ? 1 : 0) + (has(self.s3) ? 1 : 0) + (has(self.volume) ? 1 : 0) == 1").message("spec.storage: set exactly one of cos, s3 or volume"))]
+#[serde(rename_all = "camelCase")]
+pub struct Storage {
+    /// Tencent Cloud Object Storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cos: Option<CosStorage>,
+    /// An S3-compatible store (AWS S3, MinIO, Ceph, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Storage>,
+    /// A PersistentVolumeClaim in the job's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeStorage>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CosStorage {
+    /// The bucket's region, e.g. ap-shanghai.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]+-[a-z]+(-[a-z0-9]+)*$')").message("spec.storage.cos.region must be a COS region such as ap-shanghai"))]
+    #[schemars(length(max = 64))]
+    pub region: String,
+    /// The bucket, with its APPID suffix, e.g. class-1250000000.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9-]*-[0-9]+$')").message("spec.storage.cos.bucket must be the full bucket name ending in the APPID, e.g. class-1250000000"))]
+    #[schemars(length(max = 64))]
+    pub bucket: String,
+    /// Folder for the files, e.g. /trtc (default: the bucket's root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub path: Option<String>,
+    /// A Secret with keys secretId and secretKey (optionally sessionToken). Unset: the worker
+    /// uses its pod's own identity (environment variables such as TENCENTCLOUD_SECRET_ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub credentials_secret: Option<String>,
+    /// A private or accelerated endpoint instead of https://cos.{region}.myqcloud.com.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+/?$')").message("spec.storage.cos.endpoint must be http(s)://host[:port]"))]
+    #[schemars(length(max = 512))]
+    pub endpoint: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Storage {
+    /// The bucket.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$')").message("spec.storage.s3.bucket must be a valid bucket name (3 to 63 lowercase letters, digits, '.' or '-')"))]
+    #[schemars(length(max = 63))]
+    pub bucket: String,
+    /// Folder for the files (default: the bucket's root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub path: Option<String>,
+    /// The region (default us-east-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub region: Option<String>,
+    /// The service endpoint, e.g. https://minio.example.com (default: AWS S3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+/?$')").message("spec.storage.s3.endpoint must be http(s)://host[:port]"))]
+    #[schemars(length(max = 512))]
+    pub endpoint: Option<String>,
+    /// Use virtual-hosted URLs (bucket.host) instead of path-style.
+    #[serde(default)]
+    pub virtual_host: bool,
+    /// A Secret with keys accessKeyId and secretAccessKey (optionally sessionToken). Unset: the
+    /// worker uses its pod's own identity (AWS_* environment, web identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub credentials_secret: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeStorage {
+    /// A PersistentVolumeClaim in the job's namespace (ReadWriteMany when several people are
+    /// recorded at once).
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
+    /// Folder within the volume (default: its root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.contains('..')").message("spec.storage.volume.path must be relative and must not contain '..'"))]
+    #[schemars(length(max = 512))]
+    pub path: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Callback {
+    /// The URL that receives the result as a JSON POST.
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+')").message("spec.callback.url must be an http:// or https:// URL"))]
+    #[schemars(length(max = 2048))]
+    pub url: String,
+    /// A Secret key whose value signs each POST: header X-Roomrec-Signature is
+    /// t={unix seconds},v1={hex HMAC-SHA256(value, "{t}.{body}")}.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<SecretKeyRef>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.durationSeconds) || has(self.sizeBytes)").message("spec.segment: set durationSeconds, sizeBytes or both"))]
+#[serde(rename_all = "camelCase")]
+pub struct Segment {
+    /// Start a new part after this many seconds of media (at least 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 10 && self <= 86400").message("spec.segment.durationSeconds must be between 10 and 86400"))]
+    pub duration_seconds: Option<u32>,
+    /// Start a new part before a part exceeds this many bytes (at least 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1048576").message("spec.segment.sizeBytes must be at least 1048576 (1 MiB)"))]
+    pub size_bytes: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerOverrides {
+    /// The worker image (default: the operator's --worker-image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub image: Option<String>,
+    /// CPU and memory for each worker (default: the operator's defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// A ServiceAccount of your own for the workers (e.g. for cloud identity); default: one the
+    /// operator creates per job. Either way the operator grants it only the right to report
+    /// this job's files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub service_account_name: Option<String>,
+}
+
+/// What happened. `files` is written by the workers (each with its own field manager); the
+/// rest by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingJobStatus {
+    /// Pending → Recording → Finalizing → Succeeded | Failed | Stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The most recently started worker pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Why the job ended: source-ended, idle-timeout, max-duration, stop-requested, deleted,
+    /// failed (see the Ready condition's message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    /// Worker pods started, all people together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// The recorded people, comma-separated (for kubectl get).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<String>,
+    /// Stored files (for kubectl get).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_count: Option<u32>,
+    /// Media recorded, all files together, e.g. 1h2m3s (for kubectl get).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<String>,
+    /// One entry per person recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["userId".into()]))]
+    pub workers: Vec<WorkerStatus>,
+    /// One entry per file (part), written by the worker that records it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["url".into()]))]
+    pub files: Vec<FileStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackStatus>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum Phase {
+    Pending,
+    Recording,
+    Finalizing,
+    Succeeded,
+    Failed,
+    Stopped,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::Pending,
+        Phase::Recording,
+        Phase::Finalizing,
+        Phase::Succeeded,
+        Phase::Failed,
+        Phase::Stopped,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed | Phase::Stopped)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Recording => "Recording",
+            Phase::Finalizing => "Finalizing",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+            Phase::Stopped => "Stopped",
+        }
+    }
+}
+
+/// One recorded person's worker history.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerStatus {
+    pub user_id: String,
+    /// Pending, Recording, Done or Failed.
+    pub state: String,
+    /// Worker pods started for this person.
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// One file (part) of a recording.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FileStatus {
+    /// The canonical URL, e.g. https://{bucket}.cos.{region}.myqcloud.com/{key}.
+    pub url: String,
+    pub user_id: String,
+    /// recording (still being written), succeeded or failed.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default)]
+    pub part: u32,
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub duration_seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    /// The worker pod that wrote this entry last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackStatus {
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Delivery stopped without success after the retry budget.
+    #[serde(default)]
+    pub gave_up: bool,
+}

@@ -1,0 +1,63 @@
+//! The operator's one error type: a variant per failing step. Each names its metric label and
+//! Event reason, so a failure is counted, shown on the object and logged the same way.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading from the API server failed: {0}")]
+    Read(#[source] kube::Error),
+    #[error("creating or updating {what} failed: {source}")]
+    Apply {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting {what} failed: {source}")]
+    Delete {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing the status failed: {0}")]
+    Status(#[source] kube::Error),
+    #[error("the finalizer failed: {0}")]
+    Finalizer(String),
+    #[error("the object has no {0}")]
+    MissingField(&'static str),
+}
+
+/// Every value `Error::step` returns (metric series exist from the start).
+pub const STEPS: [&str; 6] = [
+    "read",
+    "apply",
+    "delete",
+    "status",
+    "finalizer",
+    "invalid-object",
+];
+
+impl Error {
+    /// A bounded label for `roomrec_reconcile_errors_total{step}` and the Event reason.
+    pub fn step(&self) -> &'static str {
+        match self {
+            Error::Read(_) => "read",
+            Error::Apply { .. } => "apply",
+            Error::Delete { .. } => "delete",
+            Error::Status(_) => "status",
+            Error::Finalizer(_) => "finalizer",
+            Error::MissingField(_) => "invalid-object",
+        }
+    }
+
+    pub fn event_reason(&self) -> &'static str {
+        match self {
+            Error::Read(_) => "ReadFailed",
+            Error::Apply { .. } => "ApplyFailed",
+            Error::Delete { .. } => "DeleteFailed",
+            Error::Status(_) => "StatusFailed",
+            Error::Finalizer(_) => "FinalizerFailed",
+            Error::MissingField(_) => "InvalidObject",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,61 @@
+//! The control plane goes away mid-recording: kube-apiserver is stopped and started again while
+//! a worker records. The operator's watches and the worker's status reports resume, no second
+//! worker is started, and the job completes with its files. A bed of its own (restarting the
+//! shared one would disturb the other tests).
+
+mod support;
+
+use kube::api::PostParams;
+use roomrec_testbed::TestBed;
+use serde_json::json;
+use std::time::Duration;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_survives_an_api_server_restart() {
+    let mut testbed = TestBed::start().await.unwrap();
+    use_bed(testbed.info.clone());
+    cluster().await;
+    let ns = bed().namespace("apirestart").await.unwrap();
+    s3_secret(&ns).await;
+    let op = Operator::start(&ns, &[]).await;
+    let key = format!("apirestart-{ns}");
+    let _publisher = publish(&key, None).await;
+    let api = jobs(&ns).await;
+    api.create(
+        &PostParams::default(),
+        &url_job(
+            "through",
+            &bed().rtmp_url(&key),
+            json!({"maxDurationSeconds": 25}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_recording_bytes(&api, "through", 1.0, &op).await;
+
+    testbed.control_plane.restart_apiserver().await.unwrap();
+
+    let api = jobs(&ns).await;
+    let job = wait_phase(
+        &api,
+        "through",
+        &["Succeeded", "Failed"],
+        Duration::from_secs(120),
+        &op,
+    )
+    .await;
+    let status = job.status.clone().unwrap();
+    assert_eq!(
+        status.phase.unwrap().as_str(),
+        "Succeeded",
+        "{}",
+        status_json(&job)
+    );
+    assert_eq!(status.attempts, Some(1), "{}", status_json(&job));
+    assert_eq!(worker_pods(&ns, &job).await.len(), 1);
+    let total = assert_files_play(&job, &["h264", "aac"]);
+    assert!((total - 25.0).abs() < 1.5, "recorded {total} s of 25");
+    drop(op);
+    drop(testbed);
+}

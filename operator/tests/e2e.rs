@@ -1,0 +1,786 @@
+//! roomrec-operator end to end on the test bed: a real kube-apiserver (RBAC, CEL), the
+//! controller manager (garbage collection), the node agent running the real worker binary,
+//! nginx-rtmp with live publishers, the S3 store, and the COS stand-in (a test double that
+//! checks COS signatures). The operator runs as a process under the chart's ServiceAccount, so
+//! every test also proves the chart's RBAC is enough.
+
+mod support;
+
+use hmac::{Hmac, KeyInit, Mac};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use roomrec_operator::crd::RecordingJob;
+use roomrec_testbed::wait_until;
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::*;
+
+fn example(name: &str, edits: &[(&str, String)]) -> String {
+    let mut text = std::fs::read_to_string(repo().join("examples").join(name)).unwrap();
+    for (from, to) in edits {
+        assert!(
+            text.contains(from),
+            "examples/{name} no longer contains {from:?}"
+        );
+        text = text.replace(from, to);
+    }
+    text
+}
+
+fn apply_in(namespace: &str, yaml: &str) {
+    let out = kubectl(&["apply", "-n", namespace, "-f", "-"], Some(yaml));
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_example_records_into_the_bucket() {
+    cluster().await;
+    let ns = bed().namespace("quickstart").await.unwrap();
+    let op = Operator::start(&ns, &[]).await;
+    let key = format!("quickstart-{ns}");
+    let _publisher = publish(&key, None).await;
+    apply_in(
+        &ns,
+        &example(
+            "quickstart.yaml",
+            &[
+                (
+                    "rtmp://127.0.0.1:1935/live/quickstart",
+                    bed().rtmp_url(&key),
+                ),
+                ("http://127.0.0.1:9000", bed().s3_endpoint.clone()),
+                ("path: quickstart", format!("path: {ns}")),
+                ("maxDurationSeconds: 20", "maxDurationSeconds: 8".into()),
+            ],
+        ),
+    );
+    let api = jobs(&ns).await;
+    wait_phase(
+        &api,
+        "quickstart",
+        &["Recording"],
+        Duration::from_secs(60),
+        &op,
+    )
+    .await;
+    let listed = kubectl(&["get", "rj", "-n", &ns], None);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(
+        listed.contains("quickstart") && listed.contains("Recording"),
+        "{listed}"
+    );
+
+    let job = wait_phase(
+        &api,
+        "quickstart",
+        &["Succeeded", "Failed"],
+        Duration::from_secs(90),
+        &op,
+    )
+    .await;
+    let status = job.status.clone().unwrap();
+    assert_eq!(
+        status.phase.unwrap().as_str(),
+        "Succeeded",
+        "{}",
+        status_json(&job)
+    );
+    assert_eq!(status.stop_reason.as_deref(), Some("max-duration"));
+    let total = assert_files_play(&job, &["h264", "aac"]);
+    assert!((total - 8.0).abs() < 1.5, "recorded {total} s of 8");
+    assert_eq!(status.file_count, Some(files(&job).len() as u32));
+    assert!(status.started_at.is_some() && status.finished_at.is_some());
+    let finished = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Finished")
+        .unwrap();
+    assert_eq!(
+        (finished.status.as_str(), finished.reason.as_str()),
+        ("True", "Succeeded")
+    );
+
+    let listed = kubectl(&["get", "rj", "-n", &ns], None);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(
+        listed.contains("Succeeded") && listed.contains("AudioVideoMp4"),
+        "{listed}"
+    );
+
+    // Owned objects carry the job as controller; events tell the story.
+    let pods = worker_pods(&ns, &job).await;
+    assert_eq!(pods.len(), 1);
+    let owner = &pods[0].owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("RecordingJob", Some(true))
+    );
+    let events = kubectl(
+        &["get", "events.events.k8s.io", "-n", &ns, "-o", "json"],
+        None,
+    );
+    let events: Value = serde_json::from_slice(&events.stdout).unwrap();
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.contains(&"Started") && reasons.contains(&"Succeeded"),
+        "{reasons:?}"
+    );
+
+    let metrics = op.metrics().await;
+    for line in [
+        "roomrec_jobs_finished_total{phase=\"Succeeded\"} 1",
+        "roomrec_jobs{phase=\"Succeeded\"} 1",
+        "roomrec_jobs_started_total 1",
+        "roomrec_leader 1",
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("roomrec_recorded_bytes_total")
+            && !metrics.contains("roomrec_recorded_bytes_total 0\n")
+    );
+    assert_eq!(
+        reqwest::get(op.url("/healthz")).await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trtc_example_records_each_person_into_cos_and_calls_back_once() {
+    cluster().await;
+    let ns = bed().namespace("trtc").await.unwrap();
+    let buckets = bed().s3_bucket_dir.parent().unwrap();
+    std::fs::create_dir_all(buckets.join("class-1250000000")).unwrap();
+    // Test double: Tencent COS cannot run here. The stand-in checks every request's COS
+    // signature against the example's key pair and stores into the S3 server.
+    let cos = roomrec_testbed::cos::CosStandIn::start(roomrec_testbed::cos::CosStandInConfig {
+        secret_id: "AKIDEXAMPLEEXAMPLEEXAMPLE".into(),
+        secret_key: "example-secret-key".into(),
+        upstream_endpoint: bed().s3_endpoint.clone(),
+        upstream_access_key: bed().s3_access_key.clone(),
+        upstream_secret_key: bed().s3_secret_key.clone(),
+        upstream_region: bed().s3_region.clone(),
+        require_signed_host: false,
+    })
+    .await
+    .unwrap();
+    let port = cos.endpoint().rsplit(':').next().unwrap().to_string();
+    let receiver = Receiver::start(1).await;
+    let op = Operator::start(
+        &ns,
+        &[
+            "--worker-env",
+            &format!("ROOMREC_RESOLVE=class-1250000000.localhost=127.0.0.1:{port}"),
+        ],
+    )
+    .await;
+    let _alice = publish("1400000000_43474_alice_main", Some(10)).await;
+    let _bob = publish("1400000000_43474_bob_main", Some(10)).await;
+    apply_in(
+        &ns,
+        &example(
+            "trtc-cos.yaml",
+            &[
+                ("play.example.com", format!("127.0.0.1:{}", bed().rtmp_port)),
+                (
+                    "      credentialsSecret: cos-keys",
+                    format!(
+                        "      credentialsSecret: cos-keys\n      endpoint: http://localhost:{port}"
+                    ),
+                ),
+                ("idleTimeoutSeconds: 300", "idleTimeoutSeconds: 5".into()),
+                ("https://lms.example.com/hooks/recording", receiver.url()),
+            ],
+        ),
+    );
+    let api = jobs(&ns).await;
+    let job = wait_phase(
+        &api,
+        "class-43474",
+        &["Succeeded", "Failed"],
+        Duration::from_secs(120),
+        &op,
+    )
+    .await;
+    assert_eq!(
+        job.status.as_ref().unwrap().phase.unwrap().as_str(),
+        "Succeeded",
+        "{}",
+        status_json(&job)
+    );
+    assert_files_play(&job, &["h264", "aac"]);
+    for person in ["alice", "bob"] {
+        let theirs: Vec<_> = files(&job)
+            .into_iter()
+            .filter(|f| f.user_id == person)
+            .collect();
+        assert!(
+            !theirs.is_empty(),
+            "no file for {person}: {}",
+            status_json(&job)
+        );
+        for f in theirs {
+            assert!(
+                f.url.starts_with(
+                    "https://class-1250000000.cos.ap-shanghai.myqcloud.com/trtc/1400000000_43474_"
+                ),
+                "{}",
+                f.url
+            );
+        }
+    }
+    // Every request carried a valid COS signature (a refused signature answers 403; 404 is a
+    // worker asking whether a part exists).
+    let requests = cos.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "PUT" || r.method == "POST")
+    );
+    assert!(
+        requests.iter().all(|r| r.status != 403),
+        "the COS stand-in refused: {requests:?}"
+    );
+
+    // The callback: refused once (HTTP 500), retried, delivered, never sent again.
+    let delivered = wait_until(Duration::from_secs(30), || async {
+        api.get("class-43474")
+            .await
+            .ok()
+            .and_then(|j| j.status?.callback?.delivered_at)
+            .is_some()
+    })
+    .await;
+    assert!(delivered.is_ok(), "not delivered: {}", op.log_text());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let requests = receiver.requests.lock().unwrap().clone();
+    assert_eq!(
+        requests.len(),
+        2,
+        "expected one refused and one delivered POST"
+    );
+    let job = api.get("class-43474").await.unwrap();
+    let state = job.status.clone().unwrap().callback.unwrap();
+    assert_eq!(state.attempts, 2);
+    let expected_files: Vec<Value> = {
+        let mut files = files(&job);
+        files.sort_by_key(|f| (f.user_id != "alice", f.part));
+        files
+            .iter()
+            .map(|f| json!({"UserId": f.user_id, "RecordFile": f.url, "Status": 1, "Message": ""}))
+            .collect()
+    };
+    let expected = json!({
+        "SdkAppId": 1400000000u64, "RoomId": 43474, "UserId": "recorder-1", "StrRoomId": "",
+        "Files": expected_files,
+    });
+    for (headers, body) in &requests {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no {name} header"))
+        };
+        assert_eq!(serde_json::from_slice::<Value>(body).unwrap(), expected);
+        assert_eq!(header("Idempotency-Key"), job.uid().unwrap());
+        assert_eq!(header("X-Roomrec-Phase"), "Succeeded");
+        let signature = header("X-Roomrec-Signature");
+        let (t, v1) = signature.split_once(",v1=").unwrap();
+        let t = t.strip_prefix("t=").unwrap();
+        assert!((jiff::Timestamp::now().as_second() - t.parse::<i64>().unwrap()).abs() < 300);
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"a-long-random-signing-key").unwrap();
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(body);
+        mac.verify_slice(&hex::decode(v1).unwrap())
+            .expect("a valid signature");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_stop_ends_the_recording_gracefully() {
+    cluster().await;
+    let ns = bed().namespace("stop").await.unwrap();
+    s3_secret(&ns).await;
+    let op = Operator::start(&ns, &[]).await;
+    let key = format!("stop-{ns}");
+    let _publisher = publish(&key, None).await;
+    let api = jobs(&ns).await;
+    api.create(
+        &PostParams::default(),
+        &url_job("stopme", &bed().rtmp_url(&key), json!({})),
+    )
+    .await
+    .unwrap();
+    wait_recording_bytes(&api, "stopme", 1.0, &op).await;
+    api.patch(
+        "stopme",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"stop": true}})),
+    )
+    .await
+    .unwrap();
+    let job = wait_phase(
+        &api,
+        "stopme",
+        &["Stopped", "Failed", "Succeeded"],
+        Duration::from_secs(60),
+        &op,
+    )
+    .await;
+    let status = job.status.clone().unwrap();
+    assert_eq!(
+        status.phase.unwrap().as_str(),
+        "Stopped",
+        "{}",
+        status_json(&job)
+    );
+    assert_eq!(status.stop_reason.as_deref(), Some("stop-requested"));
+    assert!(assert_files_play(&job, &["h264", "aac"]) > 1.0);
+    let active: Vec<Pod> = worker_pods(&ns, &job).await;
+    assert!(active.is_empty(), "the stopped worker's pod is still there");
+
+    // A stop is final.
+    let back = api
+        .patch(
+            "stopme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"stop": false}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        back.to_string()
+            .contains("spec.stop cannot go back to false"),
+        "{back}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_job_waits_until_its_files_are_closed() {
+    cluster().await;
+    let ns = bed().namespace("delete").await.unwrap();
+    s3_secret(&ns).await;
+    let op = Operator::start(&ns, &[]).await;
+    let key = format!("delete-{ns}");
+    let _publisher = publish(&key, None).await;
+    let api = jobs(&ns).await;
+    api.create(
+        &PostParams::default(),
+        &url_job("deleteme", &bed().rtmp_url(&key), json!({})),
+    )
+    .await
+    .unwrap();
+    let job = wait_recording_bytes(&api, "deleteme", 3.0, &op).await;
+    let urls: Vec<String> = files(&job).iter().map(|f| f.url.clone()).collect();
+    let seconds_before = files(&job).iter().map(|f| f.duration_seconds).sum::<f64>();
+    api.delete("deleteme", &DeleteParams::default())
+        .await
+        .unwrap();
+    // The finalizer holds the job while its worker closes the file.
+    let held = api.get("deleteme").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    let gone = wait_until(Duration::from_secs(60), || async {
+        matches!(api.get_opt("deleteme").await, Ok(None))
+    })
+    .await;
+    assert!(gone.is_ok(), "the job was not deleted: {}", op.log_text());
+    for url in urls {
+        let (duration, codecs) = probe(&url);
+        assert!(codecs.iter().any(|c| c == "h264"), "{url}: {codecs:?}");
+        assert!(
+            duration >= seconds_before - 0.5,
+            "{url} plays {duration} s, the status had {seconds_before} s before deletion"
+        );
+    }
+    assert!(worker_pods(&ns, &job).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_is_replaced_and_nothing_recorded_is_lost() {
+    cluster().await;
+    let ns = bed().namespace("killed").await.unwrap();
+    s3_secret(&ns).await;
+    let op = Operator::start(&ns, &[]).await;
+    let key = format!("killed-{ns}");
+    let _publisher = publish(&key, None).await;
+    let api = jobs(&ns).await;
+    api.create(
+        &PostParams::default(),
+        &url_job(
+            "crashy",
+            &bed().rtmp_url(&key),
+            json!({"maxDurationSeconds": 20}),
+        ),
+    )
+    .await
+    .unwrap();
+    let job = wait_recording_bytes(&api, "crashy", 5.0, &op).await;
+    let pod = job.status.clone().unwrap().worker_pod.unwrap();
+    let reported = files(&job)[0].duration_seconds;
+    let pid = worker_pid(&pod).expect("the worker process");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+
+    let job = wait_phase(
+        &api,
+        "crashy",
+        &["Succeeded", "Failed"],
+        Duration::from_secs(120),
+        &op,
+    )
+    .await;
+    let status = job.status.clone().unwrap();
+    assert_eq!(
+        status.phase.unwrap().as_str(),
+        "Succeeded",
+        "{}",
+        status_json(&job)
+    );
+    assert_eq!(status.workers[0].attempts, 2, "{}", status_json(&job));
+    let files = files(&job);
+    assert!(
+        files.len() >= 2,
+        "{}\n{}",
+        status_json(&job),
+        worker_logs(&ns)
+    );
+    let mut parts: Vec<u32> = files.iter().map(|f| f.part).collect();
+    parts.dedup();
+    assert_eq!(parts.len(), files.len(), "part numbers repeat");
+    let first = files.iter().min_by_key(|f| f.part).unwrap();
+    assert!(
+        first.duration_seconds >= reported - 0.5,
+        "the killed worker's part lost what it had reported"
+    );
+    let total = assert_files_play(&job, &["h264", "aac"]);
+    assert!(
+        total >= 20.0 - 4.0,
+        "only {total} s of 20 recorded across the crash"
+    );
+    assert!(
+        op.metrics()
+            .await
+            .contains("roomrec_worker_restarts_total 1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_operator_takes_over_without_a_second_worker() {
+    cluster().await;
+    let ns = bed().namespace("restart").await.unwrap();
+    s3_secret(&ns).await;
+    let mut first = Operator::start(&ns, &[]).await;
+    let key = format!("restart-{ns}");
+    let _publisher = publish(&key, None).await;
+    let api = jobs(&ns).await;
+    api.create(
+        &PostParams::default(),
+        &url_job(
+            "steady",
+            &bed().rtmp_url(&key),
+            json!({"maxDurationSeconds": 15}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_recording_bytes(&api, "steady", 1.0, &first).await;
+    first.kill();
+    let _ = first.child.wait().await;
+    let second = Operator::start(&ns, &[]).await;
+    let job = wait_phase(
+        &api,
+        "steady",
+        &["Succeeded", "Failed"],
+        Duration::from_secs(90),
+        &second,
+    )
+    .await;
+    assert_eq!(
+        job.status.clone().unwrap().phase.unwrap().as_str(),
+        "Succeeded",
+        "{}",
+        status_json(&job)
+    );
+    assert_eq!(
+        worker_pods(&ns, &job).await.len(),
+        1,
+        "a second worker was started"
+    );
+    assert_eq!(job.status.clone().unwrap().attempts, Some(1));
+    assert_files_play(&job, &["h264"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_secret_holds_the_job_with_the_fix_then_it_runs() {
+    cluster().await;
+    let ns = bed().namespace("secret").await.unwrap();
+    let op = Operator::start(&ns, &[]).await;
+    let key = format!("secret-{ns}");
+    let api = jobs(&ns).await;
+    api.create(
+        &PostParams::default(),
+        &url_job(
+            "waits",
+            &bed().rtmp_url(&key),
+            json!({"maxDurationSeconds": 3}),
+        ),
+    )
+    .await
+    .unwrap();
+    let last = std::sync::Mutex::new(None);
+    let held = wait_until(Duration::from_secs(30), || async {
+        let job = api.get("waits").await.unwrap();
+        let valid = job
+            .status
+            .clone()
+            .unwrap_or_default()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Valid");
+        *last.lock().unwrap() = Some(job);
+        valid.is_some_and(|c| {
+            c.status == "False"
+                && c.message
+                    .contains("Secret s3-keys (spec.storage.s3.credentialsSecret) not found")
+        })
+    })
+    .await;
+    assert!(
+        held.is_ok(),
+        "{:?}\n{}",
+        last.lock().unwrap().clone().map(|j| j.status),
+        op.log_text()
+    );
+    let job = api.get("waits").await.unwrap();
+    assert_eq!(
+        job.status.clone().unwrap().phase.unwrap().as_str(),
+        "Pending"
+    );
+    assert!(worker_pods(&ns, &job).await.is_empty());
+
+    let _publisher = publish(&key, None).await;
+    s3_secret(&ns).await;
+    let job = wait_phase(
+        &api,
+        "waits",
+        &["Succeeded", "Failed"],
+        Duration::from_secs(90),
+        &op,
+    )
+    .await;
+    assert_eq!(
+        job.status.clone().unwrap().phase.unwrap().as_str(),
+        "Succeeded",
+        "{}",
+        status_json(&job)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_resources_are_refused_with_the_field_and_the_fix() {
+    cluster().await;
+    let ns = bed().namespace("invalid").await.unwrap();
+    let api = jobs(&ns).await;
+    let trtc = json!({"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "record": ["alice"], "playDomain": "play.example.com"});
+    let s3 = json!({"s3": {"bucket": "recordings"}});
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({"source": {"url": "rtmp://h/live/a", "trtc": trtc}, "storage": s3}),
+            "set exactly one of trtc",
+        ),
+        (
+            json!({"source": {}, "storage": s3}),
+            "set exactly one of trtc",
+        ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": {}}),
+            "set exactly one of cos, s3 or volume",
+        ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": {"s3": {"bucket": "recordings"}, "volume": {"claimName": "v"}}}),
+            "set exactly one of cos, s3 or volume",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "userId": "bot", "record": ["a"], "playDomain": "p.example.com"}}, "storage": s3}),
+            "set roomId",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "record": [], "playDomain": "p.example.com"}}, "storage": s3}),
+            "must list 1 to 16 user ids",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "record": ["a", "a"], "playDomain": "p.example.com"}}, "storage": s3}),
+            "lists a user id twice",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "record": ["al ice"], "playDomain": "p.example.com"}}, "storage": s3}),
+            "each user id must be 1 to 32",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 42, "roomId": 1, "userId": "bot", "record": ["a"], "playDomain": "p.example.com"}}, "storage": s3}),
+            "must be a TRTC SdkAppId",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "record": ["a"], "playDomain": "rtmp://p.example.com/live"}}, "storage": s3}),
+            "playDomain must be a host name",
+        ),
+        (
+            json!({"source": {"url": "ftp://h/a"}, "storage": s3}),
+            "spec.source.url must be an rtmp://",
+        ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": s3, "idleTimeoutSeconds": 1}),
+            "spec.idleTimeoutSeconds must be between 5 and 86400",
+        ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": s3, "maxDurationSeconds": 0}),
+            "spec.maxDurationSeconds must be between 1",
+        ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": {"cos": {"region": "ap-shanghai", "bucket": "class"}}}),
+            "ending in the APPID",
+        ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": {"cos": {"region": "Shanghai", "bucket": "class-1250000000"}}}),
+            "spec.storage.cos.region must be a COS region",
+        ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": {"volume": {"claimName": "v", "path": "../up"}}}),
+            "must be relative",
+        ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": s3, "segment": {}}),
+            "set durationSeconds, sizeBytes or both",
+        ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": s3, "segment": {"durationSeconds": 2}}),
+            "durationSeconds must be between 10",
+        ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": s3, "callback": {"url": "lms.example.com/hook"}}),
+            "spec.callback.url must be an http",
+        ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": s3, "mode": "Mp5"}),
+            "Unsupported value: \"Mp5\"",
+        ),
+    ];
+    assert!(cases.len() >= 10);
+    let resource = kube::api::ApiResource::erase::<RecordingJob>(&());
+    let raw: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(bed().client().await.unwrap(), &ns, &resource);
+    for (i, (spec, expected)) in cases.iter().enumerate() {
+        let object: Value = json!({"apiVersion": "roomrec.dev/v1alpha1", "kind": "RecordingJob", "metadata": {"name": format!("bad-{i}")}, "spec": spec});
+        // Sent as raw JSON: some cases (an unknown mode) are not even valid Rust values.
+        let object: kube::api::DynamicObject = serde_json::from_value(object).unwrap();
+        let error = raw
+            .create(&PostParams::default(), &object)
+            .await
+            .expect_err(&format!("case {i} was accepted: {spec}"));
+        let text = error.to_string();
+        assert!(
+            text.contains(expected),
+            "case {i}: expected {expected:?} in {text}"
+        );
+    }
+
+    // Source, storage and mode are immutable.
+    api.create(
+        &PostParams::default(),
+        &url_job("fixed", "rtmp://h/live/a", json!({})),
+    )
+    .await
+    .unwrap();
+    for (patch, expected) in [
+        (
+            json!({"spec": {"source": {"url": "rtmp://h/live/b"}}}),
+            "spec.source cannot change",
+        ),
+        (
+            json!({"spec": {"mode": "AudioMp3"}}),
+            "spec.mode cannot change",
+        ),
+        (
+            json!({"spec": {"storage": {"s3": {"bucket": "other"}}}}),
+            "spec.storage cannot change",
+        ),
+    ] {
+        let error = api
+            .patch("fixed", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_cannot_do_more_than_the_chart_grants() {
+    cluster().await;
+    let ns = bed().namespace("rbac").await.unwrap();
+    let client = operator_client().await;
+    let code = |r: Result<(), kube::Error>| match r {
+        Ok(()) => 200,
+        Err(kube::Error::Api(e)) => e.code,
+        Err(e) => panic!("{e}"),
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    // Allowed: get one Secret by name (404: authorized, absent).
+    assert_eq!(code(secrets.get("anything").await.map(|_| ())), 404);
+    // Refused: listing Secrets, deleting RecordingJobs, touching Deployments or Nodes.
+    assert_eq!(
+        code(secrets.list(&ListParams::default()).await.map(|_| ())),
+        403
+    );
+    let jobs: Api<RecordingJob> = Api::namespaced(client.clone(), &ns);
+    assert_eq!(
+        code(jobs.delete("x", &DeleteParams::default()).await.map(|_| ())),
+        403
+    );
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &ns);
+    assert_eq!(
+        code(deployments.list(&ListParams::default()).await.map(|_| ())),
+        403
+    );
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
+    assert_eq!(
+        code(nodes.list(&ListParams::default()).await.map(|_| ())),
+        403
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_leads_and_a_standby_takes_over() {
+    cluster().await;
+    let ns = bed().namespace("leader").await.unwrap();
+    let mut leader = Operator::start(&ns, &[]).await;
+    let standby = Operator::start_unready(&ns).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ready = |op: &Operator| {
+        let url = op.url("/readyz");
+        async move {
+            reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    };
+    assert!(!ready(&standby).await, "two replicas lead at once");
+    assert!(standby.metrics().await.contains("roomrec_leader 0"));
+    leader.kill();
+    let took_over = wait_until(Duration::from_secs(30), || ready(&standby)).await;
+    assert!(
+        took_over.is_ok(),
+        "the standby did not take over: {}",
+        standby.log_text()
+    );
+}

@@ -1,0 +1,427 @@
+//! The pure parts of the operator from fixtures: the committed CRD, the worker pod and RBAC
+//! build, the decisions of `progress::plan`, and the callback payload and signature.
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use roomrec_operator::callback;
+use roomrec_operator::crd::{Phase, RecordingJob};
+use roomrec_operator::progress::{self, plan};
+use roomrec_operator::settings::Settings;
+use roomrec_operator::worker::{self, Resume};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+#[test]
+fn the_committed_crd_matches_the_code() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/recordingjob.yaml");
+    let committed = std::fs::read_to_string(path).unwrap();
+    assert!(
+        committed == roomrec_operator::crd_yaml(),
+        "crds/recordingjob.yaml is stale: run `cargo run -p roomrec-operator --bin crdgen > crds/recordingjob.yaml`"
+    );
+}
+
+fn job(spec: Value, status: Value) -> RecordingJob {
+    serde_json::from_value(json!({
+        "apiVersion": "roomrec.dev/v1alpha1",
+        "kind": "RecordingJob",
+        "metadata": {"name": "class-43474", "namespace": "school", "uid": "0b7c3f5e-1111-2222-3333-444455556666", "generation": 1},
+        "spec": spec,
+        "status": status,
+    }))
+    .unwrap()
+}
+
+fn trtc_spec() -> Value {
+    json!({
+        "source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 43474, "userId": "recorder-1",
+                             "record": ["alice", "bob"], "playDomain": "play.example.com"}},
+        "mode": "AudioVideoMp4",
+        "storage": {"cos": {"region": "ap-shanghai", "bucket": "class-1250000000", "path": "/trtc/", "credentialsSecret": "cos-keys"}},
+        "maxDurationSeconds": 600,
+        "segment": {"durationSeconds": 300},
+    })
+}
+
+fn env_of(pod: &Pod) -> Vec<(String, String)> {
+    pod.spec.as_ref().unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.value.unwrap_or_else(|| "<from>".into())))
+        .collect()
+}
+
+#[test]
+fn a_worker_pod_carries_the_job_as_env_and_secrets_only_by_reference() {
+    let job = job(trtc_spec(), json!({}));
+    let people = worker::people(&job);
+    let pod = worker::pod(
+        &job,
+        &people[1],
+        3,
+        &Resume {
+            session_start: "2026-11-26T09:00:00Z".into(),
+            recorded_seconds: 100.4,
+        },
+        &Settings::default(),
+    );
+    assert_eq!(pod.metadata.name.as_deref(), Some("class-43474-1-3"));
+    let env = env_of(&pod);
+    let get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    assert_eq!(get("ROOMREC_TRTC_USER_ID"), Some("bob"));
+    assert_eq!(get("ROOMREC_TRTC_ROOM_ID"), Some("43474"));
+    assert_eq!(get("ROOMREC_MODE"), Some("02"));
+    assert_eq!(get("ROOMREC_STORAGE"), Some("cos://class-1250000000/trtc"));
+    assert_eq!(get("ROOMREC_REGION"), Some("ap-shanghai"));
+    // What is left of the maximum, rounded up.
+    assert_eq!(get("ROOMREC_MAX_DURATION_SECONDS"), Some("500"));
+    assert_eq!(get("ROOMREC_SEGMENT_SECONDS"), Some("300"));
+    assert_eq!(get("ROOMREC_SESSION_START"), Some("2026-11-26T09:00:00Z"));
+    assert_eq!(get("ROOMREC_REPORT_JOB"), Some("school/class-43474"));
+    assert_eq!(get("ROOMREC_POD_NAME"), Some("<from>"));
+    assert_eq!(
+        get("ROOMREC_CREDENTIALS_DIR"),
+        Some("/var/run/secrets/roomrec/storage")
+    );
+    // No value of any Secret: the credentials are a mounted volume.
+    let spec = pod.spec.as_ref().unwrap();
+    let secret = spec
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find_map(|v| v.secret.clone())
+        .unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("cos-keys"));
+    assert!(!serde_json::to_string(&pod).unwrap().contains("secretKey"));
+    // Hardened by default.
+    let security = spec.containers[0].security_context.clone().unwrap();
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        security.capabilities.unwrap().drop,
+        Some(vec!["ALL".to_string()])
+    );
+    let pod_security = spec.security_context.clone().unwrap();
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert_eq!(
+        pod_security.seccomp_profile.unwrap().type_,
+        "RuntimeDefault"
+    );
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    // Owned by the job, labelled for the operator's watch.
+    let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("RecordingJob", Some(true))
+    );
+    let labels = pod.metadata.labels.clone().unwrap();
+    assert_eq!(labels["roomrec.dev/person"], "1");
+    assert_eq!(labels["roomrec.dev/attempt"], "3");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "roomrec-operator");
+}
+
+#[test]
+fn the_worker_may_patch_only_its_own_jobs_status() {
+    let job = job(trtc_spec(), json!({}));
+    let role = worker::role(&job);
+    let rules = role.rules.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0].resources,
+        Some(vec!["recordingjobs/status".to_string()])
+    );
+    assert_eq!(
+        rules[0].resource_names,
+        Some(vec!["class-43474".to_string()])
+    );
+    assert_eq!(rules[0].verbs, vec!["get".to_string(), "patch".to_string()]);
+    let binding = worker::role_binding(&job);
+    assert_eq!(binding.subjects.unwrap()[0].name, "class-43474-worker");
+}
+
+#[test]
+fn long_job_names_give_short_unique_child_names() {
+    let long = "a".repeat(70);
+    let mut one = job(trtc_spec(), json!({}));
+    one.metadata.name = Some(long.clone());
+    let mut two = one.clone();
+    two.metadata.uid = Some("99999999-0000".into());
+    let person = &worker::people(&one)[0];
+    let (a, b) = (
+        worker::pod_name(&one, person, 1),
+        worker::pod_name(&two, person, 1),
+    );
+    assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+    assert_ne!(a, b);
+}
+
+#[test]
+fn a_url_source_has_one_person_named_after_the_stream() {
+    let job = job(
+        json!({"source": {"url": "rtmp://h:1935/live/class_7.flv?token=x"}, "storage": {"s3": {"bucket": "recordings"}}}),
+        json!({}),
+    );
+    assert_eq!(worker::people(&job)[0].user_id, "class_7");
+}
+
+fn pod(person: usize, attempt: u32, state: Value) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("class-43474-{person}-{attempt}"), "labels": {
+            "roomrec.dev/person": person.to_string(), "roomrec.dev/attempt": attempt.to_string()}},
+        "status": state,
+    }))
+    .unwrap()
+}
+
+fn running() -> Value {
+    json!({"phase": "Running", "containerStatuses": [{"name": "worker", "image": "w", "imageID": "", "ready": true, "restartCount": 0, "state": {"running": {}}}]})
+}
+
+fn terminated(code: i32, message: &str) -> Value {
+    json!({"phase": if code == 0 {"Succeeded"} else {"Failed"}, "containerStatuses": [{"name": "worker", "image": "w", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": code, "message": message, "finishedAt": "2026-11-26T09:00:00Z"}}}]})
+}
+
+fn now() -> Timestamp {
+    "2026-11-26T09:00:10Z".parse().unwrap()
+}
+
+#[test]
+fn a_new_job_starts_one_worker_per_person() {
+    let p = plan(
+        &job(trtc_spec(), json!({})),
+        &[],
+        &Settings::default(),
+        now(),
+    );
+    assert_eq!(p.create.len(), 2);
+    assert_eq!(p.create[0].1, 1);
+    assert_eq!(p.status.phase, Some(Phase::Pending));
+    assert_eq!(p.status.users.as_deref(), Some("alice,bob"));
+    assert_eq!(p.status.started_at.as_deref(), Some("2026-11-26T09:00:10Z"));
+}
+
+#[test]
+fn running_workers_are_left_alone_and_the_job_records() {
+    let status = json!({"startedAt": "2026-11-26T09:00:00Z", "attempts": 2, "workers": [
+        {"userId": "alice", "state": "Pending", "attempts": 1, "pod": "class-43474-0-1"},
+        {"userId": "bob", "state": "Pending", "attempts": 1, "pod": "class-43474-1-1"}]});
+    let pods = [pod(0, 1, running()), pod(1, 1, running())];
+    let p = plan(
+        &job(trtc_spec(), status),
+        &pods,
+        &Settings::default(),
+        now(),
+    );
+    assert!(p.create.is_empty() && p.delete.is_empty());
+    assert_eq!(p.status.phase, Some(Phase::Recording));
+}
+
+#[test]
+fn a_crashed_worker_is_replaced_at_once_then_with_backoff() {
+    let status = json!({"startedAt": "2026-11-26T09:00:00Z", "phase": "Recording", "workers": [
+        {"userId": "alice", "state": "Recording", "attempts": 1, "pod": "class-43474-0-1"},
+        {"userId": "bob", "state": "Recording", "attempts": 1, "pod": "class-43474-1-1"}],
+        "files": [{"url": "u1", "userId": "alice", "status": "recording", "part": 1, "durationSeconds": 42.0}]});
+    let pods = [pod(0, 1, terminated(137, "")), pod(1, 1, running())];
+    let p = plan(
+        &job(trtc_spec(), status.clone()),
+        &pods,
+        &Settings::default(),
+        now(),
+    );
+    assert_eq!(p.create.len(), 1);
+    let (person, attempt, resume) = &p.create[0];
+    assert_eq!((person.user_id.as_str(), *attempt), ("alice", 2));
+    // The replacement continues the same session and knows what is recorded.
+    assert_eq!(resume.session_start, "2026-11-26T09:00:00Z");
+    assert_eq!(resume.recorded_seconds, 42.0);
+    assert_eq!(p.replacements, 1);
+    assert_eq!(p.status.phase, Some(Phase::Recording));
+
+    // The second crash waits for the backoff (5 s after it ended, 10 s have passed: go).
+    let mut second = status.clone();
+    second["workers"][0]["attempts"] = json!(2);
+    let pods = [
+        pod(0, 1, terminated(137, "")),
+        pod(
+            0,
+            2,
+            terminated(
+                1,
+                "{\"status\":\"failed\",\"stopReason\":\"failed\",\"message\":\"spool full\",\"retryable\":true}",
+            ),
+        ),
+        pod(1, 1, running()),
+    ];
+    let early: Timestamp = "2026-11-26T09:00:02Z".parse().unwrap();
+    let p = plan(
+        &job(trtc_spec(), second.clone()),
+        &pods,
+        &Settings::default(),
+        early,
+    );
+    assert!(p.create.is_empty());
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(3)));
+    assert!(p.status.workers[0].message.contains("spool full"));
+    let p = plan(
+        &job(trtc_spec(), second),
+        &pods,
+        &Settings::default(),
+        now(),
+    );
+    assert_eq!(p.create[0].1, 3);
+}
+
+#[test]
+fn a_worker_that_cannot_succeed_fails_its_person_and_the_job() {
+    let status = json!({"startedAt": "2026-11-26T09:00:00Z", "phase": "Recording", "workers": [
+        {"userId": "alice", "state": "Recording", "attempts": 1}, {"userId": "bob", "state": "Done", "attempts": 1, "stopReason": "idle-timeout"}],
+        "files": [{"url": "u2", "userId": "bob", "status": "succeeded", "part": 1, "durationSeconds": 5.0}]});
+    let pods = [pod(
+        0,
+        1,
+        terminated(
+            3,
+            "{\"status\":\"failed\",\"stopReason\":\"failed\",\"message\":\"the bucket does not exist\",\"retryable\":false}",
+        ),
+    )];
+    let p = plan(
+        &job(trtc_spec(), status),
+        &pods,
+        &Settings::default(),
+        now(),
+    );
+    assert!(p.create.is_empty());
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    let finished = p
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Finished")
+        .unwrap();
+    assert!(
+        finished
+            .message
+            .contains("alice: the bucket does not exist"),
+        "{}",
+        finished.message
+    );
+}
+
+#[test]
+fn attempts_are_bounded() {
+    let settings = Settings {
+        max_attempts: 2,
+        ..Settings::default()
+    };
+    let status = json!({"startedAt": "2026-11-26T09:00:00Z", "phase": "Recording", "workers": [
+        {"userId": "alice", "state": "Recording", "attempts": 2}, {"userId": "bob", "state": "Done", "attempts": 1}]});
+    let pods = [pod(0, 2, terminated(1, "boom"))];
+    let p = plan(&job(trtc_spec(), status), &pods, &settings, now());
+    assert!(p.create.is_empty());
+    assert_eq!(p.status.workers[0].state, "Failed");
+    assert!(
+        p.status.workers[0]
+            .message
+            .contains("gave up after 2 worker runs")
+    );
+}
+
+#[test]
+fn a_stop_deletes_running_workers_and_ends_stopped() {
+    let mut spec = trtc_spec();
+    spec["stop"] = json!(true);
+    let status = json!({"startedAt": "2026-11-26T09:00:00Z", "phase": "Recording", "workers": [
+        {"userId": "alice", "state": "Recording", "attempts": 1}, {"userId": "bob", "state": "Recording", "attempts": 1}]});
+    let pods = [pod(0, 1, running()), pod(1, 1, running())];
+    let p = plan(
+        &job(spec.clone(), status.clone()),
+        &pods,
+        &Settings::default(),
+        now(),
+    );
+    assert_eq!(p.delete, vec!["class-43474-0-1", "class-43474-1-1"]);
+    assert_eq!(p.status.phase, Some(Phase::Finalizing));
+    // The pods are gone (the workers closed their files): Stopped, never replaced.
+    let p = plan(&job(spec, status), &[], &Settings::default(), now());
+    assert!(p.create.is_empty());
+    assert_eq!(p.status.phase, Some(Phase::Stopped));
+    assert_eq!(p.status.stop_reason.as_deref(), Some("stop-requested"));
+}
+
+#[test]
+fn nothing_recorded_is_a_failure_that_says_why() {
+    let status = json!({"startedAt": "2026-11-26T09:00:00Z", "phase": "Recording", "workers": [
+        {"userId": "alice", "state": "Recording", "attempts": 1}, {"userId": "bob", "state": "Recording", "attempts": 1}]});
+    let idle = "{\"status\":\"failed\",\"stopReason\":\"idle-timeout\",\"message\":\"no media arrived within the idle timeout (300 s)\",\"retryable\":true}";
+    let pods = [
+        pod(0, 1, terminated(1, idle)),
+        pod(1, 1, terminated(1, idle)),
+    ];
+    let p = plan(
+        &job(trtc_spec(), status),
+        &pods,
+        &Settings::default(),
+        now(),
+    );
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(p.status.stop_reason.as_deref(), Some("idle-timeout"));
+}
+
+#[test]
+fn the_status_is_stable_when_nothing_changed() {
+    let status = json!({"startedAt": "2026-11-26T09:00:00Z", "attempts": 2, "workers": [
+        {"userId": "alice", "state": "Recording", "attempts": 1, "pod": "class-43474-0-1"},
+        {"userId": "bob", "state": "Recording", "attempts": 1, "pod": "class-43474-1-1"}]});
+    let pods = [pod(0, 1, running()), pod(1, 1, running())];
+    let first = plan(
+        &job(trtc_spec(), status),
+        &pods,
+        &Settings::default(),
+        now(),
+    );
+    let again = plan(
+        &job(trtc_spec(), serde_json::to_value(&first.status).unwrap()),
+        &pods,
+        &Settings::default(),
+        "2026-11-26T10:00:00Z".parse().unwrap(),
+    );
+    assert_eq!(first.status, again.status);
+}
+
+#[test]
+fn the_callback_payload_is_exactly_the_heritage_one() {
+    let status = json!({"phase": "Succeeded", "workers": [
+        {"userId": "alice", "state": "Done", "attempts": 1}, {"userId": "bob", "state": "Done", "attempts": 1, "message": "no media arrived within the idle timeout (300 s)"}],
+        "files": [
+            {"url": "https://class-1250000000.cos.ap-shanghai.myqcloud.com/trtc/a2.mp4", "userId": "alice", "status": "succeeded", "part": 2},
+            {"url": "https://class-1250000000.cos.ap-shanghai.myqcloud.com/trtc/a1.mp4", "userId": "alice", "status": "failed", "part": 1, "message": "upload refused"}]});
+    let payload = serde_json::to_value(callback::payload(&job(trtc_spec(), status))).unwrap();
+    assert_eq!(
+        payload,
+        json!({"SdkAppId": 1400000000u64, "RoomId": 43474, "UserId": "recorder-1", "StrRoomId": "", "Files": [
+            {"UserId": "alice", "RecordFile": "https://class-1250000000.cos.ap-shanghai.myqcloud.com/trtc/a1.mp4", "Status": 0, "Message": "upload refused"},
+            {"UserId": "alice", "RecordFile": "https://class-1250000000.cos.ap-shanghai.myqcloud.com/trtc/a2.mp4", "Status": 1, "Message": ""},
+            {"UserId": "bob", "RecordFile": "", "Status": 0, "Message": "no media arrived within the idle timeout (300 s)"}]})
+    );
+}
+
+#[test]
+fn the_callback_signature_covers_time_and_body() {
+    // HMAC-SHA256("key", "1764000000.{}") computed independently (Python hmac module).
+    assert_eq!(
+        callback::signature(b"key", 1764000000, b"{}"),
+        "t=1764000000,v1=135a1a8c79ff2a07661486422c8068924d01c7a70da314a29ce512bc61231899"
+    );
+}
+
+#[test]
+fn durations_read_like_kubectl() {
+    assert_eq!(progress::human_duration(5.4), "5s");
+    assert_eq!(progress::human_duration(125.0), "2m5s");
+    assert_eq!(progress::human_duration(3723.0), "1h2m3s");
+}
