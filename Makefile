@@ -10,7 +10,7 @@ CARGO ?= cargo
 .PHONY: help testbed test test-unit test-testbed lint demo bench testbed-up clean-cache
 
 help:
-	@echo "make demo         record a synthetic stream end to end on the local test bed"
+	@echo "make demo         a RecordingJob end to end on the local test bed (operator, worker, S3)"
 	@echo "make test         install the test bed, then run every test and the linters"
 	@echo "make testbed      only install/build the test bed's pinned components"
 	@echo "make testbed-up   keep a test bed running for development (see docs/testing.md)"

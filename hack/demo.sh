@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# make demo: record a synthetic camera end to end on local defaults.
+# make demo: the main job end to end, on local defaults.
 #   1. installs/builds the test bed (hack/testbed.sh) and builds roomrec
-#   2. starts the test bed (RTMP server, S3 object store, Kubernetes control plane …)
-#   3. publishes a 720p30 H.264+AAC test stream as room member "alice"
-#   4. records it with roomrec-worker (mode 02, MP4 audio+video) into the S3 bucket
-#   5. prints the file URLs and an ffprobe summary of each file
-# Re-running works; Ctrl-C stops and cleans up everything.
+#   2. starts the test bed: Kubernetes control plane + node agent, RTMP server, S3 store
+#   3. installs the RecordingJob CRD and the chart's operator RBAC, and runs roomrec-operator
+#      as the chart's ServiceAccount
+#   4. publishes a synthetic 720p30 H.264+AAC camera over RTMP
+#   5. applies examples/quickstart.yaml and shows the job's progress (kubectl get rj)
+#   6. prints the resulting file URLs and an ffprobe summary of each
+# Re-running works (each run starts a fresh bed); Ctrl-C stops and cleans up everything.
+# DEMO_DIR (default /tmp/roomrec-demo) holds the bed and logs; DEMO_OPERATOR_LOG sets the
+# operator's log filter (e.g. info,roomrec_operator=debug).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECONDS_TO_RECORD=${DEMO_SECONDS:-15}
 DIR=${DEMO_DIR:-/tmp/roomrec-demo}
+NAMESPACE=demo
 
 bin=$(bash hack/testbed.sh)
 export ROOMREC_TESTBED_BIN=$bin
 echo "==> building roomrec"
-cargo build --quiet -p roomrec-worker -p roomrec-testbed
+cargo build --quiet -p roomrec-worker -p roomrec-operator -p roomrec-testbed
 target=${CARGO_TARGET_DIR:-target}
 
 pids=()
@@ -26,42 +30,85 @@ trap cleanup EXIT
 trap 'echo; echo "interrupted: cleaning up"; exit 130' INT TERM
 
 echo "==> starting the test bed in $DIR"
-rm -f "$DIR/bed.json"
-"$target/debug/roomrec-testbed" up --dir "$DIR" > "$DIR.log" 2>&1 &
+rm -rf "$DIR"
+mkdir -p "$DIR"
+"$target/debug/roomrec-testbed" up --dir "$DIR/bed" > "$DIR/bed.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 120); do [[ -f "$DIR/bed.json" ]] && break; sleep 0.5; done
-[[ -f "$DIR/bed.json" ]] || { echo "the test bed did not start; see $DIR.log" >&2; exit 1; }
-field() { python3 -c "import json,sys; print(json.load(open('$DIR/bed.json'))['$1'])"; }
-rtmp="rtmp://127.0.0.1:$(field rtmp_port)/live/1400000000_43474_alice_main"
-s3=$(field s3_endpoint); bucket=$(field s3_bucket); bucket_dir=$(field s3_bucket_dir)
+for _ in $(seq 1 120); do [[ -f "$DIR/bed/bed.json" ]] && break; sleep 0.5; done
+[[ -f "$DIR/bed/bed.json" ]] || { echo "the test bed did not start; see $DIR/bed.log" >&2; exit 1; }
+field() { python3 -c "import json; print(json.load(open('$DIR/bed/bed.json'))['$1'])"; }
+export KUBECONFIG=$(field kubeconfig)
+kubectl() { "$bin/kubectl" "$@"; }
+rtmp_port=$(field rtmp_port); s3=$(field s3_endpoint); bucket=$(field s3_bucket)
+buckets_dir=$(dirname "$(field s3_bucket_dir)")
 
+echo "==> installing the RecordingJob CRD and the chart's operator RBAC"
+kubectl apply --server-side -f crds/recordingjob.yaml > /dev/null
+kubectl wait --for condition=Established crd/recordingjobs.roomrec.dev --timeout 60s > /dev/null
+kubectl create namespace roomrec-system > /dev/null
+"$bin/helm" template demo charts/roomrec --namespace roomrec-system --kube-version 1.37.2 \
+  --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml \
+  | kubectl apply --server-side -f - > /dev/null
+
+echo "==> starting roomrec-operator as ServiceAccount roomrec-system/demo-roomrec-operator"
+token=$(kubectl create token demo-roomrec-operator -n roomrec-system --duration 2h)
+sed "s|^\(\s*token:\).*|\1 $token|" "$KUBECONFIG" > "$DIR/operator.kubeconfig"
+KUBECONFIG="$DIR/operator.kubeconfig" "$target/debug/roomrec-operator" \
+  --worker-image ghcr.io/roomrec/roomrec-worker:demo --metrics-address 127.0.0.1:0 \
+  --log-format text --log-level "${DEMO_OPERATOR_LOG:-info}" > "$DIR/operator.log" 2>&1 &
+pids+=($!)
+
+rtmp="rtmp://127.0.0.1:$rtmp_port/live/quickstart"
 echo "==> publishing a synthetic camera (1280x720, 30 fps, H.264 + AAC, 2 Mbit/s) to $rtmp"
 ffmpeg -hide_banner -loglevel error -re \
   -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=44100 \
   -c:v libx264 -preset ultrafast -tune zerolatency -b:v 2000k -maxrate 2000k -bufsize 4000k -g 60 \
   -c:a aac -b:a 128k -f flv "$rtmp" &
 pids+=($!)
-sleep 1
 
-echo "==> recording $SECONDS_TO_RECORD s with roomrec-worker (mode 02 → s3://$bucket/demo)"
-AWS_ACCESS_KEY_ID=$(field s3_access_key) AWS_SECRET_ACCESS_KEY=$(field s3_secret_key) \
-  "$target/debug/roomrec-worker" record --source "$rtmp" --mode 02 \
-  --storage "s3://$bucket/demo" --endpoint "$s3" --max-duration "$SECONDS_TO_RECORD" \
-  --log-format text --manifest "$DIR/manifest.json"
+echo "==> kubectl apply -f examples/quickstart.yaml (in namespace $NAMESPACE, with the bed's ports)"
+kubectl create namespace "$NAMESPACE" > /dev/null
+sed -e "s|rtmp://127.0.0.1:1935/live/quickstart|$rtmp|" -e "s|http://127.0.0.1:9000|$s3|" \
+  examples/quickstart.yaml | kubectl apply -n "$NAMESPACE" -f -
+
+echo "==> kubectl get rj -n $NAMESPACE (until the job ends)"
+last="" phase=""
+for _ in $(seq 1 180); do
+  # A line each time the phase, the file count or the media recorded changes.
+  state=$(kubectl get rj quickstart -n "$NAMESPACE" \
+    -o jsonpath='{.status.phase} {.status.fileCount} {.status.recorded}' 2>/dev/null || true)
+  if [[ "$state" != "$last" ]]; then
+    [[ -z "$last" ]] && kubectl get rj quickstart -n "$NAMESPACE" | head -1
+    kubectl get rj quickstart -n "$NAMESPACE" --no-headers
+    last=$state
+  fi
+  phase=$(kubectl get rj quickstart -n "$NAMESPACE" -o jsonpath='{.status.phase}' 2>/dev/null || true)
+  [[ "$phase" == Succeeded || "$phase" == Failed || "$phase" == Stopped ]] && break
+  sleep 1
+done
+if [[ "$phase" != Succeeded ]]; then
+  kubectl get pods -n "$NAMESPACE" -o yaml > "$DIR/pods.yaml" 2>/dev/null || true
+  echo "the job did not succeed (phase ${phase:-none}); its pods: $DIR/pods.yaml" >&2
+  kubectl describe rj quickstart -n "$NAMESPACE" >&2 || true
+  echo "operator log: $DIR/operator.log" >&2
+  exit 1
+fi
 
 echo "==> files"
-python3 - "$DIR/manifest.json" "$bucket_dir" <<'PY'
-import json, subprocess, sys
-manifest = json.load(open(sys.argv[1]))
-for part in manifest["parts"]:
-    path = f"{sys.argv[2]}/{part['key']}"
+kubectl get rj quickstart -n "$NAMESPACE" -o json > "$DIR/quickstart.json"
+python3 - "$DIR/quickstart.json" "$s3" "$buckets_dir" <<'PY'
+import json, subprocess, sys, urllib.parse
+job = json.load(open(sys.argv[1]))
+endpoint, buckets = sys.argv[2].rstrip("/"), sys.argv[3]
+for f in job["status"]["files"]:
+    path = buckets + "/" + urllib.parse.unquote(f["url"][len(endpoint) + 1:])
     probe = json.loads(subprocess.run(
         ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", path],
         check=True, capture_output=True, text=True).stdout)
     streams = ", ".join(
         f"{s['codec_type']} {s['codec_name']}" + (f" {s['width']}x{s['height']}" if s["codec_type"] == "video" else f" {s.get('sample_rate', '')} Hz")
         for s in probe["streams"])
-    print(f"  {part['url']}")
-    print(f"    {part['status']}, {float(probe['format']['duration']):.2f} s, {int(probe['format']['size']) / 1048576:.1f} MiB: {streams}")
-print(f"manifest: {sys.argv[1]}")
+    print(f"  {f['url']}")
+    print(f"    {f['status']}, {float(probe['format']['duration']):.2f} s, {int(probe['format']['size']) / 1048576:.1f} MiB: {streams}")
+print(f"the RecordingJob as JSON: {sys.argv[1]}")
 PY

@@ -144,8 +144,12 @@ pub async fn run(options: Options) -> Result<(), String> {
         info!("shutting down: finishing in-flight reconciles");
         let _ = shutdown_tx.send(true);
     });
+    // Resolves once the flag is true; never when its sender is gone without setting it (a
+    // dropped sender must not read as "stop").
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
+        if rx.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     };
 
     let lease = options.leader_elect.then(|| {
@@ -200,7 +204,22 @@ pub async fn run(options: Options) -> Result<(), String> {
                 }
             }
         };
-        controller::run(ctx.clone(), options.namespace.clone(), trigger).await;
+        // Bounded: a controller asked to stop before its caches filled may not return by itself.
+        let stopped = {
+            let shutdown_rx = shutdown_rx.clone();
+            let lost_rx = lost_rx.clone();
+            async move {
+                tokio::select! {
+                    _ = stop(shutdown_rx) => {}
+                    _ = stop(lost_rx) => {}
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        };
+        tokio::select! {
+            _ = controller::run(ctx.clone(), options.namespace.clone(), trigger) => {}
+            _ = stopped => warn!("the controller did not stop within 30 s; leaving it"),
+        }
         probes.ready.store(false, Ordering::Relaxed);
         metrics.leader.set(0);
         if let Some(renewer) = renewer {

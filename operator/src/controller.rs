@@ -100,8 +100,11 @@ pub async fn run(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile request");
+            match result {
+                // Logged, counted and shown as an Event by error_policy already.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) | Ok(_) => {}
+                // A watch that fails (RBAC, the API server away) must be visible.
+                Err(e) => warn!(error = %e, "watching failed; retrying"),
             }
         })
         .await;
@@ -200,6 +203,14 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
         .items;
     let now = Timestamp::now();
     let plan = progress::plan(job, &pods, &ctx.settings, now);
+    tracing::debug!(
+        pods = ?pods.iter().map(|p| (p.name_any(), progress::pod_state(p))).collect::<Vec<_>>(),
+        files = ?job.status.iter().flat_map(|s| &s.files).map(|f| (f.part, f.status.as_str())).collect::<Vec<_>>(),
+        phase = ?plan.status.phase,
+        create = plan.create.len(),
+        delete = plan.delete.len(),
+        "plan"
+    );
 
     if !plan.create.is_empty() {
         apply_worker_rbac(job, ctx).await?;

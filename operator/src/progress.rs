@@ -218,6 +218,19 @@ pub fn plan(job: &RecordingJob, pods: &[Pod], settings: &Settings, now: Timestam
                 continue;
             }
             Some(PodState::Terminated {
+                finished_at,
+                result: Some(_),
+                ..
+            }) if reports_pending(&old.files, latest, finished_at, now) => {
+                // The worker wrote its result, so its last status report was on its way (it
+                // follows the result): wait a moment for it before judging how it ended. A
+                // crashed worker wrote no result and is replaced at once.
+                plan.requeue_after = Some(Duration::from_secs(1));
+                entry.state = "Recording".into();
+                workers.push(entry);
+                continue;
+            }
+            Some(PodState::Terminated {
                 exit_code,
                 result,
                 raw,
@@ -408,6 +421,28 @@ pub fn plan(job: &RecordingJob, pods: &[Pod], settings: &Settings, now: Timestam
         ));
     }
     plan
+}
+
+/// How long an ended worker's files may stay `recording` before the job is judged without its
+/// last report.
+pub const LAST_REPORT_GRACE: Duration = Duration::from_secs(15);
+
+/// An ended worker still has `recording` entries, and it ended less than the grace ago.
+fn reports_pending(
+    files: &[FileStatus],
+    pod: Option<&Pod>,
+    finished_at: Option<Timestamp>,
+    now: Timestamp,
+) -> bool {
+    let Some(name) = pod.map(|p| p.name_any()) else {
+        return false;
+    };
+    let recent =
+        finished_at.is_none_or(|f| now.duration_since(f).unsigned_abs() < LAST_REPORT_GRACE);
+    recent
+        && files
+            .iter()
+            .any(|f| f.status == "recording" && f.pod.as_deref() == Some(name.as_str()))
 }
 
 /// Media seconds already stored for `person` (every file, when one person is recorded: a URL

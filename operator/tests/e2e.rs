@@ -16,32 +16,11 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use support::*;
 
-fn example(name: &str, edits: &[(&str, String)]) -> String {
-    let mut text = std::fs::read_to_string(repo().join("examples").join(name)).unwrap();
-    for (from, to) in edits {
-        assert!(
-            text.contains(from),
-            "examples/{name} no longer contains {from:?}"
-        );
-        text = text.replace(from, to);
-    }
-    text
-}
-
-fn apply_in(namespace: &str, yaml: &str) {
-    let out = kubectl(&["apply", "-n", namespace, "-f", "-"], Some(yaml));
-    assert!(
-        out.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_example_records_into_the_bucket() {
     cluster().await;
     let ns = bed().namespace("quickstart").await.unwrap();
-    let op = Operator::start(&ns, &[]).await;
+    let op = Operator::start_single(&ns, &[]).await;
     let key = format!("quickstart-{ns}");
     let _publisher = publish(&key, None).await;
     apply_in(
@@ -776,11 +755,80 @@ async fn one_replica_leads_and_a_standby_takes_over() {
     };
     assert!(!ready(&standby).await, "two replicas lead at once");
     assert!(standby.metrics().await.contains("roomrec_leader 0"));
-    leader.kill();
+
+    // SIGTERM: the leader stops reconciling, gives the lease up and exits 0 — so the standby
+    // leads at its next try, long before the lease (6 s) would expire.
+    let pid = leader.child.id().unwrap() as i32;
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let exited = tokio::time::timeout(Duration::from_secs(10), leader.child.wait())
+        .await
+        .expect("the operator exits within 10 s of SIGTERM")
+        .unwrap();
+    assert!(exited.success(), "{exited:?}: {}", leader.log_text());
+    assert!(leader.log_text().contains("shutting down"));
+    let started = std::time::Instant::now();
     let took_over = wait_until(Duration::from_secs(30), || ready(&standby)).await;
     assert!(
         took_over.is_ok(),
         "the standby did not take over: {}",
         standby.log_text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the standby waited {:?}: the lease was not released",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_succeed_fails_the_job_without_retrying() {
+    cluster().await;
+    let ns = bed().namespace("doomed").await.unwrap();
+    s3_secret(&ns).await;
+    let op = Operator::start(&ns, &[]).await;
+    let key = format!("doomed-{ns}");
+    let _publisher = publish(&key, None).await;
+    let api = jobs(&ns).await;
+    let mut job = url_job("doomed", &bed().rtmp_url(&key), json!({}));
+    job.spec.storage.s3.as_mut().unwrap().bucket = "no-such-bucket".into();
+    api.create(&PostParams::default(), &job).await.unwrap();
+    let job = wait_phase(
+        &api,
+        "doomed",
+        &["Failed", "Succeeded"],
+        Duration::from_secs(60),
+        &op,
+    )
+    .await;
+    let status = job.status.clone().unwrap();
+    assert_eq!(
+        status.phase.unwrap().as_str(),
+        "Failed",
+        "{}",
+        status_json(&job)
+    );
+    assert_eq!(status.attempts, Some(1), "a permanent failure was retried");
+    let finished = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Finished")
+        .unwrap();
+    assert!(
+        finished.message.contains("no-such-bucket"),
+        "{}",
+        finished.message
+    );
+    let events = kubectl(
+        &["get", "events.events.k8s.io", "-n", &ns, "-o", "json"],
+        None,
+    );
+    let events: Value = serde_json::from_slice(&events.stdout).unwrap();
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "WorkerFailed" && e["type"] == "Warning"),
+        "no WorkerFailed warning event"
     );
 }

@@ -425,3 +425,21 @@ fn durations_read_like_kubectl() {
     assert_eq!(progress::human_duration(125.0), "2m5s");
     assert_eq!(progress::human_duration(3723.0), "1h2m3s");
 }
+
+#[test]
+fn an_ended_workers_last_report_is_awaited_briefly() {
+    let status = json!({"startedAt": "2026-11-26T09:00:00Z", "phase": "Recording", "workers": [
+        {"userId": "alice", "state": "Recording", "attempts": 1}, {"userId": "bob", "state": "Done", "attempts": 1, "stopReason": "idle-timeout"}],
+        "files": [{"url": "u1", "userId": "alice", "status": "recording", "part": 1, "pod": "class-43474-0-1"},
+                  {"url": "u2", "userId": "bob", "status": "succeeded", "part": 1}]});
+    let done = "{\"status\":\"succeeded\",\"stopReason\":\"max-duration\",\"message\":\"\",\"retryable\":true}";
+    let pods = [pod(0, 1, terminated(0, done))];
+    // 10 s after it ended: its file still says recording, so wait for its last report.
+    let p = plan(&job(trtc_spec(), status.clone()), &pods, &Settings::default(), now());
+    assert_eq!(p.status.phase, Some(Phase::Recording));
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(1)));
+    // After the grace the job is judged without it: the file never closed, so Failed.
+    let later: Timestamp = "2026-11-26T09:00:16Z".parse().unwrap();
+    let p = plan(&job(trtc_spec(), status), &pods, &Settings::default(), later);
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+}

@@ -143,6 +143,29 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// `examples/{name}` with each `(from, to)` replaced (each `from` must still be there).
+pub fn example(name: &str, edits: &[(&str, String)]) -> String {
+    let mut text = std::fs::read_to_string(repo().join("examples").join(name)).unwrap();
+    for (from, to) in edits {
+        assert!(
+            text.contains(from),
+            "examples/{name} no longer contains {from:?}"
+        );
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// `kubectl apply -n {namespace} -f -`.
+pub fn apply_in(namespace: &str, yaml: &str) {
+    let out = kubectl(&["apply", "-n", namespace, "-f", "-"], Some(yaml));
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn kubectl_apply(yaml: &str) {
     let _ = kubectl(&["create", "namespace", SYSTEM_NAMESPACE], None);
     let out = kubectl(&["apply", "--server-side", "-f", "-"], Some(yaml));
@@ -207,7 +230,16 @@ pub struct Operator {
 
 impl Operator {
     pub async fn start(namespace: &str, extra: &[&str]) -> Self {
-        let op = Self::spawn(namespace, extra).await;
+        Self::start_with(namespace, extra, true).await
+    }
+
+    /// One replica without leader election (`--leader-elect` off, as with `replicas: 1`).
+    pub async fn start_single(namespace: &str, extra: &[&str]) -> Self {
+        Self::start_with(namespace, extra, false).await
+    }
+
+    async fn start_with(namespace: &str, extra: &[&str], lease: bool) -> Self {
+        let op = Self::spawn(namespace, extra, lease).await;
         let url = op.url("/readyz");
         wait_until(Duration::from_secs(30), || async {
             reqwest::get(&url)
@@ -221,7 +253,7 @@ impl Operator {
 
     /// Started and serving /healthz, but not (yet) leading.
     pub async fn start_unready(namespace: &str) -> Self {
-        let op = Self::spawn(namespace, &[]).await;
+        let op = Self::spawn(namespace, &[], true).await;
         let url = op.url("/healthz");
         wait_until(Duration::from_secs(30), || async {
             reqwest::get(&url)
@@ -233,7 +265,7 @@ impl Operator {
         op
     }
 
-    async fn spawn(namespace: &str, extra: &[&str]) -> Self {
+    async fn spawn(namespace: &str, extra: &[&str], lease: bool) -> Self {
         let metrics_port = roomrec_testbed::ports::free_port();
         let log = bed()
             .scratch("operator")
@@ -252,13 +284,19 @@ impl Operator {
                 "--callback-backoff-seconds",
                 "0.5",
             ])
-            .args(["--leader-elect", "--lease-namespace", SYSTEM_NAMESPACE])
-            .args([
-                "--lease-name",
-                &format!("op-{namespace}"),
-                "--lease-seconds",
-                "6",
-            ])
+            .args(if lease {
+                vec![
+                    "--leader-elect".to_string(),
+                    "--lease-namespace".into(),
+                    SYSTEM_NAMESPACE.into(),
+                    "--lease-name".into(),
+                    format!("op-{namespace}"),
+                    "--lease-seconds".into(),
+                    "6".into(),
+                ]
+            } else {
+                Vec::new()
+            })
             .args([
                 "--log-format",
                 "json",

@@ -332,10 +332,19 @@ impl PodLife {
                 Some(sub) if !sub.is_empty() => source.join(sub),
                 _ => source.clone(),
             };
+            // As the kubelet: a readOnly claim is read-only in every container that mounts it.
+            let claim_read_only = self
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.volumes.as_ref())
+                .and_then(|v| v.iter().find(|v| v.name == mount.name))
+                .and_then(|v| v.persistent_volume_claim.as_ref())
+                .is_some_and(|c| c.read_only == Some(true));
             mounts.push(BindMount {
                 source,
                 target: PathBuf::from(&mount.mount_path),
-                read_only: mount.read_only == Some(true),
+                read_only: mount.read_only == Some(true) || claim_read_only,
             });
         }
         std::fs::write(&run.termination_log, b"").map_err(|e| e.to_string())?;

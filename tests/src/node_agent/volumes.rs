@@ -1,10 +1,15 @@
 //! Pod volumes as directories of the pod's sandbox: `emptyDir` (mode 0777, as the kubelet
 //! makes it), `secret`, `configMap`, `downwardAPI`, `projected` (with service-account tokens
-//! minted through TokenRequest, so in-cluster clients authenticate for real) and `hostPath`.
+//! minted through TokenRequest, so in-cluster clients authenticate for real), `hostPath`, and
+//! `persistentVolumeClaim` for pre-bound claims whose volume is `hostPath` or `local` (followed
+//! the way the kubelet follows a bound claim; there is no binder or CSI in the bed).
 
 use super::env::{Sources, field_value, secret_data};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, ServiceAccount, Volume};
+use k8s_openapi::api::core::v1::{
+    DownwardAPIVolumeFile, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, ServiceAccount,
+    Volume,
+};
 use kube::api::PostParams;
 use kube::{Api, Client};
 use std::collections::BTreeMap;
@@ -27,6 +32,26 @@ pub async fn materialize(
     for volume in spec.volumes.iter().flatten() {
         let path = if let Some(host) = &volume.host_path {
             PathBuf::from(&host.path)
+        } else if let Some(claim) = &volume.persistent_volume_claim {
+            // A readOnly claim is mounted read-only by every container (see pod.rs).
+            let read_only = claim.read_only == Some(true);
+            let path = claimed_path(client, namespace, &claim.claim_name)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "MountVolume.SetUp failed for volume \"{}\" : {e}",
+                        volume.name
+                    )
+                })?;
+            // As hostPath DirectoryOrCreate: a missing directory is made (0755, root).
+            if !path.exists() {
+                std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            // fsGroup as the kubelet's local volume plugin: writable mounts only.
+            if let Some(gid) = fs_group.filter(|_| !read_only) {
+                own_tree(&path, gid as u32, 0o660)?;
+            }
+            path
         } else {
             let path = dir.join(&volume.name);
             std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -47,13 +72,64 @@ pub async fn materialize(
             };
             set_mode(&path, dir_mode)?;
             if let Some(gid) = fs_group {
-                chown_tree(&path, gid as u32)?;
+                own_tree(&path, gid as u32, 0)?;
             }
             path
         };
         mounted.insert(volume.name.clone(), path);
     }
     Ok(mounted)
+}
+
+/// The host directory behind a claim, followed as the kubelet follows a bound claim: the claim
+/// names its volume (`spec.volumeName`; nothing binds claims here, so it must be pre-bound), the
+/// volume is reserved for it (if it has a `claimRef`) and is `hostPath` or `local`.
+async fn claimed_path(client: &Client, namespace: &str, claim: &str) -> Result<PathBuf, String> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let found = claims
+        .get_opt(claim)
+        .await
+        .map_err(|e| format!("persistentvolumeclaim {namespace}/{claim}: {e}"))?
+        .ok_or_else(|| format!("persistentvolumeclaim \"{claim}\" not found"))?;
+    let volume_name = found
+        .spec
+        .and_then(|s| s.volume_name)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            format!(
+                "persistentvolumeclaim \"{claim}\" is not bound: this node has no volume binder, \
+                 so set spec.volumeName to a hostPath or local PersistentVolume"
+            )
+        })?;
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let pv = volumes
+        .get_opt(&volume_name)
+        .await
+        .map_err(|e| format!("persistentvolume {volume_name}: {e}"))?
+        .ok_or_else(|| {
+            format!("persistentvolume \"{volume_name}\" of claim \"{claim}\" not found")
+        })?;
+    let spec = pv.spec.unwrap_or_default();
+    if let Some(by) = &spec.claim_ref {
+        let by_namespace = by.namespace.as_deref().unwrap_or_default();
+        let by_name = by.name.as_deref().unwrap_or_default();
+        if (by_namespace, by_name) != (namespace, claim) {
+            return Err(format!(
+                "persistentvolume \"{volume_name}\" is reserved for claim {by_namespace}/{by_name}, \
+                 not {namespace}/{claim}"
+            ));
+        }
+    }
+    if let Some(host) = spec.host_path {
+        Ok(PathBuf::from(host.path))
+    } else if let Some(local) = spec.local {
+        Ok(PathBuf::from(local.path))
+    } else {
+        Err(format!(
+            "persistentvolume \"{volume_name}\" is neither hostPath nor local: this node has no \
+             CSI or other volume plugins"
+        ))
+    }
 }
 
 type Files = BTreeMap<String, (Vec<u8>, Option<i32>)>;
@@ -231,13 +307,28 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// `fsGroup`: the kubelet gives the group ownership of volume contents.
-fn chown_tree(path: &Path, gid: u32) -> Result<(), String> {
-    chown(path, None, Some(gid)).map_err(|e| format!("{}: {e}", path.display()))?;
-    if path.is_dir() {
-        let entries = std::fs::read_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        for entry in entries.flatten() {
-            chown_tree(&entry.path(), gid)?;
+/// `fsGroup`: the kubelet gives the group ownership of volume contents. A non-zero `mask` also
+/// adds group permissions as its SetVolumeOwnership does for volumes it did not fill itself
+/// (claims): `mask` (0o660) on files, plus search and setgid on directories, so that files
+/// created later get the group too. Symbolic links are left alone.
+fn own_tree(path: &Path, gid: u32, mask: u32) -> Result<(), String> {
+    let error = |e: std::io::Error| format!("{}: {e}", path.display());
+    let meta = std::fs::symlink_metadata(path).map_err(error)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    chown(path, None, Some(gid)).map_err(error)?;
+    if mask != 0 {
+        let add = if meta.is_dir() {
+            mask | 0o110 | 0o2000
+        } else {
+            mask
+        };
+        set_mode(path, (meta.permissions().mode() & 0o7777) | add)?;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(error)?.flatten() {
+            own_tree(&entry.path(), gid, mask)?;
         }
     }
     Ok(())
