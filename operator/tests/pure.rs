@@ -435,11 +435,21 @@ fn an_ended_workers_last_report_is_awaited_briefly() {
     let done = "{\"status\":\"succeeded\",\"stopReason\":\"max-duration\",\"message\":\"\",\"retryable\":true}";
     let pods = [pod(0, 1, terminated(0, done))];
     // 10 s after it ended: its file still says recording, so wait for its last report.
-    let p = plan(&job(trtc_spec(), status.clone()), &pods, &Settings::default(), now());
+    let p = plan(
+        &job(trtc_spec(), status.clone()),
+        &pods,
+        &Settings::default(),
+        now(),
+    );
     assert_eq!(p.status.phase, Some(Phase::Recording));
     assert_eq!(p.requeue_after, Some(Duration::from_secs(1)));
     // After the grace the job is judged without it: the file never closed, so Failed.
     let later: Timestamp = "2026-11-26T09:00:16Z".parse().unwrap();
-    let p = plan(&job(trtc_spec(), status), &pods, &Settings::default(), later);
+    let p = plan(
+        &job(trtc_spec(), status),
+        &pods,
+        &Settings::default(),
+        later,
+    );
     assert_eq!(p.status.phase, Some(Phase::Failed));
 }
