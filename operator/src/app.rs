@@ -194,9 +194,9 @@ pub async fn run(options: Options) -> Result<(), String> {
             let shutdown_rx = shutdown_rx.clone();
             tokio::spawn(keep_leading(lease, lost_tx, shutdown_rx))
         });
-        let trigger = {
-            let shutdown_rx = shutdown_rx.clone();
-            let lost_rx = lost_rx.clone();
+        // Shutdown, or the lease lost: either ends this term of leading.
+        let term_ends = || {
+            let (shutdown_rx, lost_rx) = (shutdown_rx.clone(), lost_rx.clone());
             async move {
                 tokio::select! {
                     _ = stop(shutdown_rx) => {}
@@ -204,15 +204,12 @@ pub async fn run(options: Options) -> Result<(), String> {
                 }
             }
         };
+        let trigger = term_ends();
         // Bounded: a controller asked to stop before its caches filled may not return by itself.
         let stopped = {
-            let shutdown_rx = shutdown_rx.clone();
-            let lost_rx = lost_rx.clone();
+            let ends = term_ends();
             async move {
-                tokio::select! {
-                    _ = stop(shutdown_rx) => {}
-                    _ = stop(lost_rx) => {}
-                }
+                ends.await;
                 tokio::time::sleep(Duration::from_secs(30)).await;
             }
         };

@@ -327,8 +327,10 @@ pub struct WorkerOverrides {
     /// CPU and memory for each worker (default: the operator's defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Run the workers only on nodes with these labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,
+    /// Let the workers run on nodes with these taints (e.g. nodes kept for recording).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
     /// A ServiceAccount of your own for the workers (e.g. for cloud identity); default: one the
@@ -347,16 +349,21 @@ pub struct RecordingJobStatus {
     /// Pending → Recording → Finalizing → Succeeded | Failed | Stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// Recording (a worker records), Finished (the job ended: reason Succeeded, Failed or
+    /// Stopped, and why), Valid (False while a referenced Secret is missing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+    /// The spec generation this status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// The most recently started worker pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_pod: Option<String>,
+    /// When the first worker started (also the `{start}` of every file's key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// When the job ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
     /// Why the job ended: source-ended, idle-timeout, max-duration, stop-requested, deleted,
@@ -383,6 +390,7 @@ pub struct RecordingJobStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["url".into()]))]
     pub files: Vec<FileStatus>,
+    /// Delivery of the end-of-job callback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackStatus>,
 }
@@ -427,15 +435,19 @@ impl Phase {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerStatus {
+    /// The person (for a url source: the stream's name).
     pub user_id: String,
     /// Pending, Recording, Done or Failed.
     pub state: String,
     /// Worker pods started for this person.
     pub attempts: u32,
+    /// The person's latest worker pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
+    /// Why the person's recording ended (as the job's stopReason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
+    /// What went wrong, or what is being waited for.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
@@ -446,19 +458,26 @@ pub struct WorkerStatus {
 pub struct FileStatus {
     /// The canonical URL, e.g. https://{bucket}.cos.{region}.myqcloud.com/{key}.
     pub url: String,
+    /// Whose recording this is.
     pub user_id: String,
     /// recording (still being written), succeeded or failed.
     pub status: String,
+    /// Why it failed, or how it was stored (e.g. rebuilt from checkpoints).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The part number, from 1 (also in the file's name).
     #[serde(default)]
     pub part: u32,
+    /// Size, so far while recording.
     #[serde(default)]
     pub bytes: u64,
+    /// Media duration, so far while recording.
     #[serde(default)]
     pub duration_seconds: f64,
+    /// When the part's first media arrived.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// When the part was closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,
     /// The worker pod that wrote this entry last.
@@ -469,11 +488,14 @@ pub struct FileStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallbackStatus {
+    /// POSTs made.
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_attempt_at: Option<String>,
+    /// Set once the receiver answered 2xx; it is never sent again after that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<String>,
+    /// The last failure (status and body, or the connection error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// Delivery stopped without success after the retry budget.

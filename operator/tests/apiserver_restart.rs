@@ -5,7 +5,6 @@
 
 mod support;
 
-use kube::api::PostParams;
 use roomrec_testbed::TestBed;
 use serde_json::json;
 use std::time::Duration;
@@ -15,43 +14,19 @@ use support::*;
 async fn a_job_survives_an_api_server_restart() {
     let mut testbed = TestBed::start().await.unwrap();
     use_bed(testbed.info.clone());
-    cluster().await;
-    let ns = bed().namespace("apirestart").await.unwrap();
-    s3_secret(&ns).await;
-    let op = Operator::start(&ns, &[]).await;
-    let key = format!("apirestart-{ns}");
-    let _publisher = publish(&key, None).await;
-    let api = jobs(&ns).await;
-    api.create(
-        &PostParams::default(),
-        &url_job(
-            "through",
-            &bed().rtmp_url(&key),
-            json!({"maxDurationSeconds": 25}),
-        ),
-    )
-    .await
-    .unwrap();
+    let Scene {
+        ns,
+        op,
+        api,
+        publisher: _publisher,
+    } = scene("apirestart", "through", json!({"maxDurationSeconds": 25})).await;
     wait_recording_bytes(&api, "through", 1.0, &op).await;
 
     testbed.control_plane.restart_apiserver().await.unwrap();
 
     let api = jobs(&ns).await;
-    let job = wait_phase(
-        &api,
-        "through",
-        &["Succeeded", "Failed"],
-        Duration::from_secs(120),
-        &op,
-    )
-    .await;
+    let job = ended_as(&api, "through", "Succeeded", Duration::from_secs(120), &op).await;
     let status = job.status.clone().unwrap();
-    assert_eq!(
-        status.phase.unwrap().as_str(),
-        "Succeeded",
-        "{}",
-        status_json(&job)
-    );
     assert_eq!(status.attempts, Some(1), "{}", status_json(&job));
     assert_eq!(worker_pods(&ns, &job).await.len(), 1);
     let total = assert_files_play(&job, &["h264", "aac"]);

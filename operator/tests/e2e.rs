@@ -54,21 +54,15 @@ async fn quickstart_example_records_into_the_bucket() {
         "{listed}"
     );
 
-    let job = wait_phase(
+    let job = ended_as(
         &api,
         "quickstart",
-        &["Succeeded", "Failed"],
+        "Succeeded",
         Duration::from_secs(90),
         &op,
     )
     .await;
     let status = job.status.clone().unwrap();
-    assert_eq!(
-        status.phase.unwrap().as_str(),
-        "Succeeded",
-        "{}",
-        status_json(&job)
-    );
     assert_eq!(status.stop_reason.as_deref(), Some("max-duration"));
     let total = assert_files_play(&job, &["h264", "aac"]);
     assert!((total - 8.0).abs() < 1.5, "recorded {total} s of 8");
@@ -183,20 +177,14 @@ async fn trtc_example_records_each_person_into_cos_and_calls_back_once() {
         ),
     );
     let api = jobs(&ns).await;
-    let job = wait_phase(
+    let job = ended_as(
         &api,
         "class-43474",
-        &["Succeeded", "Failed"],
+        "Succeeded",
         Duration::from_secs(120),
         &op,
     )
     .await;
-    assert_eq!(
-        job.status.as_ref().unwrap().phase.unwrap().as_str(),
-        "Succeeded",
-        "{}",
-        status_json(&job)
-    );
     assert_files_play(&job, &["h264", "aac"]);
     for person in ["alice", "bob"] {
         let theirs: Vec<_> = files(&job)
@@ -288,19 +276,12 @@ async fn trtc_example_records_each_person_into_cos_and_calls_back_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spec_stop_ends_the_recording_gracefully() {
-    cluster().await;
-    let ns = bed().namespace("stop").await.unwrap();
-    s3_secret(&ns).await;
-    let op = Operator::start(&ns, &[]).await;
-    let key = format!("stop-{ns}");
-    let _publisher = publish(&key, None).await;
-    let api = jobs(&ns).await;
-    api.create(
-        &PostParams::default(),
-        &url_job("stopme", &bed().rtmp_url(&key), json!({})),
-    )
-    .await
-    .unwrap();
+    let Scene {
+        ns,
+        op,
+        api,
+        publisher: _publisher,
+    } = scene("stop", "stopme", json!({})).await;
     wait_recording_bytes(&api, "stopme", 1.0, &op).await;
     api.patch(
         "stopme",
@@ -309,21 +290,8 @@ async fn spec_stop_ends_the_recording_gracefully() {
     )
     .await
     .unwrap();
-    let job = wait_phase(
-        &api,
-        "stopme",
-        &["Stopped", "Failed", "Succeeded"],
-        Duration::from_secs(60),
-        &op,
-    )
-    .await;
+    let job = ended_as(&api, "stopme", "Stopped", Duration::from_secs(60), &op).await;
     let status = job.status.clone().unwrap();
-    assert_eq!(
-        status.phase.unwrap().as_str(),
-        "Stopped",
-        "{}",
-        status_json(&job)
-    );
     assert_eq!(status.stop_reason.as_deref(), Some("stop-requested"));
     assert!(assert_files_play(&job, &["h264", "aac"]) > 1.0);
     let active: Vec<Pod> = worker_pods(&ns, &job).await;
@@ -347,19 +315,12 @@ async fn spec_stop_ends_the_recording_gracefully() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_job_waits_until_its_files_are_closed() {
-    cluster().await;
-    let ns = bed().namespace("delete").await.unwrap();
-    s3_secret(&ns).await;
-    let op = Operator::start(&ns, &[]).await;
-    let key = format!("delete-{ns}");
-    let _publisher = publish(&key, None).await;
-    let api = jobs(&ns).await;
-    api.create(
-        &PostParams::default(),
-        &url_job("deleteme", &bed().rtmp_url(&key), json!({})),
-    )
-    .await
-    .unwrap();
+    let Scene {
+        ns,
+        op,
+        api,
+        publisher: _publisher,
+    } = scene("delete", "deleteme", json!({})).await;
     let job = wait_recording_bytes(&api, "deleteme", 3.0, &op).await;
     let urls: Vec<String> = files(&job).iter().map(|f| f.url.clone()).collect();
     let seconds_before = files(&job).iter().map(|f| f.duration_seconds).sum::<f64>();
@@ -387,44 +348,20 @@ async fn deleting_a_job_waits_until_its_files_are_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_is_replaced_and_nothing_recorded_is_lost() {
-    cluster().await;
-    let ns = bed().namespace("killed").await.unwrap();
-    s3_secret(&ns).await;
-    let op = Operator::start(&ns, &[]).await;
-    let key = format!("killed-{ns}");
-    let _publisher = publish(&key, None).await;
-    let api = jobs(&ns).await;
-    api.create(
-        &PostParams::default(),
-        &url_job(
-            "crashy",
-            &bed().rtmp_url(&key),
-            json!({"maxDurationSeconds": 20}),
-        ),
-    )
-    .await
-    .unwrap();
+    let Scene {
+        ns,
+        op,
+        api,
+        publisher: _publisher,
+    } = scene("killed", "crashy", json!({"maxDurationSeconds": 20})).await;
     let job = wait_recording_bytes(&api, "crashy", 5.0, &op).await;
     let pod = job.status.clone().unwrap().worker_pod.unwrap();
     let reported = files(&job)[0].duration_seconds;
     let pid = worker_pid(&pod).expect("the worker process");
     unsafe { libc::kill(pid, libc::SIGKILL) };
 
-    let job = wait_phase(
-        &api,
-        "crashy",
-        &["Succeeded", "Failed"],
-        Duration::from_secs(120),
-        &op,
-    )
-    .await;
+    let job = ended_as(&api, "crashy", "Succeeded", Duration::from_secs(120), &op).await;
     let status = job.status.clone().unwrap();
-    assert_eq!(
-        status.phase.unwrap().as_str(),
-        "Succeeded",
-        "{}",
-        status_json(&job)
-    );
     assert_eq!(status.workers[0].attempts, 2, "{}", status_json(&job));
     let files = files(&job);
     assert!(
@@ -455,41 +392,24 @@ async fn a_killed_worker_is_replaced_and_nothing_recorded_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_operator_takes_over_without_a_second_worker() {
-    cluster().await;
-    let ns = bed().namespace("restart").await.unwrap();
-    s3_secret(&ns).await;
-    let mut first = Operator::start(&ns, &[]).await;
-    let key = format!("restart-{ns}");
-    let _publisher = publish(&key, None).await;
-    let api = jobs(&ns).await;
-    api.create(
-        &PostParams::default(),
-        &url_job(
-            "steady",
-            &bed().rtmp_url(&key),
-            json!({"maxDurationSeconds": 15}),
-        ),
-    )
-    .await
-    .unwrap();
+    let Scene {
+        ns,
+        op: mut first,
+        api,
+        publisher: _publisher,
+    } = scene("restart", "steady", json!({"maxDurationSeconds": 15})).await;
     wait_recording_bytes(&api, "steady", 1.0, &first).await;
     first.kill();
     let _ = first.child.wait().await;
     let second = Operator::start(&ns, &[]).await;
-    let job = wait_phase(
+    let job = ended_as(
         &api,
         "steady",
-        &["Succeeded", "Failed"],
+        "Succeeded",
         Duration::from_secs(90),
         &second,
     )
     .await;
-    assert_eq!(
-        job.status.clone().unwrap().phase.unwrap().as_str(),
-        "Succeeded",
-        "{}",
-        status_json(&job)
-    );
     assert_eq!(
         worker_pods(&ns, &job).await.len(),
         1,
@@ -549,20 +469,7 @@ async fn a_missing_secret_holds_the_job_with_the_fix_then_it_runs() {
 
     let _publisher = publish(&key, None).await;
     s3_secret(&ns).await;
-    let job = wait_phase(
-        &api,
-        "waits",
-        &["Succeeded", "Failed"],
-        Duration::from_secs(90),
-        &op,
-    )
-    .await;
-    assert_eq!(
-        job.status.clone().unwrap().phase.unwrap().as_str(),
-        "Succeeded",
-        "{}",
-        status_json(&job)
-    );
+    ended_as(&api, "waits", "Succeeded", Duration::from_secs(90), &op).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -782,31 +689,17 @@ async fn one_replica_leads_and_a_standby_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_cannot_succeed_fails_the_job_without_retrying() {
-    cluster().await;
-    let ns = bed().namespace("doomed").await.unwrap();
-    s3_secret(&ns).await;
-    let op = Operator::start(&ns, &[]).await;
-    let key = format!("doomed-{ns}");
-    let _publisher = publish(&key, None).await;
-    let api = jobs(&ns).await;
-    let mut job = url_job("doomed", &bed().rtmp_url(&key), json!({}));
-    job.spec.storage.s3.as_mut().unwrap().bucket = "no-such-bucket".into();
-    api.create(&PostParams::default(), &job).await.unwrap();
-    let job = wait_phase(
-        &api,
-        "doomed",
-        &["Failed", "Succeeded"],
-        Duration::from_secs(60),
-        &op,
-    )
+    let Scene {
+        ns,
+        op,
+        api,
+        publisher: _publisher,
+    } = scene_with("doomed", "doomed", json!({}), |job| {
+        job.spec.storage.s3.as_mut().unwrap().bucket = "no-such-bucket".into()
+    })
     .await;
+    let job = ended_as(&api, "doomed", "Failed", Duration::from_secs(60), &op).await;
     let status = job.status.clone().unwrap();
-    assert_eq!(
-        status.phase.unwrap().as_str(),
-        "Failed",
-        "{}",
-        status_json(&job)
-    );
     assert_eq!(status.attempts, Some(1), "a permanent failure was retried");
     let finished = status
         .conditions

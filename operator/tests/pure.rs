@@ -453,3 +453,25 @@ fn an_ended_workers_last_report_is_awaited_briefly() {
     );
     assert_eq!(p.status.phase, Some(Phase::Failed));
 }
+
+#[test]
+fn a_deleted_or_evicted_worker_pod_is_replaced() {
+    let status = json!({"startedAt": "2026-11-26T09:00:00Z", "phase": "Recording", "workers": [
+        {"userId": "alice", "state": "Recording", "attempts": 1, "pod": "class-43474-0-1"},
+        {"userId": "bob", "state": "Recording", "attempts": 1, "pod": "class-43474-1-1"}]});
+    // alice's pod is gone without a trace; bob's runs.
+    let pods = [pod(1, 1, running())];
+    let p = plan(
+        &job(trtc_spec(), status),
+        &pods,
+        &Settings::default(),
+        now(),
+    );
+    assert_eq!(p.create.len(), 1);
+    assert_eq!(
+        (p.create[0].0.user_id.as_str(), p.create[0].1),
+        ("alice", 2)
+    );
+    assert!(p.status.workers[0].message.contains("disappeared"));
+    assert_eq!(p.replacements, 1);
+}

@@ -406,6 +406,24 @@ pub async fn wait_phase(
     job.unwrap()
 }
 
+/// Waits until the job has ended and asserts it ended as `phase`.
+pub async fn ended_as(
+    api: &Api<RecordingJob>,
+    name: &str,
+    phase: &str,
+    timeout: Duration,
+    op: &Operator,
+) -> RecordingJob {
+    let job = wait_phase(api, name, &["Succeeded", "Failed", "Stopped"], timeout, op).await;
+    let ended = job
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .map(|p| p.as_str());
+    assert_eq!(ended, Some(phase), "{}", status_json(&job));
+    job
+}
+
 /// The local file behind a file URL of the bed's S3 store (path-style) or of the COS
 /// stand-in (whose buckets are directories beside the S3 bucket).
 pub fn stored_file(url: &str) -> PathBuf {
@@ -683,4 +701,42 @@ pub async fn wait_recording_bytes(
         op.log_text()
     );
     last.unwrap()
+}
+
+/// A namespace with the bed's S3 keys, an operator for it, a live stream, and a RecordingJob
+/// `name` recording that stream into the bucket (spec fields in `extra`).
+pub struct Scene {
+    pub ns: String,
+    pub op: Operator,
+    pub api: Api<RecordingJob>,
+    pub publisher: Publisher,
+}
+
+pub async fn scene(prefix: &str, name: &str, extra: Value) -> Scene {
+    scene_with(prefix, name, extra, |_| {}).await
+}
+
+/// As `scene`, with a last change to the job before it is created.
+pub async fn scene_with(
+    prefix: &str,
+    name: &str,
+    extra: Value,
+    edit: impl FnOnce(&mut RecordingJob),
+) -> Scene {
+    cluster().await;
+    let ns = bed().namespace(prefix).await.unwrap();
+    s3_secret(&ns).await;
+    let op = Operator::start(&ns, &[]).await;
+    let key = format!("{prefix}-{ns}");
+    let publisher = publish(&key, None).await;
+    let api = jobs(&ns).await;
+    let mut job = url_job(name, &bed().rtmp_url(&key), extra);
+    edit(&mut job);
+    api.create(&PostParams::default(), &job).await.unwrap();
+    Scene {
+        ns,
+        op,
+        api,
+        publisher,
+    }
 }
