@@ -725,3 +725,57 @@ async fn a_worker_that_cannot_succeed_fails_the_job_without_retrying() {
         "no WorkerFailed warning event"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_that_keeps_failing_stops_after_its_retry_budget() {
+    cluster().await;
+    let ns = bed().namespace("nocallback").await.unwrap();
+    s3_secret(&ns).await;
+    let receiver = Receiver::start(usize::MAX).await;
+    let op = Operator::start(&ns, &["--callback-max-attempts", "3"]).await;
+    let key = format!("nocallback-{ns}");
+    let _publisher = publish(&key, None).await;
+    let api = jobs(&ns).await;
+    let job = url_job(
+        "unheard",
+        &bed().rtmp_url(&key),
+        json!({"maxDurationSeconds": 3, "callback": {"url": receiver.url()}}),
+    );
+    api.create(&PostParams::default(), &job).await.unwrap();
+    ended_as(&api, "unheard", "Succeeded", Duration::from_secs(60), &op).await;
+    let gave_up = wait_until(Duration::from_secs(30), || async {
+        api.get("unheard")
+            .await
+            .ok()
+            .and_then(|j| j.status?.callback)
+            .is_some_and(|c| c.gave_up)
+    })
+    .await;
+    assert!(
+        gave_up.is_ok(),
+        "the callback was not given up: {}",
+        op.log_text()
+    );
+    let state = api
+        .get("unheard")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .callback
+        .unwrap();
+    assert_eq!(state.attempts, 3);
+    assert!(state.delivered_at.is_none());
+    assert!(state.last_error.unwrap().contains("500"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        receiver.requests.lock().unwrap().len(),
+        3,
+        "more POSTs than the budget"
+    );
+    assert!(
+        op.metrics()
+            .await
+            .contains("roomrec_callback_failures_total 3")
+    );
+}
