@@ -79,6 +79,10 @@ pub struct Recorder {
     pending_init: Option<(bytes::Bytes, fmp4::Tracks)>,
     /// Media seconds of parts already closed, for progress.
     closed_seconds: f64,
+    /// Bytes of the fragments after the current GOP's keyframe fragment, and the most any GOP
+    /// had: a part can only be cut at a keyframe, so it must leave room for the GOP's rest.
+    gop_tail: u64,
+    largest_gop_tail: u64,
 }
 
 /// Why the inner read loop returned.
@@ -109,6 +113,8 @@ impl Recorder {
             next_part: 1,
             pending_init: None,
             closed_seconds: 0.0,
+            gop_tail: 0,
+            largest_gop_tail: 0,
         })
     }
 
@@ -401,11 +407,24 @@ impl Recorder {
                 }
                 *part = None;
                 self.pending_init = Some((init, tracks));
+                // A new ffmpeg run starts a new GOP.
+                self.gop_tail = 0;
             }
             Piece::Fragment(fragment) => {
+                // A part is cut only before a keyframe, so the size rule must leave room for
+                // the fragments that follow it until the next one (the largest such rest seen).
+                let incoming = fragment.bytes.len() as u64;
+                let reserve = if fragment.starts_with_keyframe {
+                    self.largest_gop_tail = self.largest_gop_tail.max(self.gop_tail);
+                    self.gop_tail = 0;
+                    self.largest_gop_tail
+                } else {
+                    self.gop_tail += incoming;
+                    0
+                };
                 let rotate = part
                     .as_ref()
-                    .is_some_and(|p| self.should_rotate(p, fragment.bytes.len()))
+                    .is_some_and(|p| self.should_rotate(p, incoming + reserve))
                     && fragment.starts_with_keyframe;
                 if rotate && let Some(open) = part.take() {
                     self.close(open);
@@ -443,7 +462,7 @@ impl Recorder {
             Piece::Frames(frames) => {
                 if part
                     .as_ref()
-                    .is_some_and(|p| self.should_rotate(p, frames.bytes.len()))
+                    .is_some_and(|p| self.should_rotate(p, frames.bytes.len() as u64))
                     && let Some(open) = part.take()
                 {
                     self.close(open);
@@ -470,7 +489,7 @@ impl Recorder {
             .store(media as u64, Ordering::Relaxed);
     }
 
-    fn should_rotate(&self, open: &OpenPart, incoming: usize) -> bool {
+    fn should_rotate(&self, open: &OpenPart, incoming: u64) -> bool {
         let w = &open.writer;
         let by_duration = self
             .config
@@ -479,9 +498,8 @@ impl Recorder {
         let by_size = self
             .config
             .segment_bytes
-            .is_some_and(|max| w.bytes + incoming as u64 > max);
-        let by_part_limit =
-            w.bytes + incoming as u64 > MAX_CHUNKS * self.config.chunk_size() as u64;
+            .is_some_and(|max| w.bytes + incoming > max);
+        let by_part_limit = w.bytes + incoming > MAX_CHUNKS * self.config.chunk_size() as u64;
         by_duration || by_size || by_part_limit
     }
 

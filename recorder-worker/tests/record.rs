@@ -688,13 +688,72 @@ async fn segments_split_by_duration_into_playable_parts_starting_at_zero() {
     verify_parts(&run, &storage, Some("h264"), Some("aac"));
     for part in &parts {
         let file = storage.file(part["key"].as_str().unwrap());
-        let p = probe(&file);
-        let start: f64 = p.raw["format"]["start_time"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let start = start_time(&file);
         assert!(start < 0.1, "{} starts at {start}", file.display());
+    }
+}
+
+/// ffprobe's `format.start_time` of a file.
+fn start_time(path: &Path) -> f64 {
+    probe(path).raw["format"]["start_time"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn segments_split_by_size_into_playable_parts() {
+    // 640x360 at 800 kbit/s (+ 128 kbit/s AAC): about 1 MiB every 9 s, so 12 s make two parts.
+    let spec = StreamSpec {
+        width: 640,
+        height: 360,
+        video_kbps: 800,
+        ..StreamSpec::default()
+    };
+    let _publisher = publish("sizes", spec).await;
+    // ffmpeg cuts a fragment every second and at each keyframe (every 2 s), and a part starts
+    // only at a keyframe. Two limits a fragment apart: the size is crossed on a fragment
+    // without a keyframe in one of them (1100k did overflow before the size rule left room for
+    // the rest of the GOP).
+    let mut recordings = Vec::new();
+    for (flag, limit) in [("1M", 1u64 << 20), ("1100k", 1100 << 10)] {
+        let storage = Storage::s3(&format!("sizes/{flag}"));
+        let child = start(&mut worker(
+            &bed().rtmp_url("sizes"),
+            "02",
+            &storage,
+            &["--segment-size", flag, "--max-duration", "12"],
+        ));
+        recordings.push((flag, limit, storage, child));
+    }
+    for (flag, limit, storage, child) in recordings {
+        let run = finish(child).await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.manifest["stopReason"], "max-duration");
+        let parts = parts(&run);
+        assert!(parts.len() >= 2, "{:#}", run.manifest);
+        let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+        let mut measured = Vec::new();
+        for part in &parts {
+            let file = storage.file(part["key"].as_str().unwrap());
+            let bytes = part["bytes"].as_u64().unwrap();
+            let on_disk = std::fs::metadata(&file).unwrap().len();
+            // A part is closed before it would exceed the size.
+            assert!(
+                bytes <= limit && on_disk <= limit,
+                "{}: {bytes} bytes in the manifest, {on_disk} on disk, limit {limit}",
+                file.display()
+            );
+            let start = start_time(&file);
+            assert!(start < 0.1, "{} starts at {start}", file.display());
+            measured.push((on_disk, part["durationSeconds"].as_f64().unwrap()));
+        }
+        eprintln!("--segment-size {flag}: parts (bytes, seconds) {measured:?}, {seconds:.2} s");
+        assert!(
+            (seconds - 12.0).abs() <= 1.5,
+            "--segment-size {flag}: the parts last {seconds} s together, not ~12 s"
+        );
     }
 }
 
@@ -849,6 +908,146 @@ async fn checkpoints_the_store_never_took_are_kept_and_uploaded_by_the_next_run(
         "everything the first run recorded ({recorded} s), including what only its spool held, is in the file ({recovered} s)"
     );
     assert!(files_under(&spool).is_empty());
+}
+
+/// The journal objects (`meta.json`, `NNNNNNNN.seg`) under a journal root on disk, with their
+/// sizes.
+fn journal_objects(root: &Path) -> BTreeMap<PathBuf, u64> {
+    files_under(root)
+        .into_iter()
+        .filter(|f| {
+            f.file_name().is_some_and(|n| n == "meta.json")
+                || f.extension().is_some_and(|e| e == "seg")
+        })
+        .map(|f| {
+            let len = std::fs::metadata(&f).unwrap().len();
+            (f, len)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_full_spool_fails_the_recording_and_keeps_what_was_stored() {
+    // A private store: stopping it cannot disturb the other tests, and it is resumed before
+    // anything is asserted (a failed assertion drops it, which ends its process).
+    let (mut store, storage) = private_store("spoolfull").await;
+    // A kept-alive bed holds the parts of an earlier run of this test under the same session.
+    let _ = std::fs::remove_dir_all(storage.file("spoolfull"));
+    let journal = storage.file("spoolfull/.roomrec-journal");
+    let spec = StreamSpec {
+        width: 640,
+        height: 360,
+        video_kbps: 800,
+        ..StreamSpec::default()
+    };
+    let _publisher = publish("spoolfull", spec).await;
+    let session = ["--session-start", "2026-03-03T00:00:00Z"];
+    let mut first = worker(
+        &bed().rtmp_url("spoolfull"),
+        "02",
+        &storage,
+        &[
+            "--spool-memory",
+            "256k",
+            "--spool-max",
+            "512k",
+            "--shutdown-timeout",
+            "5",
+        ],
+    );
+    first.args(session);
+    let child = start(&mut first);
+    // Long enough for a few checkpoints (every 2 s) to reach the journal.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let paused = jiff::Timestamp::now();
+    store.pause();
+    // What the store took before the outage (nothing lands once it is stopped).
+    let stored = journal_objects(&journal);
+    let first = tokio::time::timeout(Duration::from_secs(90), finish(child)).await;
+    store.resume().await.unwrap();
+    let first = first.expect("the recording ends once the spool is full");
+
+    assert_eq!(first.code, 1, "retryable: {}", first.stderr);
+    assert_eq!(first.manifest["status"], "failed", "{:#}", first.manifest);
+    assert_eq!(first.manifest["stopReason"], "failed");
+    let message = first.manifest["message"].as_str().unwrap();
+    assert!(
+        message.contains("the spool is full: the object store has been unreachable for too long"),
+        "{message}"
+    );
+    assert!(
+        first.stderr.contains("spool full"),
+        "the log says why: {}",
+        first.stderr
+    );
+    let full = event_time(&first.stderr, "spool full").expect("spool full event");
+    let full_after = (full - paused).total(jiff::Unit::Second).unwrap();
+    let connected = event_time(&first.stderr, "recording ").expect("recording event");
+    let recorded_before_outage = (paused - connected).total(jiff::Unit::Second).unwrap();
+    let first_parts = parts(&first);
+    assert_eq!(first_parts.len(), 1, "{:#}", first.manifest);
+    let key = first_parts[0]["key"].as_str().unwrap().to_string();
+    // The store was down when the part ended: it cannot be complete, its journal stays.
+    assert_eq!(first_parts[0]["status"], "failed", "{:#}", first_parts[0]);
+    assert!(!storage.file(&key).exists());
+
+    // Nothing the store took before the outage was deleted.
+    let checkpoints = stored
+        .keys()
+        .filter(|f| f.extension().is_some_and(|e| e == "seg"))
+        .count();
+    assert!(
+        stored.keys().any(|f| f.ends_with("meta.json")) && checkpoints >= 2,
+        "the journal had checkpoints before the outage: {stored:?}"
+    );
+    let kept = journal_objects(&journal);
+    for (file, len) in &stored {
+        assert_eq!(
+            kept.get(file),
+            Some(len),
+            "{} was stored before the outage",
+            file.display()
+        );
+    }
+    let journal_bytes: u64 = kept
+        .iter()
+        .filter(|(f, _)| f.extension().is_some_and(|e| e == "seg"))
+        .map(|(_, len)| len)
+        .sum();
+
+    // The next run rebuilds the part from its journal.
+    let mut next = worker(
+        &bed().rtmp_url("spoolfull"),
+        "02",
+        &storage,
+        &["--max-duration", "2"],
+    );
+    next.args(session);
+    let run = run(&mut next).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let parts = parts(&run);
+    assert_eq!(parts.len(), 2, "{:#}", run.manifest);
+    assert_eq!(parts[0]["part"], 1);
+    assert_eq!(parts[0]["key"], key.as_str());
+    assert_eq!(parts[0]["recovered"], true);
+    assert_eq!(
+        parts[0]["bytes"], journal_bytes,
+        "every checkpoint is in the file"
+    );
+    assert_ne!(parts[1]["key"], key.as_str());
+    verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    let recovered = parts[0]["durationSeconds"].as_f64().unwrap();
+    eprintln!(
+        "spool full {full_after:.1} s into the outage; {recorded_before_outage:.2} s recorded before it, {recovered:.2} s recovered from {checkpoints} checkpoints ({journal_bytes} bytes)"
+    );
+    assert!(
+        recovered >= recorded_before_outage - 3.5,
+        "recovered {recovered:.2} s of the {recorded_before_outage:.2} s recorded before the outage"
+    );
+    assert!(
+        journal_objects(&journal).is_empty(),
+        "the journal is gone once the part is rebuilt"
+    );
 }
 
 #[tokio::test]
