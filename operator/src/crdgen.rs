@@ -1,6 +1,12 @@
-//! Prints the RecordingJob CustomResourceDefinition as YAML: `cargo run -p roomrec-operator
-//! --bin crdgen > crds/recordingjob.yaml`. A test fails when the committed file drifts.
+//! Prints the RecordingJob CustomResourceDefinition as YAML:
+//! `cargo run -p roomrec-operator --bin crdgen > crds/recordingjob.yaml`, and with `--chart` the
+//! chart's template: `… --bin crdgen -- --chart > charts/roomrec/templates/crd.yaml`. A test
+//! fails when either committed file drifts.
 
 fn main() {
-    print!("{}", roomrec_operator::crd_yaml());
+    if std::env::args().any(|a| a == "--chart") {
+        print!("{}", roomrec_operator::chart_crd_template());
+    } else {
+        print!("{}", roomrec_operator::crd_yaml());
+    }
 }

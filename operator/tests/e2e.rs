@@ -779,3 +779,54 @@ async fn a_callback_that_keeps_failing_stops_after_its_retry_budget() {
             .contains("roomrec_callback_failures_total 3")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_renders_what_the_api_server_accepts() {
+    cluster().await;
+    for values in [
+        vec![],
+        vec!["--set", "crds.keep=false"],
+        vec!["--set", "crds.install=false"],
+    ] {
+        let out = std::process::Command::new(tool("helm"))
+            .args(["template", RELEASE])
+            .arg(repo().join("charts/roomrec"))
+            .args(["--namespace", SYSTEM_NAMESPACE, "--kube-version", "1.37.2"])
+            .args(&values)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rendered = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            rendered.contains("kind: CustomResourceDefinition"),
+            !values.contains(&"crds.install=false"),
+            "crds.install decides whether the CRD is rendered"
+        );
+        assert_eq!(
+            rendered.contains("helm.sh/resource-policy: keep"),
+            values.is_empty(),
+            "crds.keep (default true) keeps the CRD on uninstall"
+        );
+        // The API server validates every object (a server-side dry run changes nothing).
+        let applied = kubectl(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--dry-run=server",
+                "-f",
+                "-",
+            ],
+            Some(&rendered),
+        );
+        assert!(
+            applied.status.success(),
+            "{values:?}: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+    }
+}

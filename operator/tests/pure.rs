@@ -12,6 +12,19 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 #[test]
+fn the_charts_crd_template_matches_the_code() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/roomrec/templates/crd.yaml"
+    );
+    let committed = std::fs::read_to_string(path).unwrap();
+    assert!(
+        committed == roomrec_operator::chart_crd_template(),
+        "charts/roomrec/templates/crd.yaml is stale: run `cargo run -p roomrec-operator --bin crdgen -- --chart > charts/roomrec/templates/crd.yaml`"
+    );
+}
+
+#[test]
 fn the_committed_crd_matches_the_code() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/recordingjob.yaml");
     let committed = std::fs::read_to_string(path).unwrap();
