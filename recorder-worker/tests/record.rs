@@ -198,13 +198,7 @@ async fn run(command: &mut tokio::process::Command) -> Run {
 }
 
 async fn publish(key: &str, spec: StreamSpec) -> Publisher {
-    let log = bed()
-        .scratch("publishers")
-        .unwrap()
-        .join(format!("{key}.log"));
-    Publisher::start(&bed().rtmp_url(key), &spec, &log)
-        .await
-        .unwrap()
+    bed().publish(key, &spec).await.unwrap()
 }
 
 fn probe(path: &Path) -> roomrec_testbed::media::Probe {

@@ -8,7 +8,7 @@
 
 use crate::control_plane::{self, ControlPlane};
 use crate::error::{Result, TestbedError, file_error};
-use crate::media::RtmpServer;
+use crate::media::{Publisher, RtmpServer, StreamSpec};
 use crate::node_agent::{NODE_NAME, NodeAgent, NodeAgentConfig, image::ImageResolver};
 use crate::object_store::{self, ObjectStore};
 use crate::prometheus::Prometheus;
@@ -49,6 +49,13 @@ impl BedInfo {
 
     pub fn rtmp_url(&self, key: &str) -> String {
         format!("rtmp://127.0.0.1:{}/live/{key}", self.rtmp_port)
+    }
+
+    /// Publishes `spec` live to the bed's RTMP app `live` under `key`, logging ffmpeg to
+    /// `scratch/publishers/{key}.log`; the stream stops when the Publisher is dropped.
+    pub async fn publish(&self, key: &str, spec: &StreamSpec) -> Result<Publisher> {
+        let log = self.scratch("publishers")?.join(format!("{key}.log"));
+        Publisher::start(&self.rtmp_url(key), spec, &log).await
     }
 
     /// Where a test may keep its own files; removed with the bed.

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use roomrec_testbed::media::{Publisher, StreamSpec, ffprobe};
+use roomrec_testbed::media::{StreamSpec, ffprobe};
 use roomrec_testbed::{BedInfo, shared, wait_until};
 use serde_json::json;
 use std::time::Duration;
@@ -439,8 +439,8 @@ async fn deleted_pod_ignoring_sigterm_is_killed_after_its_grace_period() {
 async fn rtmp_stream_is_readable_with_the_published_codecs() {
     let bed = bed();
     let url = bed.rtmp_url("smoke-camera");
-    let log = bed.scratch("publisher").unwrap().join("smoke-camera.log");
-    let _publisher = Publisher::start(&url, &StreamSpec::default(), &log)
+    let _publisher = bed
+        .publish("smoke-camera", &StreamSpec::default())
         .await
         .unwrap();
     let probe = tokio::task::spawn_blocking(move || ffprobe(&url, Duration::from_secs(15)))

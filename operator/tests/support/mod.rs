@@ -350,13 +350,7 @@ pub async fn publish(key: &str, seconds: Option<u64>) -> Publisher {
         duration: seconds.map(Duration::from_secs),
         ..StreamSpec::default()
     };
-    let log = bed()
-        .scratch("publishers")
-        .unwrap()
-        .join(format!("{key}.log"));
-    Publisher::start(&bed().rtmp_url(key), &spec, &log)
-        .await
-        .unwrap()
+    bed().publish(key, &spec).await.unwrap()
 }
 
 pub async fn jobs(namespace: &str) -> Api<RecordingJob> {
