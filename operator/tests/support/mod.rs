@@ -422,7 +422,10 @@ pub async fn ended_as(
 /// stand-in (whose buckets are directories beside the S3 bucket).
 pub fn stored_file(url: &str) -> PathBuf {
     let buckets = bed().s3_bucket_dir.parent().unwrap().to_path_buf();
-    let decoded = percent_decode(url);
+    let decoded = percent_encoding::percent_decode_str(url)
+        .decode_utf8()
+        .unwrap()
+        .to_string();
     if let Some(rest) =
         decoded.strip_prefix(&format!("{}/", bed().s3_endpoint.trim_end_matches('/')))
     {
@@ -432,25 +435,6 @@ pub fn stored_file(url: &str) -> PathBuf {
     let (host, key) = after.split_once('/').unwrap();
     let bucket = host.split(".cos.").next().unwrap();
     buckets.join(bucket).join(key)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).unwrap()
 }
 
 /// ffprobe of a stored file: (duration, codecs).
