@@ -386,7 +386,7 @@ pub fn plan(job: &RecordingJob, pods: &[Pod], settings: &Settings, now: Timestam
     let (phase, stop_reason, message) = if let Some(phase) = old.phase.filter(|p| p.is_terminal()) {
         (phase, old.stop_reason.clone(), None)
     } else if all_ended {
-        let (phase, reason, message) = outcome(job, stopping, &workers, &old.files);
+        let (phase, reason, message) = outcome(stopping, &workers, &old.files);
         (phase, Some(reason), Some(message))
     } else if stopping != Stopping::No {
         (Phase::Finalizing, None, None)
@@ -458,7 +458,6 @@ fn recorded_seconds(files: &[FileStatus], person: &Person, people: usize) -> f64
 
 /// The end of a job whose people have all ended.
 fn outcome(
-    job: &RecordingJob,
     stopping: Stopping,
     workers: &[WorkerStatus],
     files: &[FileStatus],
@@ -512,7 +511,6 @@ fn outcome(
         .filter_map(|w| w.stop_reason.clone())
         .next()
         .unwrap_or_else(|| "source-ended".into());
-    let _ = job;
     (Phase::Succeeded, reason, summary)
 }
 
