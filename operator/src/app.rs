@@ -2,12 +2,15 @@
 //! a clean shutdown on SIGTERM/SIGINT (in-flight reconciles finish, the lease is released).
 
 use crate::controller::{self, Context};
+use crate::crd::{Mode, Storage};
+use crate::defaults::{self, JobDefaults};
 use crate::http::{self, Probes};
 use crate::lease::LeaseLock;
 use crate::metrics::Metrics;
 use crate::settings::{CallbackSettings, Settings};
 use clap::Parser;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{Api, Client};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +35,10 @@ pub struct Options {
     /// Extra environment for every worker, KEY=VALUE (repeatable; e.g. ROOMREC_LOG=debug).
     #[arg(long = "worker-env", value_parser = parse_key_value)]
     pub worker_env: Vec<(String, String)>,
+    /// Image pull Secrets of worker pods, comma-separated (each must exist in the jobs'
+    /// namespaces).
+    #[arg(long, env = "ROOMREC_WORKER_IMAGE_PULL_SECRETS", value_delimiter = ',')]
+    pub worker_image_pull_secrets: Vec<String>,
     /// Worker pods' termination grace period; workers get 10 s less to close their files.
     #[arg(long, env = "ROOMREC_WORKER_GRACE_SECONDS", default_value_t = 40)]
     pub worker_grace_seconds: u64,
@@ -41,6 +48,25 @@ pub struct Options {
     /// Wait before the second and later replacements (doubling, at most 5 min).
     #[arg(long, env = "ROOMREC_RETRY_BACKOFF_SECONDS", default_value_t = 5.0)]
     pub retry_backoff_seconds: f64,
+    /// Resources of worker pods whose job does not set spec.worker.resources, as JSON, e.g.
+    /// {"requests":{"cpu":"100m","memory":"64Mi"},"limits":{"memory":"512Mi"}}.
+    #[arg(long, env = "ROOMREC_WORKER_RESOURCES", value_parser = parse_resources)]
+    pub worker_resources: Option<ResourceRequirements>,
+    /// Size limit of each worker's spool volume (checkpoints while the store is unreachable).
+    #[arg(long, env = "ROOMREC_WORKER_SPOOL_LIMIT", default_value = "2Gi")]
+    pub worker_spool_limit: String,
+    /// Mode of jobs that leave spec.mode out: AudioMp3, VideoMp4 or AudioVideoMp4.
+    #[arg(long, env = "ROOMREC_DEFAULT_MODE", default_value = "AudioMp3", value_parser = parse_mode)]
+    pub default_mode: Mode,
+    /// Idle timeout of jobs that leave spec.idleTimeoutSeconds out.
+    #[arg(long, env = "ROOMREC_DEFAULT_IDLE_TIMEOUT_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u32).range(5..=86400))]
+    pub default_idle_timeout_seconds: u32,
+    /// Storage of jobs that leave spec.storage out: the JSON of a spec.storage, e.g.
+    /// {"s3":{"bucket":"recordings","endpoint":"https://s3.example.com"}}. Unset: jobs must
+    /// set spec.storage.
+    #[arg(long, env = "ROOMREC_DEFAULT_STORAGE", value_parser = parse_default_storage)]
+    pub default_storage: Option<DefaultStorage>,
     /// Callback attempts before giving up.
     #[arg(long, env = "ROOMREC_CALLBACK_MAX_ATTEMPTS", default_value_t = 10)]
     pub callback_max_attempts: u32,
@@ -84,9 +110,36 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
+fn parse_resources(s: &str) -> Result<ResourceRequirements, String> {
+    serde_json::from_str(s).map_err(|e| {
+        format!("not a Kubernetes resources object as JSON ({e}): e.g. {{\"requests\":{{\"cpu\":\"100m\"}}}}")
+    })
+}
+
+/// `--default-storage`; `{}` (what the chart passes for an empty value) means none.
+#[derive(Clone, Debug)]
+pub struct DefaultStorage(Option<Storage>);
+
+fn parse_default_storage(s: &str) -> Result<DefaultStorage, String> {
+    defaults::parse_storage(s).map(DefaultStorage)
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("{s:?} is not a mode: use AudioMp3, VideoMp4 or AudioVideoMp4"))
+}
+
 impl Options {
     pub fn settings(&self) -> Settings {
         Settings {
+            worker_resources: self.worker_resources.clone(),
+            worker_image_pull_secrets: self.worker_image_pull_secrets.clone(),
+            spool_limit: self.worker_spool_limit.clone(),
+            defaults: JobDefaults {
+                mode: self.default_mode,
+                idle_timeout_seconds: self.default_idle_timeout_seconds,
+                storage: self.default_storage.clone().and_then(|d| d.0),
+            },
             worker_image: self.worker_image.clone(),
             worker_env: self.worker_env.clone(),
             worker_grace: Duration::from_secs(self.worker_grace_seconds),

@@ -4,6 +4,7 @@
 
 use crate::callback;
 use crate::crd::{CallbackStatus, Phase, RecordingJob, RecordingJobStatus};
+use crate::defaults::Defaulting;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::progress;
@@ -183,6 +184,22 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
     let old = job.status.clone().unwrap_or_default();
     let terminal = old.phase.is_some_and(Phase::is_terminal);
     if !terminal && old.attempts.unwrap_or(0) == 0 && !deleting {
+        match ctx.settings.defaults.apply_to(&job.spec) {
+            Defaulting::Complete => {}
+            Defaulting::Patch(patch) => {
+                fill_defaults(&jobs, job, patch, ctx).await?;
+                return Ok(Action::await_change());
+            }
+            Defaulting::Impossible(problem) => {
+                let status = invalid_status(job, &problem);
+                if Some(&status) != job.status.as_ref() {
+                    ctx.event(job, true, "InvalidSpec", problem).await;
+                    write_status(&jobs, &name, &status).await?;
+                }
+                ctx.metrics.observe(&uid, Some((Phase::Pending, 0)));
+                return Ok(Action::await_change());
+            }
+        }
         // Validate what the schema cannot: referenced Secrets exist with their keys.
         if let Err(problem) = check_references(job, ctx).await? {
             let status = invalid_status(job, &problem);
@@ -444,7 +461,7 @@ async fn check_references(job: &RecordingJob, ctx: &Context) -> Result<Result<()
     let ns = job.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let mut wanted: Vec<(String, String, Vec<Vec<&str>>)> = Vec::new();
-    let storage = &job.spec.storage;
+    let storage = job.spec.storage.clone().unwrap_or_default();
     if let Some(name) = storage
         .cos
         .as_ref()
@@ -572,6 +589,41 @@ async fn write_status(
     .await
     .map_err(Error::Status)?;
     Ok(())
+}
+
+/// Writes the operator's defaults into the spec (a merge patch, compare-and-swap on the
+/// resourceVersion so a concurrent user edit is never overwritten).
+async fn fill_defaults(
+    jobs: &Api<RecordingJob>,
+    job: &RecordingJob,
+    mut patch: serde_json::Value,
+    ctx: &Context,
+) -> Result<()> {
+    let name = job.name_any();
+    let filled: Vec<String> = patch["spec"]
+        .as_object()
+        .map(|spec| spec.keys().map(|k| format!("spec.{k}")).collect())
+        .unwrap_or_default();
+    patch["metadata"] = json!({ "resourceVersion": job.resource_version() });
+    match jobs
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            let note = format!(
+                "filled in the operator's defaults for {}",
+                filled.join(", ")
+            );
+            ctx.event(job, false, "Defaulted", note).await;
+            Ok(())
+        }
+        // Changed meanwhile: the next reconcile sees the new version.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(source) => Err(Error::Apply {
+            what: format!("the defaults of {name}"),
+            source,
+        }),
+    }
 }
 
 async fn remove_finalizer(jobs: &Api<RecordingJob>, job: &RecordingJob) -> Result<()> {

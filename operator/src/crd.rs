@@ -29,6 +29,9 @@ use std::collections::BTreeMap;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.stopReason"}"#
 )]
+// Per-field `self == oldSelf` rules do not run when a field is removed; these do.
+#[x_kube(validation = Rule::new("!has(oldSelf.mode) || has(self.mode)").message("spec.mode cannot be removed once set: delete the RecordingJob and create a new one"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.storage) || has(self.storage)").message("spec.storage cannot be removed once set: delete the RecordingJob and create a new one"))]
 #[serde(rename_all = "camelCase")]
 pub struct RecordingJobSpec {
     /// What to record: people in a TRTC room (`trtc`) or any stream URL (`url`). Set exactly one.
@@ -36,16 +39,19 @@ pub struct RecordingJobSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.source cannot change after the job is created: delete the RecordingJob and create a new one"))]
     pub source: Source,
 
-    /// AudioMp3 (MP3, audio only; heritage code 00, the default), VideoMp4 (MP4, video only;
-    /// 01) or AudioVideoMp4 (MP4; 02). Immutable.
-    #[serde(default)]
+    /// AudioMp3 (MP3, audio only; heritage code 00), VideoMp4 (MP4, video only; 01) or
+    /// AudioVideoMp4 (MP4; 02). Left out: the operator fills in its default (chart value
+    /// `worker.defaults.mode`, AudioMp3 as the heritage template did). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.mode cannot change after the job is created: delete the RecordingJob and create a new one"))]
-    pub mode: Mode,
+    pub mode: Option<Mode>,
 
     /// Where the files go: Tencent COS (`cos`), an S3-compatible store (`s3`) or a volume
-    /// (`volume`). Set exactly one. Immutable.
+    /// (`volume`). Set exactly one. Left out: the operator fills in its default storage (chart
+    /// value `worker.defaults.storage`); without one the job stays Pending. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.storage cannot change after the job is created: delete the RecordingJob and create a new one"))]
-    pub storage: Storage,
+    pub storage: Option<Storage>,
 
     /// Where to POST the result when the job ends (the heritage payload: SdkAppId, RoomId,
     /// UserId, StrRoomId, Files).
@@ -53,10 +59,11 @@ pub struct RecordingJobSpec {
     pub callback: Option<Callback>,
 
     /// Stop a person's recording after this many seconds without media from them (also when
-    /// they never appear). Default 300, as the heritage template did.
-    #[serde(default = "default_idle_timeout")]
+    /// they never appear). Left out: the operator's default (chart value
+    /// `worker.defaults.idleTimeoutSeconds`, 300 as the heritage template did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 5 && self <= 86400").message("spec.idleTimeoutSeconds must be between 5 and 86400 (one day)"))]
-    pub idle_timeout_seconds: u32,
+    pub idle_timeout_seconds: Option<u32>,
 
     /// Stop once this many seconds of media are recorded per person (across worker restarts).
     /// Unset: no limit.
@@ -77,10 +84,6 @@ pub struct RecordingJobSpec {
     /// Adjustments to the worker pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<WorkerOverrides>,
-}
-
-fn default_idle_timeout() -> u32 {
-    300
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -204,7 +207,7 @@ impl Mode {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[x_kube(validation = Rule::new("(has(self.cos) ? 1 : 0) + (has(self.s3) ? 1 : 0) + (has(self.volume) ? 1 : 0) == 1").message("spec.storage: set exactly one of cos, s3 or volume"))]
 #[serde(rename_all = "camelCase")]
 pub struct Storage {

@@ -5,6 +5,7 @@ pub mod app;
 pub mod callback;
 pub mod controller;
 pub mod crd;
+pub mod defaults;
 pub mod error;
 pub mod http;
 pub mod lease;

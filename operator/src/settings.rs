@@ -1,6 +1,7 @@
 //! The operator's own configuration (flags of `roomrec-operator`), shared by the build and the
 //! controller.
 
+use crate::defaults::JobDefaults;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ pub struct Settings {
     pub worker_image: String,
     /// Worker resources when a job does not set them.
     pub worker_resources: Option<ResourceRequirements>,
+    /// Image pull Secrets of every worker pod.
+    pub worker_image_pull_secrets: Vec<String>,
     /// Extra environment for every worker (e.g. ROOMREC_RESOLVE or ROOMREC_LOG).
     pub worker_env: Vec<(String, String)>,
     /// The worker pods' termination grace period; the worker gets 10 s less to close its files.
@@ -23,6 +26,8 @@ pub struct Settings {
     pub callback: CallbackSettings,
     /// How long deletion waits for workers to close their files.
     pub finalize_timeout: Duration,
+    /// Filled into jobs that leave mode, idle timeout or storage out.
+    pub defaults: JobDefaults,
 }
 
 #[derive(Clone, Debug)]
@@ -38,6 +43,7 @@ impl Default for Settings {
         Self {
             worker_image: "ghcr.io/roomrec/roomrec-worker:latest".into(),
             worker_resources: None,
+            worker_image_pull_secrets: Vec::new(),
             worker_env: Vec::new(),
             worker_grace: Duration::from_secs(40),
             spool_limit: "2Gi".into(),
@@ -45,6 +51,7 @@ impl Default for Settings {
             retry_backoff: Duration::from_secs(5),
             callback: CallbackSettings::default(),
             finalize_timeout: Duration::from_secs(120),
+            defaults: JobDefaults::default(),
         }
     }
 }

@@ -5,9 +5,10 @@
 use crate::crd::{RecordingJob, Storage};
 use crate::settings::Settings;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
-    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, ResourceRequirements,
-    SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccount, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference,
+    ObjectFieldSelector, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccount,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -210,7 +211,11 @@ pub fn pod(
     settings: &Settings,
 ) -> Pod {
     let spec = &job.spec;
-    let mut env_vars = vec![env("ROOMREC_MODE", spec.mode.code())];
+    // The controller fills these in before any worker starts; the operator's defaults are
+    // the same values it would have written.
+    let defaults = &settings.defaults;
+    let mode = spec.mode.unwrap_or(defaults.mode);
+    let mut env_vars = vec![env("ROOMREC_MODE", mode.code())];
     if let Some(trtc) = &spec.source.trtc {
         env_vars.push(env("ROOMREC_TRTC_SDK_APP_ID", trtc.sdk_app_id));
         match (trtc.room_id, &trtc.str_room_id) {
@@ -251,11 +256,14 @@ pub fn pod(
         mount("spool", SPOOL_DIR, false),
         mount("tmp", "/tmp", false),
     ];
-    storage_env(&spec.storage, &mut env_vars, &mut volumes, &mut mounts);
+    if let Some(storage) = spec.storage.as_ref().or(defaults.storage.as_ref()) {
+        storage_env(storage, &mut env_vars, &mut volumes, &mut mounts);
+    }
 
     env_vars.push(env(
         "ROOMREC_IDLE_TIMEOUT_SECONDS",
-        spec.idle_timeout_seconds,
+        spec.idle_timeout_seconds
+            .unwrap_or(defaults.idle_timeout_seconds),
     ));
     if let Some(max) = spec.max_duration_seconds {
         // A replacement records only what is left; at least a second so the value stays valid
@@ -310,6 +318,13 @@ pub fn pod(
             restart_policy: Some("Never".into()),
             termination_grace_period_seconds: Some(grace as i64),
             service_account_name: Some(worker_service_account(job)),
+            image_pull_secrets: (!settings.worker_image_pull_secrets.is_empty()).then(|| {
+                settings
+                    .worker_image_pull_secrets
+                    .iter()
+                    .map(|name| LocalObjectReference { name: name.clone() })
+                    .collect()
+            }),
             node_selector: overrides.node_selector,
             tolerations: overrides.tolerations,
             security_context: Some(PodSecurityContext {
