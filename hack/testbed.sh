@@ -80,8 +80,20 @@ build_wrapped() { # name module version packages...
   (cd "$dir" && GOFLAGS= go mod tidy)
 }
 
-go_build() { # wrapper-name version output package
-  (cd "$CACHE/testbed/src/$1-$2" && go build -o "$3" "$4")
+go_build() { # wrapper-name version output package [ldflags]
+  # Built beside and renamed into place: a running test bed keeps its binaries.
+  (cd "$CACHE/testbed/src/$1-$2" && go build -ldflags "${5:-}" -o "$3.new" "$4" && mv -f "$3.new" "$3")
+}
+
+# Release builds stamp their version; without it the API server reports v0.0.0 and Helm
+# refuses any chart with a kubeVersion constraint.
+k8s_ldflags() { # version
+  local v=$1 minor=${1#v1.}; minor=${minor%%.*}
+  local x
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    x+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+  done
+  echo "$x"
 }
 
 # k8s.io/api etc. are published as v0.N.P for k8s v1.N.P; etcd's sibling modules share its version.
@@ -92,13 +104,14 @@ published_version() { # module wrapper-version
   esac
 }
 
-if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" || ! -x "$BIN/kubectl" ]]; then
+stamped() { "$BIN/kube-apiserver" --version 2>/dev/null | grep -q "$KUBERNETES_VERSION"; }
+if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" || ! -x "$BIN/kubectl" ]] || ! stamped; then
   log "building Kubernetes $KUBERNETES_VERSION (kube-apiserver, kube-controller-manager, kubectl)"
   start=$SECONDS
   build_wrapped kubernetes k8s.io/kubernetes "$KUBERNETES_VERSION" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
   for cmd in kube-apiserver kube-controller-manager kubectl; do
-    go_build kubernetes "$KUBERNETES_VERSION" "$BIN/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+    go_build kubernetes "$KUBERNETES_VERSION" "$BIN/$cmd" "k8s.io/kubernetes/cmd/$cmd" "$(k8s_ldflags "$KUBERNETES_VERSION")"
   done
   log "Kubernetes built in $((SECONDS - start)) s"
 fi

@@ -420,56 +420,77 @@ async fn a_restarted_operator_takes_over_without_a_second_worker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_secret_holds_the_job_with_the_fix_then_it_runs() {
+async fn a_missing_storage_or_secret_holds_the_job_with_the_fix_then_it_runs() {
     cluster().await;
     let ns = bed().namespace("secret").await.unwrap();
+    // No --default-storage: a job without spec.storage cannot start.
     let op = Operator::start(&ns, &[]).await;
     let key = format!("secret-{ns}");
     let api = jobs(&ns).await;
-    api.create(
-        &PostParams::default(),
-        &url_job(
-            "waits",
-            &bed().rtmp_url(&key),
-            json!({"maxDurationSeconds": 3}),
-        ),
+    let mut job = url_job(
+        "waits",
+        &bed().rtmp_url(&key),
+        json!({"maxDurationSeconds": 3}),
+    );
+    let storage = job.spec.storage.take();
+    job.spec.mode = None;
+    job.spec.idle_timeout_seconds = None;
+    api.create(&PostParams::default(), &job).await.unwrap();
+    let held_with = |problem: &'static str| {
+        let api = api.clone();
+        let op = &op;
+        async move {
+            let last = std::sync::Mutex::new(None);
+            let held = wait_until(Duration::from_secs(30), || async {
+                let job = api.get("waits").await.unwrap();
+                let valid = job
+                    .status
+                    .clone()
+                    .unwrap_or_default()
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Valid");
+                *last.lock().unwrap() = Some(job);
+                valid.is_some_and(|c| c.status == "False" && c.message.contains(problem))
+            })
+            .await;
+            assert!(
+                held.is_ok(),
+                "expected {problem:?}: {:?}\n{}",
+                last.lock().unwrap().clone().map(|j| j.status),
+                op.log_text()
+            );
+            let job = api.get("waits").await.unwrap();
+            assert_eq!(
+                job.status.clone().unwrap().phase.unwrap().as_str(),
+                "Pending"
+            );
+            assert!(
+                worker_pods(&job.namespace().unwrap(), &job)
+                    .await
+                    .is_empty()
+            );
+        }
+    };
+    held_with("spec.storage is not set and the operator has no default storage").await;
+
+    // Adding the storage is allowed (it was never set); the Secret it names is missing next.
+    api.patch(
+        "waits",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"storage": storage}})),
     )
     .await
     .unwrap();
-    let last = std::sync::Mutex::new(None);
-    let held = wait_until(Duration::from_secs(30), || async {
-        let job = api.get("waits").await.unwrap();
-        let valid = job
-            .status
-            .clone()
-            .unwrap_or_default()
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Valid");
-        *last.lock().unwrap() = Some(job);
-        valid.is_some_and(|c| {
-            c.status == "False"
-                && c.message
-                    .contains("Secret s3-keys (spec.storage.s3.credentialsSecret) not found")
-        })
-    })
-    .await;
-    assert!(
-        held.is_ok(),
-        "{:?}\n{}",
-        last.lock().unwrap().clone().map(|j| j.status),
-        op.log_text()
-    );
-    let job = api.get("waits").await.unwrap();
-    assert_eq!(
-        job.status.clone().unwrap().phase.unwrap().as_str(),
-        "Pending"
-    );
-    assert!(worker_pods(&ns, &job).await.is_empty());
+    held_with("Secret s3-keys (spec.storage.s3.credentialsSecret) not found").await;
 
     let _publisher = publish(&key, None).await;
     s3_secret(&ns).await;
-    ended_as(&api, "waits", "Succeeded", Duration::from_secs(90), &op).await;
+    let job = ended_as(&api, "waits", "Succeeded", Duration::from_secs(90), &op).await;
+    // The operator's default mode was written into the spec (heritage default: MP3).
+    assert_eq!(job.spec.mode, Some(roomrec_operator::crd::Mode::AudioMp3));
+    assert_eq!(job.spec.idle_timeout_seconds, Some(300));
+    assert_files_play(&job, &["mp3"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -599,6 +620,14 @@ async fn invalid_resources_are_refused_with_the_field_and_the_fix() {
         (
             json!({"spec": {"storage": {"s3": {"bucket": "other"}}}}),
             "spec.storage cannot change",
+        ),
+        (
+            json!({"spec": {"mode": null}}),
+            "spec.mode cannot be removed",
+        ),
+        (
+            json!({"spec": {"storage": null}}),
+            "spec.storage cannot be removed",
         ),
     ] {
         let error = api
@@ -785,55 +814,4 @@ async fn a_callback_that_keeps_failing_stops_after_its_retry_budget() {
             .await
             .contains("roomrec_callback_failures_total 3")
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_chart_renders_what_the_api_server_accepts() {
-    cluster().await;
-    for values in [
-        vec![],
-        vec!["--set", "crds.keep=false"],
-        vec!["--set", "crds.install=false"],
-    ] {
-        let out = std::process::Command::new(tool("helm"))
-            .args(["template", RELEASE])
-            .arg(repo().join("charts/roomrec"))
-            .args(["--namespace", SYSTEM_NAMESPACE, "--kube-version", "1.37.2"])
-            .args(&values)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let rendered = String::from_utf8(out.stdout).unwrap();
-        assert_eq!(
-            rendered.contains("kind: CustomResourceDefinition"),
-            !values.contains(&"crds.install=false"),
-            "crds.install decides whether the CRD is rendered"
-        );
-        assert_eq!(
-            rendered.contains("helm.sh/resource-policy: keep"),
-            values.is_empty(),
-            "crds.keep (default true) keeps the CRD on uninstall"
-        );
-        // The API server validates every object (a server-side dry run changes nothing).
-        let applied = kubectl(
-            &[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--dry-run=server",
-                "-f",
-                "-",
-            ],
-            Some(&rendered),
-        );
-        assert!(
-            applied.status.success(),
-            "{values:?}: {}",
-            String::from_utf8_lossy(&applied.stderr)
-        );
-    }
 }

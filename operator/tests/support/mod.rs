@@ -321,9 +321,10 @@ impl Operator {
     }
 
     pub fn log_text(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let start = text.len().saturating_sub(6000);
-        text[text.floor_char_boundary(start)..].to_string()
+        tail(
+            &std::fs::read_to_string(&self.log).unwrap_or_default(),
+            6000,
+        )
     }
 
     pub async fn metrics(&self) -> String {
@@ -338,6 +339,44 @@ impl Operator {
     pub fn kill(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+/// Where a failing wait finds the operator's log: a process the test started, or a pod.
+pub trait OperatorLog {
+    fn log_text(&self) -> String;
+}
+
+impl OperatorLog for Operator {
+    fn log_text(&self) -> String {
+        Operator::log_text(self)
+    }
+}
+
+/// An operator the node agent runs as a pod in `namespace` (the chart's Deployment).
+pub struct OperatorPod {
+    pub namespace: String,
+}
+
+impl OperatorLog for OperatorPod {
+    fn log_text(&self) -> String {
+        let text: String = std::fs::read_dir(bed().dir.join("node/pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                name.starts_with(&format!("{}_", self.namespace))
+            })
+            .map(|e| std::fs::read_to_string(e.path().join("operator.log")).unwrap_or_default())
+            .collect();
+        tail(&text, 6000)
+    }
+}
+
+/// The last `bytes` of `text` (on a character boundary).
+fn tail(text: &str, bytes: usize) -> String {
+    let start = text.len().saturating_sub(bytes);
+    text[text.floor_char_boundary(start)..].to_string()
 }
 
 /// A low-cost synthetic camera (320×240, 15 fps) published to the bed's RTMP server.
@@ -363,7 +402,7 @@ pub async fn wait_phase(
     name: &str,
     phases: &[&str],
     timeout: Duration,
-    op: &Operator,
+    op: &impl OperatorLog,
 ) -> RecordingJob {
     let found = Arc::new(Mutex::new(None));
     let result = wait_until(timeout, || {
@@ -406,7 +445,7 @@ pub async fn ended_as(
     name: &str,
     phase: &str,
     timeout: Duration,
-    op: &Operator,
+    op: &impl OperatorLog,
 ) -> RecordingJob {
     let job = wait_phase(api, name, &["Succeeded", "Failed", "Stopped"], timeout, op).await;
     let ended = job
@@ -462,7 +501,12 @@ pub async fn worker_pods(namespace: &str, job: &RecordingJob) -> Vec<Pod> {
 
 /// The pid of the process the node agent runs for a pod (found by its ROOMREC_POD_NAME).
 pub fn worker_pid(pod: &str) -> Option<i32> {
-    let wanted = format!("ROOMREC_POD_NAME={pod}");
+    pid_of("roomrec-worker", &format!("ROOMREC_POD_NAME={pod}"))
+}
+
+/// The pid of a process running `program` (its binary's file name) whose environment holds
+/// `variable` (`NAME=value`): how a container the node agent runs is found.
+pub fn pid_of(program: &str, variable: &str) -> Option<i32> {
     std::fs::read_dir("/proc")
         .ok()?
         .flatten()
@@ -470,15 +514,39 @@ pub fn worker_pid(pod: &str) -> Option<i32> {
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
             let environ = std::fs::read(entry.path().join("environ")).ok()?;
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let is_worker = cmdline
+            let runs_program = cmdline
                 .split(|b| *b == 0)
                 .next()?
-                .ends_with(b"roomrec-worker");
-            (is_worker && environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes())).then_some(pid)
+                .ends_with(program.as_bytes());
+            (runs_program && environ.split(|b| *b == 0).any(|v| v == variable.as_bytes()))
+                .then_some(pid)
         })
 }
 
-/// The tails of the worker logs of a namespace (the node agent keeps them), for failures.
+/// How a process really runs: (real uid, real gid, root filesystem read-only), from /proc.
+pub fn process_identity(pid: i32) -> (u32, u32, bool) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let first_id = |field: &str| -> u32 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|ids| ids.split_whitespace().next())
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+    };
+    // mountinfo: id parent major:minor root mount-point options …; the last "/" mount wins.
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let root_read_only = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            (fields.get(4) == Some(&"/")).then(|| fields[5].split(',').any(|o| o == "ro"))
+        })
+        .last()
+        .unwrap_or(false);
+    (first_id("Uid:"), first_id("Gid:"), root_read_only)
+}
+
 pub fn worker_logs(namespace: &str) -> String {
     let mut out = String::new();
     let Ok(entries) = std::fs::read_dir(bed().dir.join("node/pods")) else {
@@ -491,11 +559,7 @@ pub fn worker_logs(namespace: &str) -> String {
         }
         let log = entry.path().join("worker.log");
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let start = text.len().saturating_sub(3000);
-        out.push_str(&format!(
-            "--- {name} ---\n{}\n",
-            &text[text.floor_char_boundary(start)..]
-        ));
+        out.push_str(&format!("--- {name} ---\n{}\n", tail(&text, 3000)));
     }
     out
 }
@@ -657,7 +721,7 @@ pub async fn wait_recording_bytes(
     api: &Api<RecordingJob>,
     name: &str,
     min_seconds: f64,
-    op: &Operator,
+    op: &impl OperatorLog,
 ) -> RecordingJob {
     let last = std::sync::Mutex::new(None);
     let ok = wait_until(Duration::from_secs(60), || async {

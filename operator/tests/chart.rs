@@ -1,0 +1,290 @@
+//! The Helm chart against the real thing: `helm lint --strict`, the default and the maximal
+//! values rendered and accepted by the API server (server-side dry run) and by
+//! values.schema.json, and the chart installed with `helm install` into the test bed: its
+//! Deployment's pod (run by the node agent from the binary cargo built, as the chart's
+//! ServiceAccount, non-root with a read-only root) records a job whose mode, idle timeout and
+//! storage all come from the chart's worker defaults; requests outside its RBAC are refused.
+
+mod support;
+
+use kube::api::{Api, PostParams};
+use roomrec_operator::crd::RecordingJob;
+use roomrec_testbed::wait_until;
+use serde_json::json;
+use std::process::Output;
+use std::time::Duration;
+use support::*;
+
+fn helm(args: &[&str]) -> Output {
+    std::process::Command::new(tool("helm"))
+        .env("KUBECONFIG", &bed().kubeconfig)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn chart() -> String {
+    repo().join("charts/roomrec").display().to_string()
+}
+
+/// `helm template` of the chart into roomrec-system with `extra` arguments.
+fn template(extra: &[&str]) -> Output {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        RELEASE,
+        &chart,
+        "--namespace",
+        SYSTEM_NAMESPACE,
+        "--kube-version",
+        "1.37.2",
+    ];
+    args.extend(extra);
+    helm(&args)
+}
+
+#[test]
+fn helm_lint_strict_passes_for_default_and_maximal_values() {
+    let chart = chart();
+    let maximal = format!("{chart}/ci/maximal-values.yaml");
+    for extra in [vec![], vec!["--values", maximal.as_str()]] {
+        let mut args = vec!["lint", "--strict", &chart, "--kube-version", "1.37.2"];
+        args.extend(&extra);
+        let out = helm(&args);
+        assert!(out.status.success(), "helm lint {extra:?}: {}", text(&out));
+    }
+}
+
+#[test]
+fn a_typo_in_values_fails_at_install_and_names_the_key() {
+    for (set, expected) in [
+        ("operator.replica=2", "'replica' not allowed"),
+        ("worker.defaults.mode=Mp3", "worker/defaults/mode"),
+        ("operator.logFormat=yaml", "operator/logFormat"),
+        ("worker.spoolLimit=lots", "worker/spoolLimit"),
+        (
+            "operator.replicas=2,operator.leaderElection.enabled=false",
+            "needs operator.leaderElection.enabled=true",
+        ),
+    ] {
+        let out = template(&["--set", set]);
+        assert!(!out.status.success(), "--set {set} was accepted");
+        assert!(
+            text(&out).contains(expected),
+            "--set {set}: expected {expected:?} in {}",
+            text(&out)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_renders_what_the_api_server_accepts() {
+    cluster().await;
+    let maximal = repo().join("charts/roomrec/ci/maximal-values.yaml");
+    let maximal = maximal.to_str().unwrap();
+    for values in [
+        vec![],
+        vec!["--set", "crds.keep=false"],
+        vec!["--set", "crds.install=false"],
+        vec!["--values", maximal],
+    ] {
+        let out = template(&values);
+        assert!(out.status.success(), "{values:?}: {}", text(&out));
+        let rendered = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            rendered.contains("kind: CustomResourceDefinition"),
+            !values.contains(&"crds.install=false"),
+            "crds.install decides whether the CRD is rendered"
+        );
+        assert_eq!(
+            rendered.contains("helm.sh/resource-policy: keep"),
+            values.is_empty(),
+            "crds.keep (default true) keeps the CRD on uninstall"
+        );
+        if values.contains(&maximal) {
+            for kind in [
+                "Deployment",
+                "Service",
+                "PodDisruptionBudget",
+                "NetworkPolicy",
+            ] {
+                assert!(
+                    rendered.contains(&format!("\nkind: {kind}\n")),
+                    "maximal values render a {kind}"
+                );
+            }
+        }
+        // The prometheus-operator kinds need their CRDs; the observability test checks them.
+        let checked: String = rendered
+            .split("\n---")
+            .filter(|doc| !doc.contains("apiVersion: monitoring.coreos.com/"))
+            .collect::<Vec<_>>()
+            .join("\n---");
+        // The API server validates every object (a server-side dry run changes nothing).
+        let applied = kubectl(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--dry-run=server",
+                "-f",
+                "-",
+            ],
+            Some(&checked),
+        );
+        assert!(
+            applied.status.success(),
+            "{values:?}: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_installed_chart_records_with_its_own_service_account() {
+    cluster().await;
+    let ns = bed().namespace("chart").await.unwrap();
+    s3_secret(&ns).await;
+    let metrics_port = roomrec_testbed::ports::free_port();
+    // Every pod of the bed shares the host's network: the operator gets a free port, workers
+    // none. The worker defaults are the bed's store, so the job below names no storage.
+    let values = json!({
+        "crds": {"install": false},
+        "operator": {
+            "image": {"tag": "e2e"},
+            "metricsPort": metrics_port,
+            "watchNamespace": ns,
+            "leaderElection": {"leaseSeconds": 6},
+            "logLevel": "info,roomrec_operator=debug",
+            "retryBackoffSeconds": 1,
+        },
+        "worker": {
+            "image": {"tag": "e2e"},
+            "metricsPort": 0,
+            "terminationGracePeriodSeconds": 25,
+            "defaults": {
+                "mode": "AudioVideoMp4",
+                "idleTimeoutSeconds": 30,
+                "storage": {"s3": {
+                    "endpoint": bed().s3_endpoint,
+                    "bucket": bed().s3_bucket,
+                    "region": bed().s3_region,
+                    "path": format!("chart/{ns}"),
+                    "credentialsSecret": "s3-keys",
+                }},
+            },
+        },
+    });
+    let values_file = bed().scratch("chart").unwrap().join(format!("{ns}.yaml"));
+    std::fs::write(&values_file, serde_yaml::to_string(&values).unwrap()).unwrap();
+    let chart = chart();
+    let install = helm(&[
+        "install",
+        &ns,
+        &chart,
+        "--namespace",
+        &ns,
+        "--values",
+        values_file.to_str().unwrap(),
+    ]);
+    assert!(install.status.success(), "helm install: {}", text(&install));
+    assert!(
+        text(&install).contains("kubectl -n") && text(&install).contains("rollout status"),
+        "NOTES.txt tells the next command: {}",
+        text(&install)
+    );
+
+    // The Deployment's pod leads (/readyz), under the chart's securityContext.
+    let op = OperatorPod {
+        namespace: ns.clone(),
+    };
+    let ready = format!("http://127.0.0.1:{metrics_port}/readyz");
+    let leading = wait_until(Duration::from_secs(60), || async {
+        reqwest::get(&ready)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    assert!(
+        leading.is_ok(),
+        "the chart's operator did not lead within 60 s: {}",
+        op.log_text()
+    );
+    let pod_name = format!("POD_NAMESPACE={ns}");
+    let pid = pid_of("roomrec-operator", &pod_name).expect("the operator's process");
+    assert_eq!(
+        process_identity(pid),
+        (65532, 65532, true),
+        "the operator runs as 65532:65532 with a read-only root"
+    );
+
+    // A job with a source only: mode, idle timeout and storage come from the chart.
+    let key = format!("chart-{ns}");
+    let _publisher = publish(&key, None).await;
+    let api: Api<RecordingJob> = jobs(&ns).await;
+    let job: RecordingJob = serde_json::from_value(json!({
+        "apiVersion": "roomrec.dev/v1alpha1",
+        "kind": "RecordingJob",
+        "metadata": {"name": "defaults"},
+        "spec": {"source": {"url": bed().rtmp_url(&key)}, "maxDurationSeconds": 8},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &job).await.unwrap();
+    let job = ended_as(&api, "defaults", "Succeeded", Duration::from_secs(120), &op).await;
+    let spec = serde_json::to_value(&job.spec).unwrap();
+    assert_eq!(spec["mode"], "AudioVideoMp4", "{spec}");
+    assert_eq!(spec["idleTimeoutSeconds"], 30, "{spec}");
+    assert_eq!(
+        spec["storage"]["s3"]["path"],
+        format!("chart/{ns}"),
+        "{spec}"
+    );
+    let seconds = assert_files_play(&job, &["h264", "aac"]);
+    assert!((seconds - 8.0).abs() < 1.5, "recorded {seconds} s of 8");
+
+    // Outside the chart's grant: refused (impersonating the installed ServiceAccount).
+    let account = format!("system:serviceaccount:{ns}:{ns}-roomrec-operator");
+    let can = |verb: &str, resource: &str, namespace: &str| {
+        let out = kubectl(
+            &[
+                "auth", "can-i", verb, resource, "-n", namespace, "--as", &account,
+            ],
+            None,
+        );
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    for (verb, resource, namespace, allowed) in [
+        ("get", "secrets", ns.as_str(), true),
+        ("list", "secrets", ns.as_str(), false),
+        ("create", "pods", ns.as_str(), true),
+        ("update", "pods", ns.as_str(), false),
+        ("patch", "recordingjobs.roomrec.dev", ns.as_str(), true),
+        ("delete", "recordingjobs.roomrec.dev", ns.as_str(), false),
+        ("create", "deployments.apps", ns.as_str(), false),
+        ("update", "leases.coordination.k8s.io", ns.as_str(), true),
+        ("update", "leases.coordination.k8s.io", "kube-system", false),
+        ("list", "nodes", ns.as_str(), false),
+    ] {
+        assert_eq!(
+            can(verb, resource, namespace),
+            allowed,
+            "can {account} {verb} {resource} in {namespace}"
+        );
+    }
+
+    let uninstall = helm(&["uninstall", &ns, "--namespace", &ns, "--wait"]);
+    assert!(uninstall.status.success(), "{}", text(&uninstall));
+    let gone = wait_until(Duration::from_secs(60), || async {
+        pid_of("roomrec-operator", &pod_name).is_none()
+    })
+    .await;
+    assert!(gone.is_ok(), "the operator still runs after helm uninstall");
+}
