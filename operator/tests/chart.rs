@@ -88,6 +88,8 @@ fn a_typo_in_values_fails_at_install_and_names_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_renders_what_the_api_server_accepts() {
     cluster().await;
+    // The maximal values watch this namespace (its Role lives there).
+    let _ = kubectl(&["create", "namespace", "recordings"], None);
     let maximal = repo().join("charts/roomrec/ci/maximal-values.yaml");
     let maximal = maximal.to_str().unwrap();
     for values in [
@@ -272,6 +274,9 @@ async fn the_installed_chart_records_with_its_own_service_account() {
         ("update", "leases.coordination.k8s.io", ns.as_str(), true),
         ("update", "leases.coordination.k8s.io", "kube-system", false),
         ("list", "nodes", ns.as_str(), false),
+        // operator.watchNamespace makes the grant a Role in that namespace only.
+        ("get", "secrets", "default", false),
+        ("create", "pods", "default", false),
     ] {
         assert_eq!(
             can(verb, resource, namespace),
