@@ -1,0 +1,161 @@
+//! Prometheus metrics of one worker, served on `/metrics` when `--metrics-address` is given.
+//! The names are a contract (the chart's dashboard and alerts use them); labels are bounded.
+//!
+//! One process records one stream, so the registry is process-wide, like the prometheus
+//! crate's default one: the upload tasks, the spool and opendal's retry hook count into it
+//! without a handle threaded through each of them.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use prometheus::{
+    Counter, Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+use tokio::net::TcpListener;
+
+pub struct Metrics {
+    registry: Registry,
+    /// Bytes the store confirmed: each checkpoint once the journal holds it (every recorded
+    /// byte goes through the journal once), so the count grows while a long part records.
+    pub recorded_bytes: IntCounter,
+    pub recorded_seconds: Counter,
+    pub upload_retries: IntCounter,
+    parts: IntCounterVec,
+    pub spool_bytes: IntGauge,
+    pub spool_limit_bytes: IntGauge,
+    pub source_reconnects: IntCounter,
+    pub recording: IntGauge,
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let recorded_bytes = IntCounter::new(
+            "roomrec_worker_recorded_bytes_total",
+            "Recorded bytes the object store confirmed",
+        )
+        .unwrap();
+        let recorded_seconds = Counter::new(
+            "roomrec_worker_recorded_seconds_total",
+            "Media seconds recorded",
+        )
+        .unwrap();
+        let upload_retries = IntCounter::new(
+            "roomrec_worker_upload_retries_total",
+            "Object store requests retried after an error",
+        )
+        .unwrap();
+        let parts = IntCounterVec::new(
+            Opts::new(
+                "roomrec_worker_parts_total",
+                "Parts finished, by status (complete: the object is stored; failed: it is not)",
+            ),
+            &["status"],
+        )
+        .unwrap();
+        let spool_bytes = IntGauge::new(
+            "roomrec_worker_spool_bytes",
+            "Recorded bytes waiting for the object store (memory and spool directory)",
+        )
+        .unwrap();
+        let spool_limit_bytes = IntGauge::new(
+            "roomrec_worker_spool_limit_bytes",
+            "Spool bytes at which the recording fails (--spool-max)",
+        )
+        .unwrap();
+        let source_reconnects = IntCounter::new(
+            "roomrec_worker_source_reconnects_total",
+            "Source drops after which the recording continued as a new part",
+        )
+        .unwrap();
+        let recording = IntGauge::new(
+            "roomrec_worker_recording",
+            "1 while ffmpeg is recording, 0 otherwise",
+        )
+        .unwrap();
+        for c in [
+            Box::new(recorded_bytes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(recorded_seconds.clone()),
+            Box::new(upload_retries.clone()),
+            Box::new(parts.clone()),
+            Box::new(spool_bytes.clone()),
+            Box::new(spool_limit_bytes.clone()),
+            Box::new(source_reconnects.clone()),
+            Box::new(recording.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        // Both series exist from the start, so rates and alerts see zeros.
+        for status in ["complete", "failed"] {
+            parts.with_label_values(&[status]);
+        }
+        Self {
+            registry,
+            recorded_bytes,
+            recorded_seconds,
+            upload_retries,
+            parts,
+            spool_bytes,
+            spool_limit_bytes,
+            source_reconnects,
+            recording,
+        }
+    }
+
+    /// A part's object is stored (`true`), or it is not.
+    pub fn part_finished(&self, stored: bool) {
+        let status = if stored { "complete" } else { "failed" };
+        self.parts.with_label_values(&[status]).inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("metrics encode");
+        String::from_utf8(out).expect("metrics are UTF-8")
+    }
+}
+
+/// Binds now (so a taken port fails at start) and serves `/metrics` until the task is dropped.
+pub async fn serve(
+    address: SocketAddr,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                hyper::service::service_fn(|request: Request<hyper::body::Incoming>| async move {
+                    Ok::<_, std::convert::Infallible>(answer(request.uri().path()))
+                }),
+            ));
+        }
+    });
+    Ok((bound, task))
+}
+
+fn answer(path: &str) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match path {
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics().encode(),
+        ),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    };
+    Response::builder()
+        .status(status)
+        .header("Content-Type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid response")
+}
