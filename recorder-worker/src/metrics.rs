@@ -8,6 +8,7 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
+use prometheus::core::Collector;
 use prometheus::{
     Counter, Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
@@ -38,75 +39,72 @@ pub fn metrics() -> &'static Metrics {
 impl Metrics {
     fn new() -> Self {
         let registry = Registry::new();
-        let recorded_bytes = IntCounter::new(
-            "roomrec_worker_recorded_bytes_total",
-            "Recorded bytes the object store confirmed",
-        )
-        .unwrap();
-        let recorded_seconds = Counter::new(
-            "roomrec_worker_recorded_seconds_total",
-            "Media seconds recorded",
-        )
-        .unwrap();
-        let upload_retries = IntCounter::new(
-            "roomrec_worker_upload_retries_total",
-            "Object store requests retried after an error",
-        )
-        .unwrap();
-        let parts = IntCounterVec::new(
-            Opts::new(
-                "roomrec_worker_parts_total",
-                "Parts finished, by status (complete: the object is stored; failed: it is not)",
+        let parts = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "roomrec_worker_parts_total",
+                    "Parts finished, by status (complete: the object is stored; failed: it is not)",
+                ),
+                &["status"],
             ),
-            &["status"],
-        )
-        .unwrap();
-        let spool_bytes = IntGauge::new(
-            "roomrec_worker_spool_bytes",
-            "Recorded bytes waiting for the object store (memory and spool directory)",
-        )
-        .unwrap();
-        let spool_limit_bytes = IntGauge::new(
-            "roomrec_worker_spool_limit_bytes",
-            "Spool bytes at which the recording fails (--spool-max)",
-        )
-        .unwrap();
-        let source_reconnects = IntCounter::new(
-            "roomrec_worker_source_reconnects_total",
-            "Source drops after which the recording continued as a new part",
-        )
-        .unwrap();
-        let recording = IntGauge::new(
-            "roomrec_worker_recording",
-            "1 while ffmpeg is recording, 0 otherwise",
-        )
-        .unwrap();
-        for c in [
-            Box::new(recorded_bytes.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(recorded_seconds.clone()),
-            Box::new(upload_retries.clone()),
-            Box::new(parts.clone()),
-            Box::new(spool_bytes.clone()),
-            Box::new(spool_limit_bytes.clone()),
-            Box::new(source_reconnects.clone()),
-            Box::new(recording.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
+        );
         // Both series exist from the start, so rates and alerts see zeros.
         for status in ["complete", "failed"] {
             parts.with_label_values(&[status]);
         }
         Self {
-            registry,
-            recorded_bytes,
-            recorded_seconds,
-            upload_retries,
+            recorded_bytes: register(
+                &registry,
+                IntCounter::new(
+                    "roomrec_worker_recorded_bytes_total",
+                    "Recorded bytes the object store confirmed",
+                ),
+            ),
+            recorded_seconds: register(
+                &registry,
+                Counter::new(
+                    "roomrec_worker_recorded_seconds_total",
+                    "Media seconds recorded",
+                ),
+            ),
+            upload_retries: register(
+                &registry,
+                IntCounter::new(
+                    "roomrec_worker_upload_retries_total",
+                    "Object store requests retried after an error",
+                ),
+            ),
             parts,
-            spool_bytes,
-            spool_limit_bytes,
-            source_reconnects,
-            recording,
+            spool_bytes: register(
+                &registry,
+                IntGauge::new(
+                    "roomrec_worker_spool_bytes",
+                    "Recorded bytes waiting for the object store (memory and spool directory)",
+                ),
+            ),
+            spool_limit_bytes: register(
+                &registry,
+                IntGauge::new(
+                    "roomrec_worker_spool_limit_bytes",
+                    "Spool bytes at which the recording fails (--spool-max)",
+                ),
+            ),
+            source_reconnects: register(
+                &registry,
+                IntCounter::new(
+                    "roomrec_worker_source_reconnects_total",
+                    "Source drops after which the recording continued as a new part",
+                ),
+            ),
+            recording: register(
+                &registry,
+                IntGauge::new(
+                    "roomrec_worker_recording",
+                    "1 while ffmpeg is recording, 0 otherwise",
+                ),
+            ),
+            registry,
         }
     }
 
@@ -123,6 +121,18 @@ impl Metrics {
             .expect("metrics encode");
         String::from_utf8(out).expect("metrics are UTF-8")
     }
+}
+
+/// Adds `metric` (valid by construction: fixed names and help) to the registry.
+fn register<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("a valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
 }
 
 /// Binds now (so a taken port fails at start) and serves `/metrics` until the task is dropped.
