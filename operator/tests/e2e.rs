@@ -812,17 +812,7 @@ async fn the_chart_renders_what_the_api_server_accepts() {
             "crds.keep (default true) keeps the CRD on uninstall"
         );
         // The API server validates every object (a server-side dry run changes nothing).
-        let applied = kubectl(
-            &[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--dry-run=server",
-                "-f",
-                "-",
-            ],
-            Some(&rendered),
-        );
+        let applied = server_dry_run(&rendered);
         assert!(
             applied.status.success(),
             "{values:?}: {}",

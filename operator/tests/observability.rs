@@ -413,17 +413,7 @@ async fn the_monitoring_objects_are_what_prometheus_operator_accepts() {
         );
         // The API server checks each object against its CRD's schema (a dry run stores
         // nothing; unknown fields are refused).
-        let applied = kubectl(
-            &[
-                "apply",
-                "--server-side",
-                "--dry-run=server",
-                "--validate=strict",
-                "-f",
-                "-",
-            ],
-            Some(&rendered),
-        );
+        let applied = server_dry_run(&rendered);
         assert!(
             applied.status.success(),
             "{values}: {}",

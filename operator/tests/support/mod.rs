@@ -170,6 +170,23 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// `kubectl apply --server-side --dry-run=server`: the API server validates every object of
+/// `yaml` against its schema (unknown fields refused) and stores nothing.
+pub fn server_dry_run(yaml: &str) -> std::process::Output {
+    kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "--validate=strict",
+            "-f",
+            "-",
+        ],
+        Some(yaml),
+    )
+}
+
 /// `examples/{name}` with each `(from, to)` replaced (each `from` must still be there).
 pub fn example(name: &str, edits: &[(&str, String)]) -> String {
     let mut text = std::fs::read_to_string(repo().join("examples").join(name)).unwrap();
