@@ -142,7 +142,11 @@ pub async fn serve(
     let listener = TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        loop {
+            // An accept error (a full file table) passes; the server must not end with it.
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
                 hyper_util::rt::TokioIo::new(stream),
                 hyper::service::service_fn(|request: Request<hyper::body::Incoming>| async move {
