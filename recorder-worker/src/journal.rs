@@ -38,7 +38,7 @@ pub fn journal_dir(prefix: &str, key: &str) -> String {
 }
 
 /// `{prefix}/.roomrec-journal/`: where every journal under a prefix lives.
-fn journal_root(prefix: &str) -> String {
+pub(crate) fn journal_root(prefix: &str) -> String {
     if prefix.is_empty() {
         format!("{JOURNAL_DIR}/")
     } else {

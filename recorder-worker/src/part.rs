@@ -93,7 +93,7 @@ impl Stopping {
     }
 
     /// Resolves when the recording is stopping and its upload deadline has passed.
-    async fn passed(&self) {
+    pub(crate) async fn passed(&self) {
         loop {
             match self.deadline() {
                 Some(deadline) => return tokio::time::sleep_until(deadline).await,
@@ -470,9 +470,16 @@ pub async fn upload_spooled(op: &Operator, dir: &std::path::Path) -> Result<usiz
     // meta.json sorts before the segments of its directory.
     files.sort();
     for path in files {
+        // Only journals: the directory may also hold --faststart's copies.
         let Ok(relative) = path.strip_prefix(dir) else {
             continue;
         };
+        if !relative
+            .components()
+            .any(|c| c.as_os_str() == journal::JOURNAL_DIR)
+        {
+            continue;
+        }
         let key = relative.to_string_lossy().to_string();
         let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         op.write(&key, data)
