@@ -58,9 +58,9 @@ impl Scratch {
         let needed = data.len() as u64 + (self.bytes + data.len() as u64) + RESERVE;
         let result = match free_bytes(&self.dir) {
             Ok(free) if free < needed => Err(format!(
-                "the scratch directory {} ran short of space after {} MiB: a classic copy needs about twice the part's size free; give --scratch-dir more room, or shorten parts with --segment-seconds or --segment-size",
+                "the scratch directory {} ran short of space after {}: a classic copy needs about twice the part's size free; give --scratch-dir more room, or shorten parts with --segment-seconds or --segment-size",
                 self.dir.display(),
-                self.bytes >> 20
+                crate::manifest::human_bytes(self.bytes)
             )),
             _ => file.write_all(data).map_err(|e| {
                 format!(
