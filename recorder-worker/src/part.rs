@@ -377,28 +377,30 @@ impl PartWriter {
                     false,
                 )
             }
-            Err(upload_error) => match journal::salvage(&op, &journal_dir, settings.chunk).await {
-                Ok(s) => PartRecord::from_meta(
-                    &meta,
-                    PartStatus::Succeeded,
-                    format!(
-                        "the streaming upload did not complete ({upload_error}); the file was assembled from its checkpoints"
+            Err(upload_error) => {
+                match journal::salvage(&op, &journal_dir, settings.chunk, None).await {
+                    Ok(s) => PartRecord::from_meta(
+                        &meta,
+                        PartStatus::Succeeded,
+                        format!(
+                            "the streaming upload did not complete ({upload_error}); the file was assembled from its checkpoints"
+                        ),
+                        s.bytes,
+                        s.seconds,
+                        true,
                     ),
-                    s.bytes,
-                    s.seconds,
-                    true,
-                ),
-                Err(e) => PartRecord::from_meta(
-                    &meta,
-                    PartStatus::Failed,
-                    format!(
-                        "the upload failed ({upload_error}) and assembling from checkpoints failed too ({e}); the checkpoints are kept under {journal_dir}"
+                    Err(e) => PartRecord::from_meta(
+                        &meta,
+                        PartStatus::Failed,
+                        format!(
+                            "the upload failed ({upload_error}) and assembling from checkpoints failed too ({e}); the checkpoints are kept under {journal_dir}"
+                        ),
+                        bytes,
+                        seconds,
+                        false,
                     ),
-                    bytes,
-                    seconds,
-                    false,
-                ),
-            },
+                }
+            }
         }
     }
 }

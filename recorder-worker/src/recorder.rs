@@ -586,11 +586,20 @@ impl Recorder {
         self.closed_seconds += open.writer.seconds;
         self.status
             .part_closed(open.writer.meta(), open.writer.bytes, open.writer.seconds);
+        self.finish_later(open.writer.finish(), open.scratch);
+    }
+
+    /// Finishes a part in the background: `stored`, then (--faststart) its classic copy.
+    fn finish_later(
+        &mut self,
+        stored: impl Future<Output = PartRecord> + Send + 'static,
+        scratch: Option<Scratch>,
+    ) {
         let status = self.status.clone();
         let faststart = self.faststart.clone();
         self.finishing.push(tokio::spawn(async move {
-            let mut record = open.writer.finish().await;
-            if let (Some(faststart), Some(scratch)) = (faststart, open.scratch) {
+            let mut record = stored.await;
+            if let (Some(faststart), Some(scratch)) = (faststart, scratch) {
                 record = faststart.finish(record, scratch).await;
             }
             status.part_finished(record.clone());
@@ -599,8 +608,9 @@ impl Recorder {
     }
 
     /// Rebuilds the parts of earlier runs that did not finish: first their checkpoints left in
-    /// the spool directory go to the journal, then every journal is assembled.
-    async fn recover(&self) -> Vec<PartRecord> {
+    /// the spool directory go to the journal, then every journal is assembled. With
+    /// --faststart a rebuilt MP4 part becomes a classic MP4 in the background.
+    async fn recover(&mut self) -> Vec<PartRecord> {
         if let Some(dir) = &self.config.spool.dir {
             match crate::part::upload_spooled(&self.op, dir).await {
                 Ok(0) => {}
@@ -622,7 +632,12 @@ impl Recorder {
         };
         let mut records = Vec::new();
         for dir in dirs {
-            match journal::salvage(&self.op, &dir, self.config.chunk_size()).await {
+            let mut scratch = self
+                .faststart
+                .as_ref()
+                .map(|f| f.scratch(dir.trim_end_matches('/')));
+            match journal::salvage(&self.op, &dir, self.config.chunk_size(), scratch.as_mut()).await
+            {
                 Ok(s) => {
                     tracing::info!(key = %s.meta.key, seconds = s.seconds, "recovered a part left by an earlier run");
                     let record = PartRecord::from_meta(
@@ -634,7 +649,12 @@ impl Recorder {
                         true,
                     );
                     self.status.part_recovered(record.clone());
-                    records.push(record);
+                    match scratch.filter(|_| s.meta.mode != Mode::AudioMp3) {
+                        Some(scratch) => {
+                            self.finish_later(std::future::ready(record), Some(scratch))
+                        }
+                        None => records.push(record),
+                    }
                 }
                 Err(e) => tracing::warn!(journal = %dir, "cannot rebuild an unfinished part: {e}"),
             }
