@@ -55,9 +55,10 @@ impl Scratch {
         let Some(file) = self.file.as_mut() else {
             return;
         };
-        let needed = data.len() as u64 + (self.bytes + data.len() as u64) + RESERVE;
+        let n = data.len() as u64;
         let result = match free_bytes(&self.dir) {
-            Ok(free) if free < needed => Err(format!(
+            // This write, then a remuxed file as large as the copy, and the reserve.
+            Ok(free) if free < n + (self.bytes + n) + RESERVE => Err(format!(
                 "the scratch directory {} ran short of space after {}: a classic copy needs about twice the part's size free; give --scratch-dir more room, or shorten parts with --segment-seconds or --segment-size",
                 self.dir.display(),
                 crate::manifest::human_bytes(self.bytes)
@@ -126,6 +127,7 @@ fn lock(file: &File) -> std::io::Result<()> {
     }
 }
 
+/// Bytes free to this user on the filesystem holding `dir`.
 fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
