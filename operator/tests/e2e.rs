@@ -560,6 +560,10 @@ async fn invalid_resources_are_refused_with_the_field_and_the_fix() {
             json!({"source": {"url": "rtmp://h/live/a"}, "storage": s3, "mode": "Mp5"}),
             "Unsupported value: \"Mp5\"",
         ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": s3, "faststart": true}),
+            "spec.faststart makes classic MP4 files, but spec.mode AudioMp3",
+        ),
     ];
     assert!(cases.len() >= 10);
     let resource = kube::api::ApiResource::erase::<RecordingJob>(&());
@@ -580,7 +584,7 @@ async fn invalid_resources_are_refused_with_the_field_and_the_fix() {
         );
     }
 
-    // Source, storage and mode are immutable.
+    // Source, storage, mode and faststart are immutable.
     api.create(
         &PostParams::default(),
         &url_job("fixed", "rtmp://h/live/a", json!({})),
@@ -599,6 +603,10 @@ async fn invalid_resources_are_refused_with_the_field_and_the_fix() {
         (
             json!({"spec": {"storage": {"s3": {"bucket": "other"}}}}),
             "spec.storage cannot change",
+        ),
+        (
+            json!({"spec": {"faststart": true}}),
+            "spec.faststart cannot change",
         ),
     ] {
         let error = api
