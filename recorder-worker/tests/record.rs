@@ -515,6 +515,8 @@ async fn bad_arguments_name_the_flag_and_exit_2() {
         "--max-duration",
         "--segment-seconds",
         "--checkpoint-seconds",
+        "--faststart",
+        "--scratch-dir",
     ] {
         assert!(help.contains(flag), "--help explains {flag}");
     }
