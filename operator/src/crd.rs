@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 // Per-field `self == oldSelf` rules do not run when a field is removed; these do.
 #[x_kube(validation = Rule::new("!has(oldSelf.mode) || has(self.mode)").message("spec.mode cannot be removed once set: delete the RecordingJob and create a new one"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.storage) || has(self.storage)").message("spec.storage cannot be removed once set: delete the RecordingJob and create a new one"))]
+#[x_kube(validation = Rule::new("!self.faststart || (has(self.mode) && self.mode != 'AudioMp3')").message("spec.faststart makes classic MP4 files: set spec.mode to VideoMp4 or AudioVideoMp4 (not AudioMp3, and not left to the operator's default), or leave faststart out"))]
 #[serde(rename_all = "camelCase")]
 pub struct RecordingJobSpec {
     /// What to record: people in a TRTC room (`trtc`) or any stream URL (`url`). Set exactly one.
@@ -74,6 +75,15 @@ pub struct RecordingJobSpec {
     /// Split recordings into numbered parts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<Segment>,
+
+    /// MP4 modes only: store every file as a classic MP4 (moov first, not fragmented) for
+    /// players and editors that need one. Each part still records as fragmented MP4 (a crash
+    /// loses no more) and is remuxed when it ends, which needs free disk on the node of up to
+    /// twice the largest part (bound it with segment). A part that cannot be converted stays
+    /// fragmented MP4 and its file's message says why. Immutable.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.faststart cannot change after the job is created: delete the RecordingJob and create a new one"))]
+    pub faststart: bool,
 
     /// Set to true to stop the recording gracefully: the workers finish their files and the job
     /// ends as Stopped. Cannot be set back to false.

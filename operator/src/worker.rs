@@ -26,6 +26,7 @@ pub const WORKER_UID: i64 = 65532;
 const SPOOL_DIR: &str = "/var/spool/roomrec";
 const CREDENTIALS_DIR: &str = "/var/run/secrets/roomrec/storage";
 const VOLUME_DIR: &str = "/var/lib/roomrec/recordings";
+const SCRATCH_DIR: &str = "/var/cache/roomrec";
 
 /// One recorded person: one worker pod at a time and one set of files.
 #[derive(Clone, Debug, PartialEq)]
@@ -278,6 +279,19 @@ pub fn pod(
         if let Some(bytes) = segment.size_bytes {
             env_vars.push(env("ROOMREC_SEGMENT_SIZE", bytes));
         }
+    }
+    if spec.faststart {
+        env_vars.push(env("ROOMREC_FASTSTART", "true"));
+        env_vars.push(env("ROOMREC_SCRATCH_DIR", SCRATCH_DIR));
+        // Its own emptyDir without a sizeLimit: exceeding a limit gets the pod evicted, while
+        // the worker sees the disk's real free space and keeps a part that does not fit as
+        // fragmented MP4.
+        volumes.push(Volume {
+            name: "scratch".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+        mounts.push(mount("scratch", SCRATCH_DIR, false));
     }
     let grace = settings.worker_grace.as_secs().max(15);
     env_vars.extend([

@@ -581,6 +581,15 @@ async fn invalid_resources_are_refused_with_the_field_and_the_fix() {
             json!({"source": {"url": "rtmp://h/live/a"}, "storage": s3, "mode": "Mp5"}),
             "Unsupported value: \"Mp5\"",
         ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": s3, "mode": "AudioMp3", "faststart": true}),
+            "spec.faststart makes classic MP4 files: set spec.mode to VideoMp4 or AudioVideoMp4",
+        ),
+        (
+            // The operator's default mode could be AudioMp3: faststart needs the mode set.
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": s3, "faststart": true}),
+            "not left to the operator's default",
+        ),
     ];
     assert!(cases.len() >= 10);
     let resource = kube::api::ApiResource::erase::<RecordingJob>(&());
@@ -601,7 +610,7 @@ async fn invalid_resources_are_refused_with_the_field_and_the_fix() {
         );
     }
 
-    // Source, storage and mode are immutable.
+    // Source, storage, mode and faststart are immutable.
     api.create(
         &PostParams::default(),
         &url_job("fixed", "rtmp://h/live/a", json!({})),
@@ -628,6 +637,10 @@ async fn invalid_resources_are_refused_with_the_field_and_the_fix() {
         (
             json!({"spec": {"storage": null}}),
             "spec.storage cannot be removed",
+        ),
+        (
+            json!({"spec": {"faststart": true}}),
+            "spec.faststart cannot change",
         ),
     ] {
         let error = api

@@ -174,6 +174,51 @@ fn worker_metrics_are_served_on_a_named_port_unless_turned_off() {
 }
 
 #[test]
+fn faststart_asks_the_worker_for_classic_mp4_with_a_scratch_volume_of_its_own() {
+    let build = |spec: Value| {
+        let job = job(spec, json!({}));
+        let people = worker::people(&job);
+        worker::pod(
+            &job,
+            &people[0],
+            1,
+            &Resume::default(),
+            &Settings::default(),
+        )
+    };
+    let mut spec = trtc_spec();
+    let plain = build(spec.clone());
+    spec["faststart"] = json!(true);
+    let pod = build(spec);
+    let env = env_of(&pod);
+    let get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    assert_eq!(get("ROOMREC_FASTSTART"), Some("true"));
+    assert_eq!(get("ROOMREC_SCRATCH_DIR"), Some("/var/cache/roomrec"));
+    let spec = pod.spec.unwrap();
+    let mount = spec.containers[0]
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.mount_path == "/var/cache/roomrec")
+        .cloned()
+        .expect("the scratch directory is mounted");
+    let volume = spec
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    // No sizeLimit: going past one gets a pod evicted; the worker checks the free space itself.
+    assert_eq!(volume.empty_dir.unwrap().size_limit, None);
+    assert!(
+        env_of(&plain)
+            .iter()
+            .all(|(k, _)| k != "ROOMREC_FASTSTART" && k != "ROOMREC_SCRATCH_DIR")
+    );
+}
+
+#[test]
 fn the_worker_may_patch_only_its_own_jobs_status() {
     let job = job(trtc_spec(), json!({}));
     let role = worker::role(&job);

@@ -218,6 +218,26 @@ pub struct RecordArgs {
     #[arg(long, env = "ROOMREC_EXPECTED_BITRATE", default_value = "4M", value_parser = parse_size, help_heading = "Durability")]
     pub expected_bitrate: u64,
 
+    /// MP4 modes (01, 02): store every part as a classic MP4 (moov first, not fragmented), for
+    /// players and editors that need one. The part still streams into the store as fragmented
+    /// MP4 with its checkpoints (a killed worker loses no more); a copy goes to --scratch-dir,
+    /// and when the part ends ffmpeg remuxes it (-c copy -movflags +faststart) and the classic
+    /// file replaces the fragmented object under the same key once it is whole. Disk: up to
+    /// twice the largest part, at its end (the copy and the remuxed file); bound it with
+    /// --segment-seconds or --segment-size. When the scratch directory is too small or the
+    /// remux fails, the part stays fragmented MP4 and its manifest message says why. After
+    /// SIGTERM/SIGINT the copy must be stored within the shutdown timeout.
+    #[arg(long, env = "ROOMREC_FASTSTART", help_heading = "Output")]
+    pub faststart: bool,
+    /// Where --faststart keeps each part's copy while it is recorded (default: --spool-dir if
+    /// set, else the system temp directory).
+    #[arg(
+        long,
+        env = "ROOMREC_SCRATCH_DIR",
+        value_name = "DIR",
+        help_heading = "Output"
+    )]
+    pub scratch_dir: Option<PathBuf>,
     /// Write the JSON manifest here ("-" for stdout).
     #[arg(
         long,
@@ -486,6 +506,17 @@ impl RecordArgs {
         {
             return Err(usage("--segment-size must be at least 1M".into()));
         }
+        let faststart = match (self.faststart, self.mode) {
+            (false, _) => None,
+            (true, Mode::AudioMp3) => return Err(usage(
+                "--faststart (ROOMREC_FASTSTART) makes classic MP4 files, but --mode 00 (AudioMp3) records MP3: leave --faststart out, or record MP4 with --mode 01 (VideoMp4) or 02 (AudioVideoMp4)".into(),
+            )),
+            (true, _) => Some(
+                self.scratch_dir
+                    .or_else(|| self.spool_dir.clone())
+                    .unwrap_or_else(std::env::temp_dir),
+            ),
+        };
         Ok(RecordConfig {
             source,
             mode: self.mode,
@@ -512,6 +543,7 @@ impl RecordArgs {
             },
             retry: RetryPolicy::default(),
             expected_bitrate: self.expected_bitrate,
+            faststart,
         })
     }
 }
@@ -626,6 +658,33 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.contains("--key-template") && e.contains("{part}"), "{e}");
+    }
+
+    #[test]
+    fn faststart_is_for_mp4_and_keeps_its_copy_in_the_spool_dir_by_default() {
+        let base = ["--source", "rtmp://h/live/a", "--storage", "/tmp/x"];
+        let with = |extra: &[&str]| args(&[&base[..], extra].concat());
+        let e = with(&["--faststart"]).unwrap_err();
+        assert!(
+            e.contains("--faststart") && e.contains("--mode 00") && e.contains("--mode 01"),
+            "{e}"
+        );
+        assert!(with(&["--faststart", "--mode", "AudioMp3"]).is_err());
+        assert_eq!(with(&["--mode", "02"]).unwrap().faststart, None);
+        let c = with(&["--faststart", "--mode", "02", "--spool-dir", "/var/spool/r"]).unwrap();
+        assert_eq!(c.faststart, Some(PathBuf::from("/var/spool/r")));
+        let c = with(&[
+            "--faststart",
+            "--mode",
+            "01",
+            "--spool-dir",
+            "/s",
+            "--scratch-dir",
+            "/x",
+        ]);
+        assert_eq!(c.unwrap().faststart, Some(PathBuf::from("/x")));
+        let c = with(&["--faststart", "--mode", "01"]).unwrap();
+        assert_eq!(c.faststart, Some(std::env::temp_dir()));
     }
 
     #[test]

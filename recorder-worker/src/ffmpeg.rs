@@ -6,7 +6,7 @@ use crate::plan::{Plan, SourceTracks};
 use ffmpeg_sidecar::command::FfmpegCommand;
 use ffmpeg_sidecar::event::{FfmpegEvent, LogLevel};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -33,23 +33,14 @@ pub async fn probe(
     url: &str,
     input_options: &[String],
 ) -> Result<SourceTracks, String> {
-    let mut command = tokio::process::Command::new(&tools.ffprobe);
+    let mut command = child(&tools.ffprobe);
     command
         .args(["-v", "error", "-print_format", "json", "-show_streams"])
         .args(input_options)
-        .arg(url)
-        .kill_on_drop(true)
-        .stdin(std::process::Stdio::null());
-    die_with_parent(command.as_std_mut());
-    let output = command
-        .output()
+        .arg(url);
+    let json = run_json(command, &tools.ffprobe)
         .await
-        .map_err(|e| format!("cannot run {}: {e}", tools.ffprobe.display()))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(format!("cannot read the source {url}: {}", stderr.trim()));
-    }
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        .map_err(|e| format!("cannot read the source {url}: {e}"))?;
     let mut tracks = SourceTracks::default();
     for stream in json["streams"].as_array().into_iter().flatten() {
         let codec = stream["codec_name"].as_str().map(str::to_owned);
@@ -66,6 +57,72 @@ pub async fn probe(
         }
     }
     Ok(tracks)
+}
+
+/// The duration of a media file, as ffprobe reads its container.
+pub async fn file_seconds(tools: &Tools, path: &Path) -> Result<f64, String> {
+    let mut command = child(&tools.ffprobe);
+    command
+        .args(["-v", "error", "-print_format", "json", "-show_format"])
+        .arg(path);
+    let json = run_json(command, &tools.ffprobe)
+        .await
+        .map_err(|e| format!("ffprobe cannot read {}: {e}", path.display()))?;
+    json["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| format!("ffprobe reports no duration for {}", path.display()))
+}
+
+/// Remuxes a fragmented MP4 file into a classic one with its `moov` first: every track copied,
+/// nothing re-encoded. The output must be a file: faststart moves the `moov` by rewriting it.
+pub async fn remux_faststart(tools: &Tools, input: &Path, output: &Path) -> Result<(), String> {
+    let mut command = child(&tools.ffmpeg);
+    command
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i"])
+        .arg(input)
+        .args([
+            "-map",
+            "0",
+            "-c",
+            "copy",
+            "-movflags",
+            "+faststart",
+            "-f",
+            "mp4",
+        ])
+        .arg(output);
+    run_json(command, &tools.ffmpeg)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("ffmpeg could not remux it: {e}"))
+}
+
+/// A child process that reads nothing, is killed when its future is dropped, and dies with the
+/// worker.
+fn child(program: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null());
+    die_with_parent(command.as_std_mut());
+    command
+}
+
+/// Runs a child to its end: its stdout as JSON (null when it printed none), or what it printed
+/// on stderr.
+async fn run_json(
+    mut command: tokio::process::Command,
+    program: &Path,
+) -> Result<serde_json::Value, String> {
+    let output = command
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
+    }
+    Ok(serde_json::from_slice(&output.stdout).unwrap_or_default())
 }
 
 /// A running ffmpeg: its output as chunks, its log as events, and a way to stop it cleanly.

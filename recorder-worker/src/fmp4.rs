@@ -165,6 +165,31 @@ fn box_header(data: &[u8]) -> Option<([u8; 4], u64)> {
     }
 }
 
+/// The types of a file's top-level boxes, in order (`ftyp`, `moov`, `mdat`, …), read from their
+/// headers without reading the payloads.
+pub fn top_level_boxes(path: &std::path::Path) -> std::io::Result<Vec<[u8; 4]>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut kinds = Vec::new();
+    let mut offset = 0u64;
+    while offset < len {
+        let mut header = [0u8; 16];
+        let n = file.read(&mut header)?;
+        let malformed = || std::io::Error::other(format!("a malformed box at byte {offset}"));
+        let (kind, size) = box_header(&header[..n]).ok_or_else(malformed)?;
+        // Size 0: the box runs to the end of the file.
+        let size = if size == 0 { len - offset } else { size };
+        if size < 8 {
+            return Err(malformed());
+        }
+        kinds.push(kind);
+        offset += size;
+        file.seek(SeekFrom::Start(offset))?;
+    }
+    Ok(kinds)
+}
+
 /// Iterates the child boxes of a container's payload: (type, payload start, payload).
 fn children(payload: &[u8]) -> impl Iterator<Item = ([u8; 4], usize, &[u8])> {
     let mut offset = 0usize;

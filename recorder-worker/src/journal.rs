@@ -12,6 +12,7 @@
 use crate::cutter::{Cutter, Piece};
 use crate::fmp4;
 use crate::mode::Mode;
+use crate::scratch::Scratch;
 use opendal::Operator;
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +39,7 @@ pub fn journal_dir(prefix: &str, key: &str) -> String {
 }
 
 /// `{prefix}/.roomrec-journal/`: where every journal under a prefix lives.
-fn journal_root(prefix: &str) -> String {
+pub(crate) fn journal_root(prefix: &str) -> String {
     if prefix.is_empty() {
         format!("{JOURNAL_DIR}/")
     } else {
@@ -62,8 +63,14 @@ pub struct Salvaged {
     pub seconds: f64,
 }
 
-/// Rebuilds the part of journal `dir` into its object, then deletes the journal.
-pub async fn salvage(op: &Operator, dir: &str, chunk: usize) -> Result<Salvaged, String> {
+/// Rebuilds the part of journal `dir` into its object (and into `copy`, for --faststart), then
+/// deletes the journal.
+pub async fn salvage(
+    op: &Operator,
+    dir: &str,
+    chunk: usize,
+    mut copy: Option<&mut Scratch>,
+) -> Result<Salvaged, String> {
     let meta_bytes = op
         .read(&meta_key(dir))
         .await
@@ -96,6 +103,9 @@ pub async fn salvage(op: &Operator, dir: &str, chunk: usize) -> Result<Salvaged,
             .to_bytes();
         media.push(&data);
         bytes += data.len() as u64;
+        if let Some(copy) = copy.as_deref_mut() {
+            copy.append(&data);
+        }
         writer
             .write(data)
             .await

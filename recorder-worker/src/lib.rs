@@ -9,10 +9,13 @@
 //!                                └─▶ checkpoint journal every N s (small complete objects)
 //! ```
 //! A part's journal is deleted once its object is complete; a killed worker's journal is
-//! rebuilt into the object by the next run (`journal`).
+//! rebuilt into the object by the next run (`journal`). With `--faststart` a local copy of each
+//! MP4 part (`scratch`) is remuxed into a classic MP4 that replaces the part's object
+//! (`faststart`).
 
 pub mod cli;
 pub mod cutter;
+pub mod faststart;
 pub mod ffmpeg;
 pub mod fmp4;
 pub mod journal;
@@ -26,6 +29,7 @@ pub mod part;
 pub mod plan;
 pub mod recorder;
 pub mod report;
+pub mod scratch;
 pub mod source;
 pub mod storage;
 pub mod termination;

@@ -110,7 +110,7 @@ impl Stopping {
     }
 
     /// Resolves when the recording is stopping and its upload deadline has passed.
-    async fn passed(&self) {
+    pub(crate) async fn passed(&self) {
         loop {
             match self.deadline() {
                 Some(deadline) => return tokio::time::sleep_until(deadline).await,
@@ -396,28 +396,30 @@ impl PartWriter {
                     false,
                 )
             }
-            Err(upload_error) => match journal::salvage(&op, &journal_dir, settings.chunk).await {
-                Ok(s) => PartRecord::from_meta(
-                    &meta,
-                    PartStatus::Succeeded,
-                    format!(
-                        "the streaming upload did not complete ({upload_error}); the file was assembled from its checkpoints"
+            Err(upload_error) => {
+                match journal::salvage(&op, &journal_dir, settings.chunk, None).await {
+                    Ok(s) => PartRecord::from_meta(
+                        &meta,
+                        PartStatus::Succeeded,
+                        format!(
+                            "the streaming upload did not complete ({upload_error}); the file was assembled from its checkpoints"
+                        ),
+                        s.bytes,
+                        s.seconds,
+                        true,
                     ),
-                    s.bytes,
-                    s.seconds,
-                    true,
-                ),
-                Err(e) => PartRecord::from_meta(
-                    &meta,
-                    PartStatus::Failed,
-                    format!(
-                        "the upload failed ({upload_error}) and assembling from checkpoints failed too ({e}); the checkpoints are kept under {journal_dir}"
+                    Err(e) => PartRecord::from_meta(
+                        &meta,
+                        PartStatus::Failed,
+                        format!(
+                            "the upload failed ({upload_error}) and assembling from checkpoints failed too ({e}); the checkpoints are kept under {journal_dir}"
+                        ),
+                        bytes,
+                        seconds,
+                        false,
                     ),
-                    bytes,
-                    seconds,
-                    false,
-                ),
-            },
+                }
+            }
         }
     }
 }
@@ -489,9 +491,16 @@ pub async fn upload_spooled(op: &Operator, dir: &std::path::Path) -> Result<usiz
     // meta.json sorts before the segments of its directory.
     files.sort();
     for path in files {
+        // Only journals: the directory may also hold --faststart's copies.
         let Ok(relative) = path.strip_prefix(dir) else {
             continue;
         };
+        if !relative
+            .components()
+            .any(|c| c.as_os_str() == journal::JOURNAL_DIR)
+        {
+            continue;
+        }
         let key = relative.to_string_lossy().to_string();
         let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let len = data.len() as u64;

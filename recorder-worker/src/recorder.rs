@@ -4,6 +4,7 @@
 //! request. Leftover journals of earlier runs are rebuilt first.
 
 use crate::cutter::{Cutter, Piece};
+use crate::faststart::Faststart;
 use crate::ffmpeg::{self, LogLine, Recording, Tools};
 use crate::fmp4;
 use crate::journal::{self, PartMeta};
@@ -14,6 +15,7 @@ use crate::metrics::metrics;
 use crate::mode::Mode;
 use crate::part::{PartRecord, PartStatus, PartWriter, Spool, SpoolLimits, UploadSettings};
 use crate::plan::{self, Plan};
+use crate::scratch::{self, Scratch};
 use crate::source::Source;
 use crate::storage::{RetryPolicy, StorageConfig};
 use opendal::Operator;
@@ -46,6 +48,8 @@ pub struct RecordConfig {
     pub retry: RetryPolicy,
     /// Used only to size multipart chunks for the longest expected part.
     pub expected_bitrate: u64,
+    /// --faststart: the scratch directory; each MP4 part is stored as a classic MP4.
+    pub faststart: Option<PathBuf>,
 }
 
 /// S3 allows 10,000 parts per multipart upload; keep a margin.
@@ -73,6 +77,8 @@ pub struct Recorder {
     status: Arc<Status>,
     spool: Arc<Spool>,
     stopping: Arc<crate::part::Stopping>,
+    /// --faststart: each part's local copy and its conversion to a classic MP4.
+    faststart: Option<Arc<Faststart>>,
     finishing: Vec<JoinHandle<PartRecord>>,
     next_part: u32,
     template_vars: (String, String, String),
@@ -105,6 +111,16 @@ impl Recorder {
         check_storage(&op, &config.storage).await?;
         let start = compact_time(config.session_start);
         let spool = Arc::new(Spool::new(config.spool.clone()));
+        let faststart = config.faststart.clone().map(|dir| {
+            Arc::new(Faststart::new(
+                op.clone(),
+                &config.storage.prefix,
+                config.mode,
+                config.tools.clone(),
+                config.chunk_size(),
+                dir,
+            ))
+        });
         Ok(Self {
             template_vars: (config.source.stream_label(), config.source.user_id(), start),
             config,
@@ -112,6 +128,7 @@ impl Recorder {
             status,
             spool,
             stopping: Arc::default(),
+            faststart,
             finishing: Vec::new(),
             next_part: 1,
             pending_init: None,
@@ -188,6 +205,9 @@ impl Recorder {
     pub async fn run(mut self, mut stop: watch::Receiver<Option<StopReason>>) -> Manifest {
         let started_at = crate::now_rfc3339();
         let started = Instant::now();
+        if let Some(f) = &self.faststart {
+            scratch::sweep(f.scratch_dir());
+        }
         let mut parts: Vec<PartRecord> = self.recover().await;
 
         let mut last_media = Instant::now();
@@ -284,11 +304,25 @@ impl Recorder {
 
         // Uploads get part of the shutdown time; the rest keeps what they could not store (the
         // spool directory) and writes the manifest.
-        self.stopping
-            .begin(self.config.shutdown_timeout.mul_f64(0.6));
+        let uploads_within = self.config.shutdown_timeout.mul_f64(0.6);
+        self.stopping.begin(uploads_within);
+        // After a signal the pod's grace period bounds everything. A recording that ends on its
+        // own has none, and its last classic copy may take longer than the shutdown timeout.
+        let bounded = match &self.faststart {
+            Some(f) if reason == StopReason::Signal => {
+                f.deadline.begin(uploads_within);
+                true
+            }
+            Some(_) => false,
+            None => true,
+        };
         let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
         for task in std::mem::take(&mut self.finishing) {
-            match tokio::time::timeout_at(deadline, task).await {
+            let done = match bounded {
+                true => tokio::time::timeout_at(deadline, task).await,
+                false => Ok(task.await),
+            };
+            match done {
                 Ok(Ok(record)) => parts.push(record),
                 Ok(Err(e)) => {
                     failure.get_or_insert(Failure::retryable(format!(
@@ -444,7 +478,7 @@ impl Recorder {
                         return;
                     };
                     let mut open = self.open(plan).await;
-                    open.writer.write(init);
+                    open.write(init);
                     open.tracks = Some(tracks);
                     *part = Some(open);
                 }
@@ -466,7 +500,7 @@ impl Recorder {
                     .map(|t| open.timeline.seconds(t))
                     .unwrap_or(0.0);
                 let added = rebased.bytes.len();
-                open.writer.write(rebased.bytes);
+                open.write(rebased.bytes);
                 self.record_progress(added, &open.writer);
             }
             Piece::Frames(frames) => {
@@ -483,7 +517,7 @@ impl Recorder {
                 let open = part.as_mut().expect("opened above");
                 open.writer.seconds += frames.seconds;
                 let added = frames.bytes.len();
-                open.writer.write(frames.bytes);
+                open.write(frames.bytes);
                 self.record_progress(added, &open.writer);
             }
         }
@@ -535,6 +569,7 @@ impl Recorder {
             audio_codec: plan.output_audio.clone(),
         };
         tracing::info!(part, key = %meta.key, "part started");
+        let scratch = self.faststart.as_ref().map(|f| f.scratch(&meta.key));
         self.status.part_opened(meta.clone());
         let settings = UploadSettings {
             chunk: self.config.chunk_size(),
@@ -549,6 +584,7 @@ impl Recorder {
                 self.spool.clone(),
                 self.stopping.clone(),
             ),
+            scratch,
             base: None,
             timeline: fmp4::Timeline::default(),
             tracks: None,
@@ -567,9 +603,22 @@ impl Recorder {
         self.closed_seconds += open.writer.seconds;
         self.status
             .part_closed(open.writer.meta(), open.writer.bytes, open.writer.seconds);
+        self.finish_later(open.writer.finish(), open.scratch);
+    }
+
+    /// Finishes a part in the background: `stored`, then (--faststart) its classic copy.
+    fn finish_later(
+        &mut self,
+        stored: impl Future<Output = PartRecord> + Send + 'static,
+        scratch: Option<Scratch>,
+    ) {
         let status = self.status.clone();
+        let faststart = self.faststart.clone();
         self.finishing.push(tokio::spawn(async move {
-            let record = open.writer.finish().await;
+            let mut record = stored.await;
+            if let (Some(faststart), Some(scratch)) = (faststart, scratch) {
+                record = faststart.finish(record, scratch).await;
+            }
             metrics().part_finished(record.status == PartStatus::Succeeded);
             status.part_finished(record.clone());
             record
@@ -577,8 +626,9 @@ impl Recorder {
     }
 
     /// Rebuilds the parts of earlier runs that did not finish: first their checkpoints left in
-    /// the spool directory go to the journal, then every journal is assembled.
-    async fn recover(&self) -> Vec<PartRecord> {
+    /// the spool directory go to the journal, then every journal is assembled. With
+    /// --faststart a rebuilt MP4 part becomes a classic MP4 in the background.
+    async fn recover(&mut self) -> Vec<PartRecord> {
         if let Some(dir) = &self.config.spool.dir {
             match crate::part::upload_spooled(&self.op, dir).await {
                 Ok(0) => {}
@@ -600,7 +650,12 @@ impl Recorder {
         };
         let mut records = Vec::new();
         for dir in dirs {
-            match journal::salvage(&self.op, &dir, self.config.chunk_size()).await {
+            let mut scratch = self
+                .faststart
+                .as_ref()
+                .map(|f| f.scratch(dir.trim_end_matches('/')));
+            match journal::salvage(&self.op, &dir, self.config.chunk_size(), scratch.as_mut()).await
+            {
                 Ok(s) => {
                     tracing::info!(key = %s.meta.key, seconds = s.seconds, "recovered a part left by an earlier run");
                     let record = PartRecord::from_meta(
@@ -613,7 +668,12 @@ impl Recorder {
                     );
                     metrics().part_finished(true);
                     self.status.part_recovered(record.clone());
-                    records.push(record);
+                    match scratch.filter(|_| s.meta.mode != Mode::AudioMp3) {
+                        Some(scratch) => {
+                            self.finish_later(std::future::ready(record), Some(scratch))
+                        }
+                        None => records.push(record),
+                    }
                 }
                 Err(e) => tracing::warn!(journal = %dir, "cannot rebuild an unfinished part: {e}"),
             }
@@ -624,10 +684,22 @@ impl Recorder {
 
 struct OpenPart {
     writer: PartWriter,
+    /// --faststart: the part's local copy.
+    scratch: Option<Scratch>,
     /// Decode time of the part's first fragment per track: subtracted so the part starts at 0.
     base: Option<std::collections::HashMap<u32, u64>>,
     timeline: fmp4::Timeline,
     tracks: Option<fmp4::Tracks>,
+}
+
+impl OpenPart {
+    /// Appends whole units to the part (and to its copy).
+    fn write(&mut self, data: bytes::Bytes) {
+        if let Some(scratch) = self.scratch.as_mut() {
+            scratch.append(&data);
+        }
+        self.writer.write(data);
+    }
 }
 
 /// Refused credentials, a missing bucket and a configuration the store calls invalid are

@@ -516,6 +516,8 @@ async fn bad_arguments_name_the_flag_and_exit_2() {
         "--max-duration",
         "--segment-seconds",
         "--checkpoint-seconds",
+        "--faststart",
+        "--scratch-dir",
     ] {
         assert!(help.contains(flag), "--help explains {flag}");
     }
@@ -559,28 +561,51 @@ fn event_time(stderr: &str, message: &str) -> Option<jiff::Timestamp> {
 #[tokio::test]
 async fn sigterm_finishes_a_playable_file_of_the_right_length() {
     let _publisher = publish("sigterm", StreamSpec::default()).await;
-    let storage = Storage::s3("sigterm");
-    let child = start(&mut worker(&bed().rtmp_url("sigterm"), "02", &storage, &[]));
+    // Plain, and with --faststart, whose classic copy must be stored within the shutdown time too.
+    let children = [("sigterm", false), ("sigterm-faststart", true)].map(|(prefix, faststart)| {
+        let storage = Storage::s3(prefix);
+        let flags: &[&str] = if faststart { &["--faststart"] } else { &[] };
+        let child = start(&mut worker(
+            &bed().rtmp_url("sigterm"),
+            "02",
+            &storage,
+            flags,
+        ));
+        (storage, faststart, child)
+    });
     tokio::time::sleep(Duration::from_secs(10)).await;
     let signalled = jiff::Timestamp::now();
-    child.signal(libc::SIGTERM);
+    for (_, _, child) in &children {
+        child.signal(libc::SIGTERM);
+    }
     let started = Instant::now();
-    let run = finish(child).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "finished within a pod's grace period"
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.manifest["stopReason"], "signal");
-    let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
-    // ffmpeg starts reading the live stream when the worker logs "recording …": the file
-    // holds the media from then until SIGTERM.
-    let connected = event_time(&run.stderr, "recording ").expect("recording event");
-    let recorded_wall = (signalled - connected).total(jiff::Unit::Second).unwrap();
-    assert!(
-        (seconds - recorded_wall).abs() <= 1.0,
-        "file {seconds} s vs {recorded_wall} s between connecting and SIGTERM"
-    );
+    for (storage, faststart, child) in children {
+        let run = finish(child).await;
+        // The remux takes a moment more: bounded by the shutdown timeout (25 s), within a pod's
+        // grace period (40 s).
+        let within = Duration::from_secs(if faststart { 30 } else { 10 });
+        assert!(
+            started.elapsed() < within,
+            "finished within a pod's grace period"
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.manifest["stopReason"], "signal");
+        let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+        if faststart {
+            for part in parts(&run) {
+                assert_eq!(part["message"], "", "{part:#}");
+                assert_classic(&storage.file(part["key"].as_str().unwrap()));
+            }
+        }
+        // ffmpeg starts reading the live stream when the worker logs "recording …": the file
+        // holds the media from then until SIGTERM.
+        let connected = event_time(&run.stderr, "recording ").expect("recording event");
+        let recorded_wall = (signalled - connected).total(jiff::Unit::Second).unwrap();
+        assert!(
+            (seconds - recorded_wall).abs() <= 1.0,
+            "file {seconds} s vs {recorded_wall} s between connecting and SIGTERM (faststart: {faststart})"
+        );
+    }
 }
 
 #[tokio::test]
@@ -589,7 +614,16 @@ async fn sigkill_loses_at_most_a_few_seconds_and_a_restart_continues_with_a_new_
     let storage = Storage::s3("sigkill");
     // A kept-alive bed holds the parts of an earlier run of this test under the same session.
     let _ = std::fs::remove_dir_all(storage.file("sigkill"));
-    let session = ["--session-start", "2026-01-01T00:00:00Z"];
+    // With --faststart both times: its copy is lost with the worker, the rebuilt part still
+    // becomes a classic MP4, and nothing more is lost than without it.
+    let scratch = bed().scratch("sigkill-scratch").unwrap();
+    let session = [
+        "--session-start",
+        "2026-01-01T00:00:00Z",
+        "--faststart",
+        "--scratch-dir",
+        scratch.to_str().unwrap(),
+    ];
     let child = start(&mut worker(
         &bed().rtmp_url("sigkill"),
         "02",
@@ -600,6 +634,10 @@ async fn sigkill_loses_at_most_a_few_seconds_and_a_restart_continues_with_a_new_
     let killed = jiff::Timestamp::now();
     child.signal(libc::SIGKILL);
     let killed_run = finish(child).await;
+    assert!(
+        !files_under(&scratch).is_empty(),
+        "the killed worker left its copy"
+    );
     let connected = event_time(&killed_run.stderr, "recording ").expect("recording event");
     let recorded_before_kill = (killed - connected).total(jiff::Unit::Second).unwrap();
 
@@ -614,6 +652,13 @@ async fn sigkill_loses_at_most_a_few_seconds_and_a_restart_continues_with_a_new_
     assert_eq!(parts[1]["part"], 2);
     assert_ne!(parts[0]["key"], parts[1]["key"]);
     verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    for part in &parts {
+        assert_classic(&storage.file(part["key"].as_str().unwrap()));
+    }
+    assert!(
+        files_under(&scratch).is_empty(),
+        "the restart removed the killed worker's copy and its own"
+    );
     let recovered = parts[0]["durationSeconds"].as_f64().unwrap();
     let lost = recorded_before_kill - recovered;
     eprintln!(
@@ -1403,4 +1448,188 @@ async fn files_are_reported_into_the_recording_job_status_and_the_result_into_th
             "durationSeconds": run.manifest["durationSeconds"],
         })
     );
+}
+
+/// The types of a file's top-level MP4 boxes, in order.
+fn mp4_boxes(path: &Path) -> Vec<String> {
+    let data = std::fs::read(path).unwrap();
+    let mut boxes = Vec::new();
+    let mut at = 0;
+    while at + 8 <= data.len() {
+        let word = |from: usize, len: usize| {
+            data[from..from + len]
+                .iter()
+                .fold(0u64, |n, b| n << 8 | u64::from(*b))
+        };
+        let size = match word(at, 4) {
+            1 => word(at + 8, 8),
+            0 => (data.len() - at) as u64,
+            n => n,
+        };
+        boxes.push(String::from_utf8_lossy(&data[at + 4..at + 8]).into_owned());
+        assert!(size >= 8, "{}: box {boxes:?} is malformed", path.display());
+        at += size as usize;
+    }
+    boxes
+}
+
+/// A classic MP4: `moov` before `mdat`, no fragments.
+fn assert_classic(path: &Path) {
+    let boxes = mp4_boxes(path);
+    let at = |kind: &str| boxes.iter().position(|b| b == kind);
+    assert!(
+        matches!((at("moov"), at("mdat")), (Some(moov), Some(mdat)) if moov < mdat)
+            && at("moof").is_none(),
+        "{} is not a classic MP4: {boxes:?}",
+        path.display()
+    );
+}
+
+#[tokio::test]
+async fn faststart_stores_every_part_as_a_classic_mp4_in_both_mp4_modes() {
+    let _publisher = publish("faststart", StreamSpec::default()).await;
+    let url = bed().rtmp_url("faststart");
+    let mut runs = Vec::new();
+    for (mode, video, audio, storage, segments) in [
+        ("01", Some("h264"), None, Storage::s3("faststart/01"), true),
+        (
+            "02",
+            Some("h264"),
+            Some("aac"),
+            Storage::s3("faststart/02"),
+            true,
+        ),
+        (
+            "02",
+            Some("h264"),
+            Some("aac"),
+            Storage::dir("faststart-02"),
+            false,
+        ),
+    ] {
+        let scratch = bed()
+            .scratch(&format!("faststart-scratch-{}", runs.len()))
+            .unwrap();
+        let mut flags = vec!["--faststart", "--max-duration", "10"];
+        flags.extend(["--scratch-dir", scratch.to_str().unwrap()]);
+        if segments {
+            flags.extend(["--segment-seconds", "4"]);
+        }
+        let child = start(&mut worker(&url, mode, &storage, &flags));
+        runs.push((mode, video, audio, storage, segments, scratch, child));
+    }
+    for (mode, video, audio, storage, segments, scratch, child) in runs {
+        let run = finish(child).await;
+        assert_eq!(run.code, 0, "mode {mode}: {}", run.stderr);
+        let parts = parts(&run);
+        assert!(
+            parts.len() >= if segments { 3 } else { 1 },
+            "{:#}",
+            run.manifest
+        );
+        // Playable with the mode's codecs, each as long as the manifest says, its size as stored.
+        let seconds = verify_parts(&run, &storage, video, audio);
+        for part in &parts {
+            assert_eq!(part["message"], "", "mode {mode}: {part:#}");
+            let file = storage.file(part["key"].as_str().unwrap());
+            assert_classic(&file);
+            let start = start_time(&file);
+            assert!(start < 0.1, "{} starts at {start}", file.display());
+        }
+        let recorded = run.manifest["durationSeconds"].as_f64().unwrap();
+        assert!(
+            (seconds - recorded).abs() <= 1.0 && (seconds - 10.0).abs() <= 1.5,
+            "mode {mode}: the classic files last {seconds} s, {recorded} s were recorded"
+        );
+        assert!(
+            files_under(&scratch).is_empty(),
+            "the copies are removed: {:?}",
+            files_under(&scratch)
+        );
+    }
+}
+
+/// Runs the worker in a mount namespace of its own with a fresh tmpfs at `dir` (`flags`, e.g.
+/// read-only, and `options`, e.g. its size): nothing outside the worker sees it.
+fn own_tmpfs(command: &mut tokio::process::Command, dir: &Path, flags: u64, options: &str) {
+    use std::os::unix::ffi::OsStrExt;
+    let target = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    let options = std::ffi::CString::new(options).unwrap();
+    let fail = || Err(std::io::Error::last_os_error());
+    // SAFETY: between fork and exec only system calls run, on memory prepared before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return fail();
+            }
+            let none = std::ptr::null();
+            let private = libc::MS_REC | libc::MS_PRIVATE;
+            if libc::mount(c"none".as_ptr(), c"/".as_ptr(), none, private, none.cast()) != 0 {
+                return fail();
+            }
+            let tmpfs = c"tmpfs".as_ptr();
+            if libc::mount(
+                tmpfs,
+                target.as_ptr(),
+                tmpfs,
+                flags,
+                options.as_ptr().cast(),
+            ) != 0
+            {
+                return fail();
+            }
+            Ok(())
+        });
+    }
+}
+
+#[tokio::test]
+async fn a_scratch_dir_that_cannot_be_written_keeps_the_fragmented_mp4_and_says_so() {
+    let _publisher = publish("noscratch", StreamSpec::default()).await;
+    let url = bed().rtmp_url("noscratch");
+    let mut runs = Vec::new();
+    // Read-only; and full: 9 MiB leave no room for a copy and its remuxed file beyond a second
+    // or two of this 2 Mbit/s stream.
+    for (name, flags, options, expected) in [
+        (
+            "read-only",
+            libc::MS_RDONLY,
+            "size=64m",
+            "cannot write a copy",
+        ),
+        ("full", 0, "size=9m", "ran short of space"),
+    ] {
+        let storage = Storage::s3(&format!("noscratch/{name}"));
+        let scratch = bed().scratch(&format!("noscratch-{name}")).unwrap();
+        let mut command = worker(
+            &url,
+            "02",
+            &storage,
+            &["--faststart", "--max-duration", "6"],
+        );
+        command.args(["--scratch-dir", scratch.to_str().unwrap()]);
+        own_tmpfs(&mut command, &scratch, flags, options);
+        runs.push((name, expected, storage, start(&mut command)));
+    }
+    for (name, expected, storage, child) in runs {
+        let run = finish(child).await;
+        assert_eq!(run.code, 0, "{name}: {}", run.stderr);
+        assert_eq!(run.manifest["status"], "succeeded", "{:#}", run.manifest);
+        let parts = parts(&run);
+        assert_eq!(parts.len(), 1, "{:#}", run.manifest);
+        let message = parts[0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("stored as fragmented MP4")
+                && message.contains(expected)
+                && message.contains("--scratch-dir"),
+            "{name}: {message}"
+        );
+        let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+        assert!(seconds >= 5.5, "{name}: {seconds} s");
+        let boxes = mp4_boxes(&storage.file(parts[0]["key"].as_str().unwrap()));
+        assert!(
+            boxes.iter().any(|b| b == "moof"),
+            "{name}: the fragmented MP4 stays: {boxes:?}"
+        );
+    }
 }
