@@ -8,12 +8,14 @@
 #
 # The bin directory (exported by the Makefile as ROOMREC_TESTBED_BIN) holds:
 #   kube-apiserver kube-controller-manager kubectl etcd helm versitygw
+# and its sibling monitoring-crds/ the prometheus-operator CRDs the chart's monitoring uses.
 set -euo pipefail
 
 KUBERNETES_VERSION=v1.37.2   # newest release k8s-openapi 0.29 supports (feature v1_37)
 ETCD_VERSION=v3.7.3          # the etcd minor k8s v1.37 requires (go.mod: go.etcd.io/etcd/* v3.7)
 HELM_VERSION=v3.22.0
 VERSITYGW_VERSION=v1.8.0
+PROMETHEUS_OPERATOR_VERSION=v0.85.0   # its CRDs: the chart's ServiceMonitor, PodMonitor, PrometheusRule
 DEBIAN_PACKAGES=(ffmpeg nginx-light libnginx-mod-rtmp prometheus openssl util-linux)
 
 CACHE=${ROOMREC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/roomrec}
@@ -132,6 +134,19 @@ fi
 if [[ ! -x "$BIN/versitygw" ]]; then
   log "building versitygw $VERSITYGW_VERSION"
   GOBIN="$BIN" go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+fi
+
+# Only the CRDs of prometheus-operator, from its Go module (no build): tests dry-run the chart's
+# monitoring objects against them. The version file makes a new pin fetch again.
+CRDS="$(dirname "$BIN")/monitoring-crds"
+if [[ "$(cat "$CRDS/VERSION" 2>/dev/null)" != "$PROMETHEUS_OPERATOR_VERSION" ]]; then
+  log "fetching the prometheus-operator $PROMETHEUS_OPERATOR_VERSION CRDs"
+  module_dir=$(GOFLAGS= go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  rm -rf "$CRDS" && mkdir -p "$CRDS"
+  for kind in servicemonitors podmonitors prometheusrules; do
+    install -m 0644 "$module_dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$CRDS/"
+  done
+  echo "$PROMETHEUS_OPERATOR_VERSION" > "$CRDS/VERSION"
 fi
 
 echo "$BIN"

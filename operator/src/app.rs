@@ -42,6 +42,9 @@ pub struct Options {
     /// Worker pods' termination grace period; workers get 10 s less to close their files.
     #[arg(long, env = "ROOMREC_WORKER_GRACE_SECONDS", default_value_t = 40)]
     pub worker_grace_seconds: u64,
+    /// Port of each worker pod's /metrics (containerPort `metrics`); 0: no metrics endpoint.
+    #[arg(long, env = "ROOMREC_WORKER_METRICS_PORT", default_value_t = 9090)]
+    pub worker_metrics_port: u16,
     /// Worker pods per recorded person before the job fails.
     #[arg(long, env = "ROOMREC_MAX_ATTEMPTS", default_value_t = 10)]
     pub max_attempts: u32,
@@ -143,6 +146,7 @@ impl Options {
             worker_image: self.worker_image.clone(),
             worker_env: self.worker_env.clone(),
             worker_grace: Duration::from_secs(self.worker_grace_seconds),
+            worker_metrics_port: self.worker_metrics_port,
             max_attempts: self.max_attempts.max(1),
             retry_backoff: Duration::from_secs_f64(self.retry_backoff_seconds.max(0.0)),
             callback: CallbackSettings {

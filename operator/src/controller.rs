@@ -157,18 +157,17 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
     // The watch cache can lag behind our own last status write; deciding from it could undo
     // that write (or count attempts twice). One read of the current object is cheap.
     let Some(job) = jobs.get_opt(&name).await.map_err(Error::Read)? else {
-        if let Some(uid) = cached.uid() {
-            ctx.metrics.observe(&uid, None);
-        }
+        ctx.metrics.observe(cached, None);
         return Ok(Action::await_change());
     };
     let job = &job;
-    let uid = job.uid().ok_or(Error::MissingField("uid"))?;
+    // The metrics and the worker pods' labels key on it.
+    job.uid().ok_or(Error::MissingField("uid"))?;
     let deleting = job.metadata.deletion_timestamp.is_some();
 
     if !job.finalizers().iter().any(|f| f == FINALIZER) {
         if deleting {
-            ctx.metrics.observe(&uid, None);
+            ctx.metrics.observe(job, None);
             return Ok(Action::await_change());
         }
         let patch = json!({"metadata": {"finalizers": [FINALIZER]}});
@@ -196,7 +195,7 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
                     ctx.event(job, true, "InvalidSpec", problem).await;
                     write_status(&jobs, &name, &status).await?;
                 }
-                ctx.metrics.observe(&uid, Some((Phase::Pending, 0)));
+                ctx.metrics.observe(job, Some((Phase::Pending, 0)));
                 return Ok(Action::await_change());
             }
         }
@@ -207,7 +206,7 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
                 ctx.event(job, true, "InvalidReference", problem).await;
                 write_status(&jobs, &name, &status).await?;
             }
-            ctx.metrics.observe(&uid, Some((Phase::Pending, 0)));
+            ctx.metrics.observe(job, Some((Phase::Pending, 0)));
             return Ok(Action::requeue(Duration::from_secs(15)));
         }
     }
@@ -301,7 +300,7 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
         .iter()
         .filter(|w| w.state == "Recording")
         .count() as i64;
-    ctx.metrics.observe(&uid, Some((phase, running)));
+    ctx.metrics.observe(job, Some((phase, running)));
 
     // The callback, once the job has ended.
     let mut requeue = plan.requeue_after;
@@ -336,7 +335,7 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
                 .await;
             }
             remove_finalizer(&jobs, job).await?;
-            ctx.metrics.observe(&uid, None);
+            ctx.metrics.observe(job, None);
             return Ok(Action::await_change());
         }
         return Ok(Action::requeue(Duration::from_secs(2)));

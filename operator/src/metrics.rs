@@ -1,7 +1,9 @@
 //! Prometheus metrics. Label values are bounded (phases, error steps, results): never a job
 //! name, so a thousand jobs cost no more series than one.
 
-use crate::crd::Phase;
+use crate::crd::{Phase, RecordingJob};
+use jiff::Timestamp;
+use kube::ResourceExt;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -24,8 +26,16 @@ pub struct Metrics {
     pub recorded_bytes: IntCounter,
     pub recorded_seconds: prometheus::Counter,
     pub leader: IntGauge,
-    /// Each job's last phase and running workers, to keep the gauges exact.
-    seen: Mutex<HashMap<String, (Phase, i64)>>,
+    /// Set at each scrape from `seen`, so it grows while a job waits.
+    oldest_pending_age: prometheus::Gauge,
+    /// Each job's last phase, running workers and creation time, to keep the gauges exact.
+    seen: Mutex<HashMap<String, Seen>>,
+}
+
+struct Seen {
+    phase: Phase,
+    running: i64,
+    created: Option<Timestamp>,
 }
 
 impl Default for Metrics {
@@ -106,6 +116,11 @@ impl Metrics {
             "1 while this replica holds the leader lease",
         )
         .unwrap();
+        let oldest_pending_age = prometheus::Gauge::new(
+            "roomrec_oldest_pending_job_age_seconds",
+            "Age of the oldest RecordingJob in phase Pending (no worker started yet), 0 when none",
+        )
+        .unwrap();
         for c in [
             Box::new(jobs.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(recordings_active.clone()),
@@ -120,6 +135,7 @@ impl Metrics {
             Box::new(recorded_bytes.clone()),
             Box::new(recorded_seconds.clone()),
             Box::new(leader.clone()),
+            Box::new(oldest_pending_age.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -148,18 +164,27 @@ impl Metrics {
             recorded_bytes,
             recorded_seconds,
             leader,
+            oldest_pending_age,
             seen: Mutex::default(),
         }
     }
 
     /// Records a job's phase and running workers (`None`: the job is gone).
-    pub fn observe(&self, uid: &str, now: Option<(Phase, i64)>) {
+    pub fn observe(&self, job: &RecordingJob, now: Option<(Phase, i64)>) {
+        let uid = job.uid().unwrap_or_default();
         let mut seen = self.seen.lock().expect("metrics lock");
         let before = match now {
-            Some(state) => seen.insert(uid.to_string(), state),
-            None => seen.remove(uid),
+            Some((phase, running)) => seen.insert(
+                uid,
+                Seen {
+                    phase,
+                    running,
+                    created: job.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                },
+            ),
+            None => seen.remove(&uid),
         };
-        if let Some((phase, running)) = before {
+        if let Some(Seen { phase, running, .. }) = before {
             self.jobs.with_label_values(&[phase.as_str()]).dec();
             self.recordings_active.sub(running);
         }
@@ -169,7 +194,20 @@ impl Metrics {
         }
     }
 
+    /// A job is Pending only until its first worker runs (a replacement keeps it Recording),
+    /// so its creation time is when it started waiting, also across operator restarts.
+    fn oldest_pending_age(&self, now: Timestamp) -> f64 {
+        let seen = self.seen.lock().expect("metrics lock");
+        seen.values()
+            .filter(|s| s.phase == Phase::Pending)
+            .filter_map(|s| s.created)
+            .map(|created| now.duration_since(created).as_secs_f64().max(0.0))
+            .fold(0.0, f64::max)
+    }
+
     pub fn encode(&self) -> String {
+        self.oldest_pending_age
+            .set(self.oldest_pending_age(Timestamp::now()));
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

@@ -19,6 +19,8 @@ pub struct Settings {
     pub worker_grace: Duration,
     /// The scratch volume (emptyDir) that holds checkpoints while the store is unreachable.
     pub spool_limit: String,
+    /// Port of each worker's /metrics (containerPort `metrics`); 0: no metrics endpoint.
+    pub worker_metrics_port: u16,
     /// Worker pods per recorded person before the job fails.
     pub max_attempts: u32,
     /// Wait before the n-th replacement: 0 for the first, then this, doubling, at most 5 min.
@@ -47,6 +49,7 @@ impl Default for Settings {
             worker_env: Vec::new(),
             worker_grace: Duration::from_secs(40),
             spool_limit: "2Gi".into(),
+            worker_metrics_port: 9090,
             max_attempts: 10,
             retry_backoff: Duration::from_secs(5),
             callback: CallbackSettings::default(),

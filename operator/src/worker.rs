@@ -5,10 +5,10 @@
 use crate::crd::{RecordingJob, Storage};
 use crate::settings::Settings;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference,
-    ObjectFieldSelector, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
-    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccount,
-    Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    LocalObjectReference, ObjectFieldSelector, PersistentVolumeClaimVolumeSource, Pod,
+    PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -303,6 +303,18 @@ pub fn pod(
         },
         env("ROOMREC_TERMINATION_MESSAGE", "/dev/termination-log"),
     ]);
+    let ports = (settings.worker_metrics_port != 0).then(|| {
+        env_vars.push(env(
+            "ROOMREC_METRICS_ADDRESS",
+            format!("0.0.0.0:{}", settings.worker_metrics_port),
+        ));
+        vec![ContainerPort {
+            name: Some("metrics".into()),
+            container_port: settings.worker_metrics_port.into(),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]
+    });
     for (name, value) in &settings.worker_env {
         env_vars.push(env(name, value));
     }
@@ -347,6 +359,7 @@ pub fn pod(
                 ),
                 args: Some(vec!["record".into()]),
                 env: Some(env_vars),
+                ports,
                 volume_mounts: Some(mounts),
                 resources: overrides
                     .resources

@@ -137,6 +137,43 @@ fn a_worker_pod_carries_the_job_as_env_and_secrets_only_by_reference() {
 }
 
 #[test]
+fn worker_metrics_are_served_on_a_named_port_unless_turned_off() {
+    let job = job(trtc_spec(), json!({}));
+    let person = &worker::people(&job)[0];
+    let pod = |port: u16| {
+        let settings = Settings {
+            worker_metrics_port: port,
+            ..Settings::default()
+        };
+        worker::pod(&job, person, 1, &Resume::default(), &settings)
+    };
+    let on = pod(9191);
+    let address = env_of(&on)
+        .into_iter()
+        .find(|(k, _)| k == "ROOMREC_METRICS_ADDRESS")
+        .map(|(_, v)| v);
+    assert_eq!(address.as_deref(), Some("0.0.0.0:9191"));
+    let ports = on.spec.unwrap().containers[0].ports.clone().unwrap();
+    assert_eq!(
+        (ports[0].name.as_deref(), ports[0].container_port),
+        (Some("metrics"), 9191),
+        "the PodMonitor scrapes the port named metrics"
+    );
+    assert_eq!(
+        Settings::default().worker_metrics_port,
+        9090,
+        "the chart's worker.metricsPort"
+    );
+    let off = pod(0);
+    assert!(
+        env_of(&off)
+            .iter()
+            .all(|(k, _)| k != "ROOMREC_METRICS_ADDRESS")
+    );
+    assert!(off.spec.unwrap().containers[0].ports.is_none());
+}
+
+#[test]
 fn the_worker_may_patch_only_its_own_jobs_status() {
     let job = job(trtc_spec(), json!({}));
     let role = worker::role(&job);

@@ -11,6 +11,7 @@ use crate::report::JobRef;
 use crate::source::{PlayProtocol, Source, StreamIdForm, StreamKind, TrtcSource};
 use crate::storage::{RetryPolicy, StorageConfig, load_credentials};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -275,6 +276,23 @@ pub struct RecordArgs {
         help_heading = "Reporting"
     )]
     pub termination_message: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR/metrics while recording (default: off).
+    #[arg(
+        long,
+        env = "ROOMREC_METRICS_ADDRESS",
+        value_name = "ADDR:PORT",
+        help_heading = "Reporting"
+    )]
+    pub metrics_address: Option<SocketAddr>,
+    /// Keep serving /metrics this many seconds after the recording ended (a SIGTERM ends the
+    /// wait), so that a last scrape sees the final counts.
+    #[arg(
+        long,
+        env = "ROOMREC_METRICS_LINGER_SECONDS",
+        default_value_t = 0,
+        help_heading = "Reporting"
+    )]
+    pub metrics_linger: u64,
 }
 
 /// Where the worker reports, besides the manifest.
@@ -284,6 +302,8 @@ pub struct Reporting {
     /// The pod name.
     pub name: String,
     pub termination_message: Option<PathBuf>,
+    pub metrics_address: Option<SocketAddr>,
+    pub metrics_linger: Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -363,6 +383,8 @@ impl RecordArgs {
             job,
             name,
             termination_message: self.termination_message.clone(),
+            metrics_address: self.metrics_address,
+            metrics_linger: Duration::from_secs(self.metrics_linger),
         })
     }
 
@@ -531,6 +553,11 @@ mod tests {
         assert_eq!(r.name, "job-1-alice-x");
         let r = reporting(&[]).unwrap();
         assert!(r.job.is_none() && r.termination_message.is_none());
+        assert!(r.metrics_address.is_none(), "metrics are off by default");
+        let r = reporting(&["--metrics-address", "0.0.0.0:9090"]).unwrap();
+        assert_eq!(r.metrics_address, Some("0.0.0.0:9090".parse().unwrap()));
+        let e = reporting(&["--metrics-address", "9090"]).unwrap_err();
+        assert!(e.contains("--metrics-address"), "{e}");
         assert!(!r.name.is_empty(), "defaults to the hostname");
         for bad in ["job-1", "rec/", "rec/Job", "a/b/c"] {
             let e = reporting(&["--report-job", bad]).unwrap_err();

@@ -7,7 +7,7 @@
 //! starts at zero. Boxes after the fragments (`mfra`) are dropped: their offsets describe the
 //! whole stream, not a part.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -130,9 +130,14 @@ impl Splitter {
         }
     }
 
+    /// The first `n` bytes as a unit of their own. Copied rather than split off: a split-off
+    /// unit would share (and pin) the buffer's allocation while it waits in an upload chunk,
+    /// so the buffer could never reuse its space and memory grew with every chunk in flight.
     fn take(&mut self, n: usize) -> Bytes {
         self.consumed += n as u64;
-        self.buffer.split_to(n).freeze()
+        let unit = Bytes::copy_from_slice(&self.buffer[..n]);
+        self.buffer.advance(n);
+        unit
     }
 
     fn malformed(&self, kind: &[u8; 4]) -> Fmp4Error {

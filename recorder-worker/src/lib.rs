@@ -19,6 +19,7 @@ pub mod journal;
 pub mod keys;
 pub mod live;
 pub mod manifest;
+pub mod metrics;
 pub mod mode;
 pub mod mp3;
 pub mod part;

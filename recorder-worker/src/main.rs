@@ -71,6 +71,24 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     runtime.block_on(async move {
+        let metrics_server = match reporting.metrics_address {
+            Some(address) => match roomrec_worker::metrics::serve(address).await {
+                Ok((bound, task)) => {
+                    tracing::info!(address = %bound, "serving /metrics");
+                    Some(task)
+                }
+                Err(e) => {
+                    let message = format!("--metrics-address {address}: {e}");
+                    tracing::error!("{message}");
+                    eprintln!("error: {message}");
+                    if let Some(path) = &reporting.termination_message {
+                        TerminationMessage::failed_at_start(&message, true).write(path);
+                    }
+                    return exit_code(false, true);
+                }
+            },
+            None => None,
+        };
         let status = Arc::new(Status::default());
         let recorder = match Recorder::new(config, status.clone()).await {
             Ok(r) => r,
@@ -96,6 +114,7 @@ fn main() -> ExitCode {
             let _ = stop_tx.send(Some(StopReason::Signal));
         });
         let progress = tokio::spawn(report_progress(status, tty && !json, json));
+        let mut signalled = stop_rx.clone();
         let manifest = recorder.run(stop_rx).await;
         progress.abort();
         if tty && !json {
@@ -116,6 +135,13 @@ fn main() -> ExitCode {
         }
         if let Some(report) = status_report {
             report.finish(manifest.parts.clone(), FINAL_REPORT_WITHIN).await;
+        }
+        if metrics_server.is_some() && !reporting.metrics_linger.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(reporting.metrics_linger) => {}
+                // A dropped sender (no signal handler) is no signal.
+                Ok(_) = signalled.wait_for(Option::is_some) => {}
+            }
         }
         exit_code(manifest.succeeded(), manifest.retryable)
     })

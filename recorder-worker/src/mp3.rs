@@ -2,7 +2,7 @@
 //! every part and every checkpoint is decodable on its own) and counts the media time.
 //! A leading ID3v2 tag is passed through with the first frame.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 #[derive(Default)]
 pub struct Splitter {
@@ -120,7 +120,9 @@ impl Splitter {
             return None;
         }
         self.sample_rate = rate;
-        let bytes = self.buffer.split_to(at).freeze();
+        // Copied, not split off: see fmp4::Splitter::take (a split-off unit pins the buffer).
+        let bytes = Bytes::copy_from_slice(&self.buffer[..at]);
+        self.buffer.advance(at);
         Some(Frames {
             bytes,
             seconds: samples as f64 / rate as f64,

@@ -4,6 +4,7 @@
 //! stalls ffmpeg; the queues are the spool, bounded by `SpoolLimits`.
 
 use crate::journal::{self, PartMeta};
+use crate::metrics::metrics;
 use bytes::{Bytes, BytesMut};
 use opendal::Operator;
 use serde::Serialize;
@@ -35,6 +36,8 @@ pub struct Spool {
 
 impl Spool {
     pub fn new(limits: SpoolLimits) -> Self {
+        metrics().spool_limit_bytes.set(limits.max_bytes as i64);
+        metrics().spool_bytes.set(0);
         Self {
             limits,
             memory: AtomicU64::new(0),
@@ -43,9 +46,23 @@ impl Spool {
     }
     fn hold(&self, n: usize) {
         self.memory.fetch_add(n as u64, Ordering::Relaxed);
+        self.publish();
     }
     fn release(&self, n: usize) {
         self.memory.fetch_sub(n as u64, Ordering::Relaxed);
+        self.publish();
+    }
+    fn spilled(&self, n: u64) {
+        self.disk.fetch_add(n, Ordering::Relaxed);
+        self.publish();
+    }
+    fn unspilled(&self, n: u64) {
+        self.disk.fetch_sub(n, Ordering::Relaxed);
+        self.publish();
+    }
+    /// Kept exact at every change, so a scrape after the recording sees the spool drained.
+    fn publish(&self) {
+        metrics().spool_bytes.set(self.bytes() as i64);
     }
     /// Memory is past its limit: new checkpoints go to disk and streaming uploads give way.
     fn under_pressure(&self) -> bool {
@@ -271,9 +288,7 @@ impl PartWriter {
             (Some(dir), true) => {
                 match spill(dir, &self.journal_dir, self.next_seq, &data, &self.meta) {
                     Ok(path) => {
-                        self.spool
-                            .disk
-                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        self.spool.spilled(data.len() as u64);
                         Block::Disk(path, data.len() as u64)
                     }
                     Err(e) => {
@@ -325,7 +340,11 @@ impl PartWriter {
         };
         if !undelivered.is_empty() {
             if main.is_ok() {
-                // The object is whole; only its journal could not be written.
+                // The object is whole; only its journal could not be written, so the bytes
+                // the journal did not confirm are confirmed now.
+                metrics()
+                    .recorded_bytes
+                    .inc_by(undelivered.iter().map(|(_, b)| b.len()).sum());
                 for (_, block) in &undelivered {
                     if let Block::Disk(path, _) = block {
                         let _ = std::fs::remove_file(path);
@@ -475,9 +494,14 @@ pub async fn upload_spooled(op: &Operator, dir: &std::path::Path) -> Result<usiz
         };
         let key = relative.to_string_lossy().to_string();
         let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let len = data.len() as u64;
         op.write(&key, data)
             .await
             .map_err(|e| format!("{key}: {e}"))?;
+        // An earlier run recorded these checkpoints, but the store confirms them only now.
+        if path.extension().is_some_and(|e| e == "seg") {
+            metrics().recorded_bytes.inc_by(len);
+        }
         let _ = std::fs::remove_file(&path);
         uploaded += 1;
     }
@@ -586,11 +610,12 @@ async fn upload_journal(
             _ => false,
         };
         if stored {
+            metrics().recorded_bytes.inc_by(block.len());
             match block {
                 Block::Memory(b) => spool.release(b.len()),
                 Block::Disk(path, n) => {
                     let _ = std::fs::remove_file(&path);
-                    spool.disk.fetch_sub(n, Ordering::Relaxed);
+                    spool.unspilled(n);
                 }
             }
         } else {

@@ -10,6 +10,7 @@ use crate::journal::{self, PartMeta};
 use crate::keys::{KeyTemplate, KeyVars, compact_time};
 pub use crate::live::Status;
 use crate::manifest::{Failure, Manifest, StopReason};
+use crate::metrics::metrics;
 use crate::mode::Mode;
 use crate::part::{PartRecord, PartStatus, PartWriter, Spool, SpoolLimits, UploadSettings};
 use crate::plan::{self, Plan};
@@ -79,6 +80,8 @@ pub struct Recorder {
     pending_init: Option<(bytes::Bytes, fmp4::Tracks)>,
     /// Media seconds of parts already closed, for progress.
     closed_seconds: f64,
+    /// Media seconds of this run already counted in `roomrec_worker_recorded_seconds_total`.
+    counted_seconds: f64,
     /// Bytes of the fragments after the current GOP's keyframe fragment, and the most any GOP
     /// had: a part can only be cut at a keyframe, so it must leave room for the GOP's rest.
     gop_tail: u64,
@@ -113,6 +116,7 @@ impl Recorder {
             next_part: 1,
             pending_init: None,
             closed_seconds: 0.0,
+            counted_seconds: 0.0,
             gop_tail: 0,
             largest_gop_tail: 0,
         })
@@ -240,6 +244,7 @@ impl Recorder {
             };
             tracing::info!(video = ?plan.output_video, audio = ?plan.output_audio, copy = plan.copies_everything(), "recording {}", redact(&url));
             self.status.connected.store(true, Ordering::Relaxed);
+            metrics().recording.set(1);
             let ended = self
                 .read(
                     recording,
@@ -250,6 +255,7 @@ impl Recorder {
                 )
                 .await;
             self.status.connected.store(false, Ordering::Relaxed);
+            metrics().recording.set(0);
             match ended {
                 Ended::Stop(StopReason::Failed) => {
                     failure = Some(Failure::retryable(
@@ -331,6 +337,10 @@ impl Recorder {
                 chunk = recording.output.recv() => match chunk {
                     Some(Ok(bytes)) => {
                         *last_media = Instant::now();
+                        if !delivered && *ever_connected {
+                            // Media again after a drop: the recording goes on as a new part.
+                            metrics().source_reconnects.inc();
+                        }
                         *ever_connected = true;
                         delivered = true;
                         self.consume(&mut cutter, &mut part, plan, &bytes).await;
@@ -480,13 +490,20 @@ impl Recorder {
     }
 
     /// After `added` bytes went into the open part's writer.
-    fn record_progress(&self, added: usize, writer: &PartWriter) {
+    fn record_progress(&mut self, added: usize, writer: &PartWriter) {
         self.status.bytes.fetch_add(added as u64, Ordering::Relaxed);
         self.status.open_progress(writer.bytes, writer.seconds);
-        let media = (self.closed_seconds + writer.seconds) * 1000.0;
+        let media = self.closed_seconds + writer.seconds;
         self.status
             .media_millis
-            .store(media as u64, Ordering::Relaxed);
+            .store((media * 1000.0) as u64, Ordering::Relaxed);
+        // A fragment's timing can revise the part's length down slightly: count only growth.
+        if media > self.counted_seconds {
+            metrics()
+                .recorded_seconds
+                .inc_by(media - self.counted_seconds);
+            self.counted_seconds = media;
+        }
     }
 
     fn should_rotate(&self, open: &OpenPart, incoming: u64) -> bool {
@@ -553,6 +570,7 @@ impl Recorder {
         let status = self.status.clone();
         self.finishing.push(tokio::spawn(async move {
             let record = open.writer.finish().await;
+            metrics().part_finished(record.status == PartStatus::Succeeded);
             status.part_finished(record.clone());
             record
         }));
@@ -593,6 +611,7 @@ impl Recorder {
                         s.seconds,
                         true,
                     );
+                    metrics().part_finished(true);
                     self.status.part_recovered(record.clone());
                     records.push(record);
                 }

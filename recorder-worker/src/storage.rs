@@ -2,7 +2,7 @@
 //! store, or a local directory/volume. Credentials come from the environment or from files (a
 //! mounted Kubernetes Secret), never from the command line, and are never printed.
 
-use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::layers::{RetryEvent, RetryLayer, TimeoutLayer};
 use opendal::services::{Cos, Fs, S3};
 use opendal::{HttpTransporter, OperationContext, Operator};
 use std::path::{Path, PathBuf};
@@ -234,7 +234,8 @@ impl StorageConfig {
                     .with_jitter()
                     .with_min_delay(retry.min_delay)
                     .with_max_delay(retry.max_delay)
-                    .with_max_times(retry.max_times),
+                    .with_max_times(retry.max_times)
+                    .with_notify(count_retry),
             )
             .layer(
                 TimeoutLayer::new()
@@ -242,6 +243,19 @@ impl StorageConfig {
                     .with_io_timeout(retry.request_timeout),
             ))
     }
+}
+
+/// Counts each retry for `roomrec_worker_upload_retries_total` and logs it, as opendal's
+/// default notifier would.
+fn count_retry(event: RetryEvent<'_>) {
+    crate::metrics::metrics().upload_retries.inc();
+    tracing::warn!(
+        operation = ?event.op,
+        attempt = event.attempt,
+        after = ?event.retry_after,
+        "store request failed, retrying: {}",
+        event.err
+    );
 }
 
 /// How hard one request is retried before the caller sees the error.

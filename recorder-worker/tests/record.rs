@@ -7,6 +7,7 @@ use kube::api::{
 };
 use roomrec_testbed::media::{Publisher, StreamSpec, ffprobe};
 use roomrec_testbed::object_store::ObjectStore;
+use roomrec_testbed::prometheus::scrape;
 use roomrec_testbed::{BedInfo, shared, wait_until};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -628,11 +629,19 @@ async fn sigkill_loses_at_most_a_few_seconds_and_a_restart_continues_with_a_new_
 #[tokio::test]
 async fn a_dropped_stream_that_returns_continues_as_a_new_part() {
     let storage = Storage::dir("drop");
+    let metrics = metrics_address();
     let child = start(&mut worker(
         &bed().rtmp_url("drops"),
         "02",
         &storage,
-        &["--reconnect-grace", "8", "--idle-timeout", "30"],
+        &[
+            "--reconnect-grace",
+            "8",
+            "--idle-timeout",
+            "30",
+            "--metrics-address",
+            &metrics,
+        ],
     ));
     {
         let _first = publish(
@@ -654,7 +663,14 @@ async fn a_dropped_stream_that_returns_continues_as_a_new_part() {
             },
         )
         .await;
-        tokio::time::sleep(Duration::from_secs(9)).await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let during = scrape(&metrics).await.unwrap();
+        assert_eq!(
+            during["roomrec_worker_source_reconnects_total"], 1.0,
+            "{during:#?}"
+        );
+        assert_eq!(during["roomrec_worker_recording"], 1.0, "{during:#?}");
+        tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let run = finish(child).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -755,15 +771,34 @@ async fn segments_split_by_size_into_playable_parts() {
 async fn an_object_store_outage_of_30_seconds_loses_nothing() {
     let (mut store, storage) = private_store("outage").await;
     let _publisher = publish("outage", StreamSpec::default()).await;
+    let metrics = metrics_address();
     let child = start(&mut worker(
         &bed().rtmp_url("outage"),
         "02",
         &storage,
-        &["--max-duration", "45"],
+        &["--max-duration", "45", "--metrics-address", &metrics],
     ));
     tokio::time::sleep(Duration::from_secs(8)).await;
+    let before = scrape(&metrics).await.unwrap();
     store.pause();
     tokio::time::sleep(Duration::from_secs(30)).await;
+    // The outage shows: requests retried, recorded data waiting, and nothing newly confirmed
+    // (what was in flight at the pause may still have landed).
+    let during = scrape(&metrics).await.unwrap();
+    assert!(
+        during["roomrec_worker_upload_retries_total"] > 0.0,
+        "{during:#?}"
+    );
+    assert!(
+        during["roomrec_worker_spool_bytes"] > 1e6,
+        "30 s at 2 Mbit/s wait in the spool: {during:#?}"
+    );
+    assert_eq!(during["roomrec_worker_recording"], 1.0);
+    assert!(
+        during["roomrec_worker_recorded_bytes_total"]
+            < before["roomrec_worker_recorded_bytes_total"] + 1e6,
+        "{before:#?} {during:#?}"
+    );
     store.resume().await.unwrap();
     let run = finish(child).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -773,6 +808,109 @@ async fn an_object_store_outage_of_30_seconds_loses_nothing() {
         "recorded {seconds} s of 45 across a 30 s outage: {:#}\n{}",
         run.manifest,
         run.stderr
+    );
+}
+
+/// `127.0.0.1:{a free port}` for `--metrics-address`.
+fn metrics_address() -> String {
+    format!("127.0.0.1:{}", roomrec_testbed::ports::free_port())
+}
+
+#[tokio::test]
+async fn metrics_count_what_the_manifest_lists() {
+    let _publisher = publish("metrics", StreamSpec::default()).await;
+    let storage = Storage::s3("metrics");
+    let address = metrics_address();
+    let manifest_file = bed().scratch("metrics").unwrap().join("manifest.json");
+    let child = start(&mut worker(
+        &bed().rtmp_url("metrics"),
+        "02",
+        &storage,
+        &[
+            "--segment-seconds",
+            "4",
+            "--max-duration",
+            "10",
+            "--metrics-address",
+            &address,
+            "--metrics-linger",
+            "120",
+            "--manifest",
+            manifest_file.to_str().unwrap(),
+        ],
+    ));
+
+    // While recording: checkpoints confirmed (every 2 s) and media counted.
+    let during = std::sync::Mutex::new(BTreeMap::new());
+    let recording = wait_until(Duration::from_secs(30), || async {
+        let Ok(m) = scrape(&address).await else {
+            return false;
+        };
+        let ok = m["roomrec_worker_recording"] == 1.0
+            && m["roomrec_worker_recorded_bytes_total"] > 0.0
+            && m["roomrec_worker_recorded_seconds_total"] > 0.0;
+        *during.lock().unwrap() = m;
+        ok
+    })
+    .await;
+    let during = during.into_inner().unwrap();
+    assert!(recording.is_ok(), "{during:#?}");
+    assert_eq!(
+        during["roomrec_worker_spool_limit_bytes"],
+        (1u64 << 30) as f64,
+        "--spool-max 1G"
+    );
+
+    // After: the worker lingers, so the final counts can be read beside the manifest.
+    let manifest_read = wait_until(Duration::from_secs(60), || async {
+        std::fs::read(&manifest_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some()
+    })
+    .await;
+    assert!(manifest_read.is_ok(), "no manifest within 60 s");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_file).unwrap()).unwrap();
+    let after = scrape(&address).await.unwrap();
+    let parts = manifest["parts"].as_array().unwrap();
+    assert!(parts.len() >= 2, "{manifest:#}");
+    let sum = |field: &str| {
+        parts
+            .iter()
+            .map(|p| p[field].as_f64().unwrap())
+            .sum::<f64>()
+    };
+    assert_eq!(
+        after["roomrec_worker_recorded_bytes_total"],
+        sum("bytes"),
+        "{after:#?}"
+    );
+    let seconds = after["roomrec_worker_recorded_seconds_total"];
+    assert!(
+        (seconds - sum("durationSeconds")).abs() < 0.05,
+        "{seconds} s counted, {} s in the manifest",
+        sum("durationSeconds")
+    );
+    assert_eq!(
+        after["roomrec_worker_parts_total{status=\"complete\"}"],
+        parts.len() as f64
+    );
+    assert_eq!(after["roomrec_worker_parts_total{status=\"failed\"}"], 0.0);
+    assert_eq!(after["roomrec_worker_recording"], 0.0);
+    assert_eq!(after["roomrec_worker_spool_bytes"], 0.0);
+    assert_eq!(after["roomrec_worker_source_reconnects_total"], 0.0);
+
+    // A SIGTERM ends the lingering at once.
+    let signalled = Instant::now();
+    child.signal(libc::SIGTERM);
+    let run = finish(child).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+    verify_parts(
+        &Run { manifest, ..run },
+        &storage,
+        Some("h264"),
+        Some("aac"),
     );
 }
 

@@ -42,6 +42,31 @@ pub fn pinned(name: &str) -> Result<PathBuf> {
     }
 }
 
+/// The prometheus-operator CRDs `hack/testbed.sh` fetched (ServiceMonitor, PodMonitor,
+/// PrometheusRule): `monitoring-crds/` beside the pinned bin directory.
+pub fn monitoring_crds() -> Result<Vec<PathBuf>> {
+    let missing = || TestbedError::MissingBinary {
+        binary: "monitoring-crds/*.yaml".into(),
+        hint: "run `make testbed` (hack/testbed.sh fetches the prometheus-operator CRDs)".into(),
+    };
+    let dir = pinned_bin_dir()
+        .as_ref()
+        .and_then(|bin| bin.parent())
+        .map(|d| d.join("monitoring-crds"))
+        .ok_or_else(missing)?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|_| missing())?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(missing());
+    }
+    Ok(files)
+}
+
 /// A command from the system (Debian's ffmpeg, nginx, prometheus, openssl).
 pub fn system(name: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();

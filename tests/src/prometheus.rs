@@ -4,6 +4,7 @@ use crate::binaries;
 use crate::error::{Result, file_error};
 use crate::ports::free_port;
 use crate::process::Supervised;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -97,4 +98,25 @@ impl Prometheus {
     pub fn process(&mut self) -> &mut Supervised {
         &mut self.process
     }
+}
+
+/// The samples of a Prometheus text exposition: `name{labels}` (as written) → value.
+pub fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// GETs `http://{address}/metrics` and returns its samples.
+pub async fn scrape(address: &str) -> Result<BTreeMap<String, f64>> {
+    let text = reqwest::get(format!("http://{address}/metrics"))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(samples(&text))
 }

@@ -79,7 +79,26 @@ pub async fn cluster() -> &'static () {
 }
 
 async fn install_crd(client: &Client) {
-    let text = std::fs::read_to_string(repo().join("crds/recordingjob.yaml")).unwrap();
+    apply_crd(client, &repo().join("crds/recordingjob.yaml")).await;
+}
+
+/// Once per test process: the prometheus-operator CRDs (ServiceMonitor, PodMonitor,
+/// PrometheusRule) that `hack/testbed.sh` pinned, established, so the chart's monitoring
+/// objects can be validated by the API server.
+pub async fn install_monitoring_crds() {
+    static ONCE: OnceCell<()> = OnceCell::const_new();
+    ONCE.get_or_init(|| async {
+        let client = bed().client().await.unwrap();
+        for file in roomrec_testbed::binaries::monitoring_crds().unwrap() {
+            apply_crd(&client, &file).await;
+        }
+    })
+    .await;
+}
+
+/// Applies the CRD in `file` and waits until it is established.
+async fn apply_crd(client: &Client, file: &Path) {
+    let text = std::fs::read_to_string(file).unwrap();
     let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     api.patch(
@@ -104,6 +123,11 @@ async fn install_crd(client: &Client) {
 
 /// The chart rendered with the test release name into roomrec-system.
 pub fn helm_template(only: &[&str]) -> String {
+    helm_template_with(only, &[])
+}
+
+/// As `helm_template`, with values set (`key=value`, as `--set`).
+pub fn helm_template_with(only: &[&str], set: &[&str]) -> String {
     let mut command = std::process::Command::new(tool("helm"));
     command
         .args(["template", RELEASE])
@@ -111,6 +135,9 @@ pub fn helm_template(only: &[&str]) -> String {
         .args(["--namespace", SYSTEM_NAMESPACE, "--kube-version", "1.37.2"]);
     for file in only {
         command.args(["--show-only", file]);
+    }
+    for value in set {
+        command.args(["--set", value]);
     }
     let output = command.output().unwrap();
     assert!(
@@ -141,6 +168,23 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> std::process::Output {
     }
     drop(child.stdin.take());
     child.wait_with_output().unwrap()
+}
+
+/// `kubectl apply --server-side --dry-run=server`: the API server validates every object of
+/// `yaml` against its schema (unknown fields refused) and stores nothing.
+pub fn server_dry_run(yaml: &str) -> std::process::Output {
+    kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "--validate=strict",
+            "-f",
+            "-",
+        ],
+        Some(yaml),
+    )
 }
 
 /// `examples/{name}` with each `(from, to)` replaced (each `from` must still be there).
@@ -303,6 +347,11 @@ impl Operator {
                 "--log-level",
                 "info,roomrec_operator=debug",
             ])
+            // Pods share the host's network here: a fixed worker metrics port would collide.
+            .args(match extra.contains(&"--worker-metrics-port") {
+                true => &[][..],
+                false => &["--worker-metrics-port", "0"][..],
+            })
             .args(extra)
             .stdout(file.try_clone().unwrap())
             .stderr(file)
