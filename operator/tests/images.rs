@@ -464,32 +464,6 @@ fn each_images_entrypoint_is_what_the_node_agent_runs_for_it() {
     );
 }
 
-/// `Key:\tvalue…` of /proc/{pid}/status.
-fn status_field(pid: i32, key: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")))
-        .unwrap_or_else(|| panic!("/proc/{pid}/status has no {key}"))
-        .trim()
-        .to_string()
-}
-
-/// Mount point → options, of the mounts the process sees (its own mount namespace).
-fn mounts(pid: i32) -> BTreeMap<String, Vec<String>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
-    // Later lines are mounted over earlier ones at the same point.
-    text.lines()
-        .map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            (
-                fields[4].to_string(),
-                fields[5].split(',').map(str::to_string).collect(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_pod_runs_as_65532_on_a_read_only_root() {
     let Scene {
@@ -504,16 +478,16 @@ async fn a_worker_pod_runs_as_65532_on_a_read_only_root() {
 
     let uid = WORKER_UID.to_string();
     for key in ["Uid", "Gid"] {
-        let ids: Vec<String> = status_field(pid, key)
+        let ids: Vec<String> = proc_status(pid, key)
             .split_whitespace()
             .map(str::to_string)
             .collect();
         assert_eq!(ids, [uid.as_str(); 4], "{key} (real, effective, saved, fs)");
     }
-    assert_eq!(status_field(pid, "CapEff"), "0000000000000000");
-    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(proc_status(pid, "CapEff"), "0000000000000000");
+    assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
 
-    let mounts = mounts(pid);
+    let mounts = mount_options(pid);
     let options = |point: &str| {
         mounts
             .get(point)
