@@ -1,9 +1,9 @@
-//! The container images. No container engine runs here, so `operator/Dockerfile` and
-//! `recorder-worker/Dockerfile` cannot be built; what they promise is checked instead: they
-//! build exactly the binaries `cargo metadata` lists and copy them from where cargo puts them,
-//! the final user is the 65532 the worker pods (and the chart) run as, the worker's entrypoint
-//! is the program the node agent runs for the worker image — and, on the test bed, a worker
-//! pod started by the real operator runs as 65532 on a read-only root.
+//! The container images. No container engine runs here, so the `Dockerfile` (stages `build`,
+//! `operator` and `worker`) cannot be built; what it promises is checked instead: one build of
+//! exactly the binaries `cargo metadata` lists, each image copying its own from where cargo puts
+//! them, the final user the 65532 the worker pods and the chart run as, each entrypoint the
+//! program the node agent runs for that image — and, on the test bed, a worker pod started by
+//! the real operator runs as 65532 on a read-only root.
 
 mod support;
 
@@ -125,9 +125,10 @@ fn bins_of(metadata: &Value, package: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// What an image's Dockerfile builds and ships, read from its stages.
-struct Image {
-    /// Packages of the build stage's `cargo build`.
+const DOCKERFILE: &str = "Dockerfile";
+
+/// The build stage's `cargo build`, read from the Dockerfile.
+struct Build {
     packages: Vec<String>,
     /// `--bin` filters (empty: every bin of the packages).
     bin_filters: BTreeSet<String>,
@@ -136,18 +137,25 @@ struct Image {
     out_dir: PathBuf,
     /// Build-context paths the build stage copies in.
     context_sources: Vec<String>,
-    /// Files copied from the build stage into the final image: source → destination.
+}
+
+/// What a final stage ships and runs.
+struct Image {
+    /// Files copied from the build stage: source → destination.
     shipped: BTreeMap<PathBuf, PathBuf>,
     user: String,
     entrypoint: Vec<String>,
 }
 
-fn image(dockerfile: &str) -> Image {
-    let stages = stages(&repo().join(dockerfile));
-    let build = stages
-        .iter()
-        .find(|s| s.name.as_deref() == Some("build"))
-        .unwrap_or_else(|| panic!("{dockerfile} has no stage named build"));
+fn stage(name: &str) -> Stage {
+    stages(&repo().join(DOCKERFILE))
+        .into_iter()
+        .find(|s| s.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("{DOCKERFILE} has no stage named {name}"))
+}
+
+fn build() -> Build {
+    let build = stage("build");
     let command = build
         .all("RUN")
         .flat_map(|run| run.split("&&"))
@@ -156,7 +164,7 @@ fn image(dockerfile: &str) -> Image {
             (words.next() == Some("cargo") && words.next() == Some("build"))
                 .then(|| words.map(str::to_string).collect::<Vec<_>>())
         })
-        .unwrap_or_else(|| panic!("{dockerfile}: the build stage runs no `cargo build`"));
+        .unwrap_or_else(|| panic!("{DOCKERFILE}: the build stage runs no `cargo build`"));
     let mut packages = Vec::new();
     let mut bin_filters = BTreeSet::new();
     let mut flags = BTreeSet::new();
@@ -185,20 +193,28 @@ fn image(dockerfile: &str) -> Image {
         out_dir.push(triple);
     }
     out_dir.push("release");
-
     let context_sources = build
         .all("COPY")
         .flat_map(|copy| {
             let words: Vec<&str> = copy.split_whitespace().collect();
-            assert!(!words[0].starts_with("--"), "{dockerfile}: {copy}");
+            assert!(!words[0].starts_with("--"), "{DOCKERFILE}: {copy}");
             words[..words.len() - 1]
                 .iter()
                 .map(|w| w.to_string())
                 .collect::<Vec<_>>()
         })
         .collect();
+    Build {
+        packages,
+        bin_filters,
+        flags,
+        out_dir,
+        context_sources,
+    }
+}
 
-    let last = stages.last().unwrap();
+fn image(name: &str) -> Image {
+    let last = stage(name);
     let mut shipped = BTreeMap::new();
     for copy in last.all("COPY") {
         let Some(rest) = copy.strip_prefix("--from=build ") else {
@@ -217,19 +233,14 @@ fn image(dockerfile: &str) -> Image {
         }
     }
     Image {
-        packages,
-        bin_filters,
-        flags,
-        out_dir,
-        context_sources,
         shipped,
         user: last
             .last("USER")
-            .unwrap_or_else(|| panic!("{dockerfile}: the final stage sets no USER"))
+            .unwrap_or_else(|| panic!("{DOCKERFILE}: stage {name} sets no USER"))
             .to_string(),
         entrypoint: exec_form(
             last.last("ENTRYPOINT")
-                .unwrap_or_else(|| panic!("{dockerfile}: the final stage has no ENTRYPOINT")),
+                .unwrap_or_else(|| panic!("{DOCKERFILE}: stage {name} has no ENTRYPOINT")),
         ),
     }
 }
@@ -260,37 +271,34 @@ fn docker_ignored(path: &str) -> bool {
     ignored
 }
 
-/// The first Dockerfile check for `package`: its image's build, what it ships, what it runs.
-fn check_build(dockerfile: &str, package: &str, metadata: &Value) {
-    let image = image(dockerfile);
-    assert_eq!(image.packages, [package], "{dockerfile}: cargo build -p");
+#[test]
+fn one_release_build_of_exactly_the_binaries_cargo_metadata_lists() {
+    let metadata = cargo_metadata();
+    let build = build();
+    assert_eq!(
+        build.packages,
+        ["roomrec-operator", "roomrec-worker"],
+        "{DOCKERFILE}: cargo build -p"
+    );
     for flag in ["--release", "--locked"] {
         assert!(
-            image.flags.contains(flag),
-            "{dockerfile}: cargo build without {flag}"
+            build.flags.contains(flag),
+            "{DOCKERFILE}: cargo build without {flag}"
         );
     }
-    let bins = bins_of(metadata, package);
-    let built = if image.bin_filters.is_empty() {
+    let bins: BTreeSet<String> = build
+        .packages
+        .iter()
+        .flat_map(|p| bins_of(&metadata, p))
+        .collect();
+    let built = if build.bin_filters.is_empty() {
         bins.clone()
     } else {
-        image.bin_filters.clone()
+        build.bin_filters.clone()
     };
     assert_eq!(
         built, bins,
-        "{dockerfile} must build exactly the binaries cargo metadata lists for {package}"
-    );
-    let expected: BTreeSet<PathBuf> = bins.iter().map(|b| image.out_dir.join(b)).collect();
-    let copied: BTreeSet<PathBuf> = image.shipped.keys().cloned().collect();
-    assert_eq!(
-        copied, expected,
-        "{dockerfile} must copy every binary from where `cargo build --release` puts it"
-    );
-    let entrypoint = PathBuf::from(&image.entrypoint[0]);
-    assert!(
-        image.shipped.get(&image.out_dir.join(package)) == Some(&entrypoint),
-        "{dockerfile}: the entrypoint {entrypoint:?} is not the {package} binary copied from the build: {:?}",
-        image.shipped
+        "{DOCKERFILE} must build exactly the binaries cargo metadata lists for its packages"
     );
 
     // Cargo reads every workspace member, so the build stage needs each one, and the
@@ -298,12 +306,11 @@ fn check_build(dockerfile: &str, package: &str, metadata: &Value) {
     let root = repo();
     let mut needed = vec!["Cargo.toml".to_string(), "Cargo.lock".to_string()];
     for member in metadata["workspace_members"].as_array().unwrap() {
-        let id = member.as_str().unwrap();
         let package = metadata["packages"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|p| p["id"] == id)
+            .find(|p| p["id"] == *member)
             .unwrap();
         let manifest = PathBuf::from(package["manifest_path"].as_str().unwrap());
         let dir = manifest.parent().unwrap().strip_prefix(&root).unwrap();
@@ -311,9 +318,9 @@ fn check_build(dockerfile: &str, package: &str, metadata: &Value) {
     }
     for path in &needed {
         assert!(
-            image.context_sources.contains(path),
-            "{dockerfile}: the build stage does not copy {path} (copies {:?})",
-            image.context_sources
+            build.context_sources.contains(path),
+            "{DOCKERFILE}: the build stage does not copy {path} (copies {:?})",
+            build.context_sources
         );
         assert!(!docker_ignored(path), ".dockerignore leaves out {path}");
     }
@@ -323,18 +330,36 @@ fn check_build(dockerfile: &str, package: &str, metadata: &Value) {
     );
 }
 
-#[test]
-fn the_operator_image_builds_every_operator_binary_and_runs_the_operator() {
-    check_build("operator/Dockerfile", "roomrec-operator", &cargo_metadata());
+/// Stage `name` ships every binary of `package` from where the build put it and runs the
+/// package's own binary.
+fn assert_ships(name: &str, package: &str) {
+    let (build, image) = (build(), image(name));
+    assert!(build.packages.iter().any(|p| p == package));
+    let expected: BTreeSet<PathBuf> = bins_of(&cargo_metadata(), package)
+        .iter()
+        .map(|b| build.out_dir.join(b))
+        .collect();
+    let copied: BTreeSet<PathBuf> = image.shipped.keys().cloned().collect();
+    assert_eq!(
+        copied, expected,
+        "stage {name} must copy every {package} binary from where `cargo build --release` puts it"
+    );
+    let entrypoint = PathBuf::from(&image.entrypoint[0]);
+    assert!(
+        image.shipped.get(&build.out_dir.join(package)) == Some(&entrypoint),
+        "stage {name}: the entrypoint {entrypoint:?} is not the {package} binary copied from the build: {:?}",
+        image.shipped
+    );
 }
 
 #[test]
-fn the_worker_image_builds_every_worker_binary_and_runs_the_worker() {
-    check_build(
-        "recorder-worker/Dockerfile",
-        "roomrec-worker",
-        &cargo_metadata(),
-    );
+fn the_operator_image_ships_the_operators_binaries_and_runs_the_operator() {
+    assert_ships("operator", "roomrec-operator");
+}
+
+#[test]
+fn the_worker_image_ships_the_workers_binary_and_runs_the_worker() {
+    assert_ships("worker", "roomrec-worker");
 }
 
 fn job() -> roomrec_operator::crd::RecordingJob {
@@ -382,15 +407,15 @@ fn the_images_run_as_the_uid_their_pods_ask_for() {
     let worker_asks = (context.run_as_user.unwrap(), context.run_as_group.unwrap());
     assert_eq!(worker_asks, (WORKER_UID, WORKER_UID));
     assert_eq!(
-        user_ids(&image("recorder-worker/Dockerfile").user),
+        user_ids(&image("worker").user),
         worker_asks,
-        "recorder-worker/Dockerfile: the final USER differs from the worker pods' runAsUser/runAsGroup"
+        "{DOCKERFILE}: the worker's USER differs from the worker pods' runAsUser/runAsGroup"
     );
 
     let deployment = chart_deployment();
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
-    let operator = user_ids(&image("operator/Dockerfile").user);
+    let operator = user_ids(&image("operator").user);
     for (what, context) in [
         ("pod", &pod["securityContext"]),
         ("container", &container["securityContext"]),
@@ -401,15 +426,15 @@ fn the_images_run_as_the_uid_their_pods_ask_for() {
         );
         assert_eq!(
             operator, asks,
-            "operator/Dockerfile: the final USER differs from the chart Deployment's {what} securityContext"
+            "{DOCKERFILE}: the operator's USER differs from the chart Deployment's {what} securityContext"
         );
     }
 }
 
 /// The node agent's rule for a container without `command`, with only the file named like the
 /// image's entrypoint on its search path: it must pick exactly that file.
-fn assert_node_agent_runs_the_entrypoint(dockerfile: &str, images: &[String]) {
-    let entrypoint = image(dockerfile).entrypoint;
+fn assert_node_agent_runs_the_entrypoint(stage: &str, images: &[String]) {
+    let entrypoint = image(stage).entrypoint;
     let dir = tempfile::tempdir().unwrap();
     let program = dir
         .path()
@@ -423,7 +448,7 @@ fn assert_node_agent_runs_the_entrypoint(dockerfile: &str, images: &[String]) {
         assert_eq!(
             resolver.program(image, None),
             Ok(program.clone()),
-            "the node agent runs another program for {image} than {dockerfile}'s entrypoint {entrypoint:?}"
+            "the node agent runs another program for {image} than the {stage} image's entrypoint {entrypoint:?}"
         );
     }
 }
@@ -451,7 +476,7 @@ fn each_images_entrypoint_is_what_the_node_agent_runs_for_it() {
             .to_string()
     };
     assert_node_agent_runs_the_entrypoint(
-        "recorder-worker/Dockerfile",
+        "worker",
         &[
             Settings::default().worker_image,
             worker.image.clone().unwrap(),
@@ -459,7 +484,7 @@ fn each_images_entrypoint_is_what_the_node_agent_runs_for_it() {
         ],
     );
     assert_node_agent_runs_the_entrypoint(
-        "operator/Dockerfile",
+        "operator",
         &[operator["image"].as_str().unwrap().to_string()],
     );
 }

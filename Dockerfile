@@ -1,16 +1,22 @@
-# roomrec-worker image. Build context: the repository root.
-#   docker buildx build -f recorder-worker/Dockerfile -t ghcr.io/roomrec/roomrec-worker:0.1.0 \
+# The two images, from one build of the Cargo workspace (their dependencies are shared, so one
+# `cargo build` costs little more than either alone). Build context: the repository root.
+#   docker buildx build --target operator -t ghcr.io/roomrec/roomrec-operator:0.1.0 \
 #     --build-arg SOURCE_DATE_EPOCH="$(git log -1 --format=%ct)" \
 #     --output type=image,rewrite-timestamp=true .
+#   docker buildx build --target worker -t ghcr.io/roomrec/roomrec-worker:0.1.0 …   (same flags)
+# Always name the --target (without one, Docker builds the last stage: the worker).
 # Reproducible: pinned base images, the committed Cargo.lock (--locked), fixed paths inside the
-# builder, and SOURCE_DATE_EPOCH for every timestamp BuildKit (and useradd) writes. The Debian
-# packages are whatever the point release's mirror serves that day.
-# operator/tests/images.rs checks this file against `cargo metadata`, the worker pods the
-# operator builds and the test bed's node agent.
+# builder, and SOURCE_DATE_EPOCH for every timestamp BuildKit (and useradd) writes. The
+# worker's Debian packages are whatever the point release's mirror serves that day.
+# operator/tests/images.rs checks this file against `cargo metadata`, the pods the operator and
+# the chart run, and the test bed's node agent.
 
+# The toolchain the tests run with; bookworm, so the binaries' glibc matches both runtimes.
 ARG RUST_IMAGE=docker.io/library/rust:1.95.0-slim-bookworm
+# distroless tags move: pin a digest (…:nonroot@sha256:…) when releasing.
+ARG OPERATOR_BASE=gcr.io/distroless/cc-debian12:nonroot
 # The Debian release the tests run on: its ffmpeg (5.1) is the one every worker test exercised.
-ARG RUNTIME_IMAGE=docker.io/library/debian:12.11-slim
+ARG WORKER_BASE=docker.io/library/debian:12.11-slim
 
 FROM ${RUST_IMAGE} AS build
 ARG SOURCE_DATE_EPOCH
@@ -20,9 +26,17 @@ COPY Cargo.toml Cargo.lock ./
 COPY operator operator
 COPY recorder-worker recorder-worker
 COPY tests tests
-RUN cargo build --release --locked -p roomrec-worker
+RUN cargo build --release --locked -p roomrec-operator -p roomrec-worker
 
-FROM ${RUNTIME_IMAGE}
+# The operator: glibc, libgcc and CA roots are all it needs (TLS is rustls with aws-lc built in).
+FROM ${OPERATOR_BASE} AS operator
+# crdgen prints the CRD this operator expects: `--entrypoint /usr/local/bin/crdgen`.
+COPY --from=build /src/target/release/roomrec-operator /src/target/release/crdgen /usr/local/bin/
+# distroless's nonroot; numeric, so the kubelet can enforce runAsNonRoot.
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/roomrec-operator"]
+
+FROM ${WORKER_BASE} AS worker
 ARG SOURCE_DATE_EPOCH
 # ffmpeg and ffprobe do the media work; ca-certificates are the roots the worker's TLS (the
 # platform verifier) trusts. Logs, caches and apt lists go, so the layer depends on packages only.
