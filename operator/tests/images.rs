@@ -491,13 +491,10 @@ fn each_images_entrypoint_is_what_the_node_agent_runs_for_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_pod_runs_as_65532_on_a_read_only_root() {
-    let Scene {
-        ns: _,
-        op,
-        api,
-        publisher: _publisher,
-    } = scene("hardened", "hardened", json!({"maxDurationSeconds": 8})).await;
-    let job = wait_recording_bytes(&api, "hardened", 1.0, &op).await;
+    // Kept whole until the end: dropping the scene stops its operator and publisher.
+    let scene = scene("hardened", "hardened", json!({"maxDurationSeconds": 8})).await;
+    let (api, op) = (&scene.api, &scene.op);
+    let job = wait_recording_bytes(api, "hardened", 1.0, op).await;
     let pod = job.status.clone().unwrap().worker_pod.unwrap();
     let pid = worker_pid(&pod).expect("the worker process");
 
@@ -540,6 +537,6 @@ async fn a_worker_pod_runs_as_65532_on_a_read_only_root() {
         "writing to the worker's / must fail with EROFS"
     );
 
-    let job = ended_as(&api, "hardened", "Succeeded", Duration::from_secs(90), &op).await;
+    let job = ended_as(api, "hardened", "Succeeded", Duration::from_secs(90), op).await;
     assert_files_play(&job, &["h264", "aac"]);
 }
