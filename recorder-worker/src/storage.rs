@@ -228,7 +228,15 @@ impl StorageConfig {
             );
             operator.with_context(OperationContext::new().with_http_transport(transport))
         };
+        // Timeout inside retry: each attempt gets its own deadline and a hung request is
+        // retried (and counted) like a refused one; the other way round one timeout would end
+        // the whole retried operation.
         Ok(operator
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(retry.request_timeout)
+                    .with_io_timeout(retry.request_timeout),
+            )
             .layer(
                 RetryLayer::new()
                     .with_jitter()
@@ -236,11 +244,6 @@ impl StorageConfig {
                     .with_max_delay(retry.max_delay)
                     .with_max_times(retry.max_times)
                     .with_notify(count_retry),
-            )
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(retry.request_timeout)
-                    .with_io_timeout(retry.request_timeout),
             ))
     }
 }
