@@ -6,7 +6,9 @@
 #      as the chart's ServiceAccount
 #   4. publishes a synthetic 720p30 H.264+AAC camera over RTMP
 #   5. applies examples/quickstart.yaml and shows the job's progress (kubectl get rj)
-#   6. prints the resulting file URLs and an ffprobe summary of each
+#   6. prints the resulting file URLs and an ffprobe summary of each, and fails (exit 1, saying
+#      why) unless every file is in the store, decodes without an error and the files last the
+#      job's maxDurationSeconds ± 2 s — so CI (.ci/run) runs it as a test
 # Re-running works (each run starts a fresh bed); Ctrl-C stops and cleans up everything.
 # DEMO_DIR (default /tmp/roomrec-demo) holds the bed and logs; DEMO_OPERATOR_LOG sets the
 # operator's log filter (e.g. info,roomrec_operator=debug).
@@ -60,10 +62,10 @@ pids+=($!)
 
 rtmp="rtmp://127.0.0.1:$rtmp_port/live/quickstart"
 echo "==> publishing a synthetic camera (1280x720, 30 fps, H.264 + AAC, 2 Mbit/s) to $rtmp"
-ffmpeg -hide_banner -loglevel error -re \
+ffmpeg -nostdin -hide_banner -loglevel error -re \
   -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=44100 \
   -c:v libx264 -preset ultrafast -tune zerolatency -b:v 2000k -maxrate 2000k -bufsize 4000k -g 60 \
-  -c:a aac -b:a 128k -f flv "$rtmp" &
+  -c:a aac -b:a 128k -f flv "$rtmp" > "$DIR/publisher.log" 2>&1 &
 pids+=($!)
 
 echo "==> kubectl apply -f examples/quickstart.yaml (in namespace $NAMESPACE, with the bed's ports)"
@@ -94,21 +96,66 @@ if [[ "$phase" != Succeeded ]]; then
   exit 1
 fi
 
-echo "==> files"
+echo "==> files (each fetched from the store with a presigned URL and decoded in full)"
 kubectl get rj quickstart -n "$NAMESPACE" -o json > "$DIR/quickstart.json"
-python3 - "$DIR/quickstart.json" "$s3" "$buckets_dir" <<'PY'
-import json, subprocess, sys, urllib.parse
-job = json.load(open(sys.argv[1]))
-endpoint, buckets = sys.argv[2].rstrip("/"), sys.argv[3]
-for f in job["status"]["files"]:
-    path = buckets + "/" + urllib.parse.unquote(f["url"][len(endpoint) + 1:])
-    probe = json.loads(subprocess.run(
-        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", path],
-        check=True, capture_output=True, text=True).stdout)
+# Exits non-zero, saying why, unless every file is in the store, decodes without an error and
+# together they last the job's maxDurationSeconds (± 2 s).
+python3 - "$DIR/quickstart.json" "$DIR/bed/bed.json" <<'PY'
+import datetime, hashlib, hmac, json, subprocess, sys, urllib.parse
+job, bed = (json.load(open(p)) for p in sys.argv[1:3])
+expected, tolerance = job["spec"]["maxDurationSeconds"], 2.0
+endpoint = bed["s3_endpoint"].rstrip("/")
+
+def presigned(url):
+    """A SigV4 query-signed GET of the object behind a status URL (the store refuses anonymous
+    reads), built from the object's key as S3 canonicalises it."""
+    if not url.startswith(endpoint + "/"):
+        sys.exit(f"demo FAILED: {url} is not in the bed's store {endpoint}")
+    path = "/" + urllib.parse.quote(urllib.parse.unquote(url[len(endpoint) + 1:]), safe="/~")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    scope = f"{day}/{bed['s3_region']}/s3/aws4_request"
+    query = urllib.parse.urlencode(sorted({
+        "X-Amz-Algorithm": "AWS4-HMAC-SHA256", "X-Amz-Credential": f"{bed['s3_access_key']}/{scope}",
+        "X-Amz-Date": stamp, "X-Amz-Expires": "3600", "X-Amz-SignedHeaders": "host"}.items()),
+        quote_via=urllib.parse.quote, safe="~")
+    host = urllib.parse.urlsplit(endpoint).netloc
+    request = f"GET\n{path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD"
+    to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(request.encode()).hexdigest()}"
+    key = ("AWS4" + bed["s3_secret_key"]).encode()
+    for part in (day, bed["s3_region"], "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return f"{endpoint}{path}?{query}&X-Amz-Signature={signature}"
+
+files = job["status"].get("files", [])
+if not files:
+    sys.exit("demo FAILED: the job succeeded but lists no files")
+total = 0.0
+for f in files:
+    print(f"  {f['url']}")
+    source = presigned(f["url"])
+    if f["status"] != "succeeded":
+        sys.exit(f"demo FAILED: {f['url']} is {f['status']}, not succeeded")
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", source],
+        capture_output=True, text=True)
+    if probe.returncode != 0:
+        sys.exit(f"demo FAILED: {f['url']} cannot be read from the store: {probe.stderr.replace(source, f['url']).strip()}")
+    probe = json.loads(probe.stdout)
+    decode = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-xerror", "-i", source, "-f", "null", "-"],
+                            capture_output=True, text=True)
+    if decode.returncode != 0 or decode.stderr.strip():
+        sys.exit(f"demo FAILED: {f['url']} does not decode cleanly (ffmpeg exit {decode.returncode}): {decode.stderr.replace(source, f['url']).strip()}")
+    duration = float(probe["format"]["duration"])
+    total += duration
     streams = ", ".join(
         f"{s['codec_type']} {s['codec_name']}" + (f" {s['width']}x{s['height']}" if s["codec_type"] == "video" else f" {s.get('sample_rate', '')} Hz")
         for s in probe["streams"])
-    print(f"  {f['url']}")
-    print(f"    {f['status']}, {float(probe['format']['duration']):.2f} s, {int(probe['format']['size']) / 1048576:.1f} MiB: {streams}")
+    print(f"    {f['status']}, {duration:.2f} s, {int(probe['format']['size']) / 1048576:.1f} MiB: {streams}")
+if abs(total - expected) > tolerance:
+    sys.exit(f"demo FAILED: the files last {total:.2f} s together, not the job's {expected} s (± {tolerance:g})")
+count = f"{len(files)} file" + ("s" if len(files) > 1 else "")
+print(f"demo OK: {count}, {total:.2f} s of the job's {expected} s, stored and decoding without errors")
 print(f"the RecordingJob as JSON: {sys.argv[1]}")
 PY

@@ -155,7 +155,6 @@ impl Options {
                 ..Default::default()
             },
             finalize_timeout: Duration::from_secs(self.finalize_timeout_seconds),
-            ..Default::default()
         }
     }
 

@@ -6,6 +6,7 @@ pub mod callback;
 pub mod controller;
 pub mod crd;
 pub mod defaults;
+pub mod docs;
 pub mod error;
 pub mod http;
 pub mod lease;
@@ -38,10 +39,15 @@ pub fn chart_crd_template() -> String {
     )
 }
 
-fn crd_body() -> String {
+/// The CRD as JSON, as every generated file carries it.
+pub fn crd_value() -> serde_json::Value {
     let mut crd = serde_json::to_value(crd::RecordingJob::crd()).expect("the CRD serializes");
     kubernetes_formats(&mut crd);
-    let yaml = serde_yaml::to_string(&crd).expect("the CRD serializes");
+    crd
+}
+
+fn crd_body() -> String {
+    let yaml = serde_yaml::to_string(&crd_value()).expect("the CRD serializes");
     assert!(
         !yaml.contains("{{"),
         "the CRD must not contain Helm template braces"

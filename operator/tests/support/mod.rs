@@ -574,26 +574,45 @@ pub fn pid_of(program: &str, variable: &str) -> Option<i32> {
 
 /// How a process really runs: (real uid, real gid, root filesystem read-only), from /proc.
 pub fn process_identity(pid: i32) -> (u32, u32, bool) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let first_id = |field: &str| -> u32 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|ids| ids.split_whitespace().next())
+    let first_id = |key: &str| -> u32 {
+        proc_status(pid, key)
+            .split_whitespace()
+            .next()
             .and_then(|id| id.parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+            .unwrap_or_else(|| panic!("no {key} id in /proc/{pid}/status"))
     };
-    // mountinfo: id parent major:minor root mount-point options …; the last "/" mount wins.
-    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
-    let root_read_only = mountinfo
+    let root_read_only = mount_options(pid)
+        .get("/")
+        .is_some_and(|options| options.iter().any(|o| o == "ro"));
+    (first_id("Uid"), first_id("Gid"), root_read_only)
+}
+
+/// The value of `Key:` in /proc/{pid}/status, trimmed.
+pub fn proc_status(pid: i32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
         .lines()
-        .filter_map(|l| {
-            let fields: Vec<&str> = l.split(' ').collect();
-            (fields.get(4) == Some(&"/")).then(|| fields[5].split(',').any(|o| o == "ro"))
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("/proc/{pid}/status has no {key}"))
+        .trim()
+        .to_string()
+}
+
+/// Mount point → options, as the process sees its mounts (its own mount namespace). mountinfo
+/// lines are `id parent major:minor root mount-point options …`; a later mount at the same
+/// point is mounted over an earlier one, so it wins.
+pub fn mount_options(pid: i32) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            Some((
+                fields.get(4)?.to_string(),
+                fields.get(5)?.split(',').map(str::to_string).collect(),
+            ))
         })
-        .last()
-        .unwrap_or(false);
-    (first_id("Uid:"), first_id("Gid:"), root_read_only)
+        .collect()
 }
 
 pub fn worker_logs(namespace: &str) -> String {
