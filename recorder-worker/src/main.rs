@@ -65,8 +65,9 @@ fn main() -> ExitCode {
     }
     opendal::install_default();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: a recording is a few hundred kB/s of copying and waiting, and a
+    // multi-threaded runtime spent more CPU handing wake-ups between its threads than that.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
