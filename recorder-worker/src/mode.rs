@@ -35,6 +35,14 @@ impl Mode {
         }
     }
 
+    /// Units a part starts with before any media: MP4's init segment (ftyp + moov).
+    pub fn header_units(self) -> u32 {
+        match self {
+            Mode::AudioMp3 => 0,
+            Mode::VideoMp4 | Mode::AudioVideoMp4 => 1,
+        }
+    }
+
     pub fn wants_audio(self) -> bool {
         matches!(self, Mode::AudioMp3 | Mode::AudioVideoMp4)
     }

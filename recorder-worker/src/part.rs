@@ -211,6 +211,8 @@ pub struct PartWriter {
     journal_tx: mpsc::UnboundedSender<(u32, Block)>,
     journal_task: JoinHandle<Vec<(u32, Block)>>,
     pending: BytesMut,
+    /// Units written (the init segment counts as one).
+    units: u32,
     next_seq: u32,
     last_checkpoint: Instant,
     pub bytes: u64,
@@ -260,6 +262,7 @@ impl PartWriter {
             journal_tx,
             journal_task,
             pending: BytesMut::new(),
+            units: 0,
             next_seq: 0,
             last_checkpoint: Instant::now(),
             bytes: 0,
@@ -273,6 +276,7 @@ impl PartWriter {
 
     /// Appends whole units (fragments, frames, or the init segment).
     pub fn write(&mut self, data: Bytes) {
+        self.units += 1;
         self.bytes += data.len() as u64;
         self.pending.extend_from_slice(&data);
         if self.spool.under_pressure() && !self.main_abandoned.swap(true, Ordering::Relaxed) {
@@ -285,9 +289,13 @@ impl PartWriter {
         self.checkpoint_if_due();
     }
 
-    /// Checkpoints when the interval has passed (called on a timer too, for slow streams).
+    /// Checkpoints when the interval has passed (called on a timer too, for slow streams), and
+    /// at once for a part's first media: a live source opens with a burst of several seconds
+    /// (the server's GOP cache), and until a part has a checkpoint a restarted worker would
+    /// not know it existed and would reuse its number.
     pub fn checkpoint_if_due(&mut self) {
-        if self.last_checkpoint.elapsed() >= self.settings.checkpoint {
+        let first_media = self.next_seq == 0 && self.units > self.meta.mode.header_units();
+        if first_media || self.last_checkpoint.elapsed() >= self.settings.checkpoint {
             self.checkpoint();
         }
     }
