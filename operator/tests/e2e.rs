@@ -737,14 +737,7 @@ async fn a_worker_that_cannot_succeed_fails_the_job_without_retrying() {
         api,
         publisher: _publisher,
     } = scene_with("doomed", "doomed", json!({}), |job| {
-        job.spec
-            .storage
-            .as_mut()
-            .unwrap()
-            .s3
-            .as_mut()
-            .unwrap()
-            .bucket = "no-such-bucket".into()
+        s3_of(job).bucket = "no-such-bucket".into()
     })
     .await;
     let job = ended_as(&api, "doomed", "Failed", Duration::from_secs(60), &op).await;

@@ -221,15 +221,7 @@ async fn every_dashboard_and_alert_expression_reads_series_a_real_recording_prod
     // Prometheus too, and drops to 0 once the job is gone.
     let api = jobs(&ns).await;
     let mut waiting = url_job("waits", &bed().rtmp_url("obs-nobody"), json!({}));
-    waiting
-        .spec
-        .storage
-        .as_mut()
-        .unwrap()
-        .s3
-        .as_mut()
-        .unwrap()
-        .credentials_secret = Some("absent".into());
+    s3_of(&mut waiting).credentials_secret = Some("absent".into());
     api.create(&PostParams::default(), &waiting).await.unwrap();
     let aged = wait_until(Duration::from_secs(60), || async {
         value("roomrec_oldest_pending_job_age_seconds{job=\"roomrec-operator\"}")

@@ -742,6 +742,15 @@ pub fn url_job(name: &str, source: &str, extra: Value) -> RecordingJob {
     .unwrap()
 }
 
+/// The S3 storage of a job made by `url_job`, to edit before it is created.
+pub fn s3_of(job: &mut RecordingJob) -> &mut roomrec_operator::crd::S3Storage {
+    job.spec
+        .storage
+        .as_mut()
+        .and_then(|s| s.s3.as_mut())
+        .expect("a url_job has S3 storage")
+}
+
 pub async fn s3_secret(namespace: &str) {
     let secrets: Api<Secret> = Api::namespaced(bed().client().await.unwrap(), namespace);
     let secret: Secret = serde_json::from_value(json!({
