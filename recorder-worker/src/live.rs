@@ -67,11 +67,16 @@ impl Status {
         );
     }
 
-    /// The open part's size (init segment included) and media so far.
-    pub fn open_progress(&self, bytes: u64, seconds: f64) {
-        self.open_bytes.store(bytes, Ordering::Relaxed);
+    /// Part `part`'s size (init segment included) and media that are durable in the store (its
+    /// checkpoints so far): the report never claims what a crash would lose. Ignored once the
+    /// part is closed (`part_closed` has its final figures).
+    pub fn open_durable(&self, part: u32, bytes: u64, seconds: f64) {
+        if self.open_part.load(Ordering::Relaxed) != part {
+            return;
+        }
+        self.open_bytes.fetch_max(bytes, Ordering::Relaxed);
         self.open_media_millis
-            .store((seconds * 1000.0) as u64, Ordering::Relaxed);
+            .fetch_max((seconds * 1000.0) as u64, Ordering::Relaxed);
     }
 
     /// The part stops growing; its upload completes in the background.

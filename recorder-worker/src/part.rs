@@ -4,6 +4,7 @@
 //! stalls ffmpeg; the queues are the spool, bounded by `SpoolLimits`.
 
 use crate::journal::{self, PartMeta};
+use crate::live::Status;
 use crate::metrics::metrics;
 use bytes::{Bytes, BytesMut};
 use opendal::Operator;
@@ -210,6 +211,7 @@ pub struct PartWriter {
     stopping: Arc<Stopping>,
     journal_tx: mpsc::UnboundedSender<(u32, Block)>,
     journal_task: JoinHandle<Vec<(u32, Block)>>,
+    durable: Arc<Durable>,
     pending: BytesMut,
     /// Units written (the init segment counts as one).
     units: u32,
@@ -227,8 +229,14 @@ impl PartWriter {
         settings: UploadSettings,
         spool: Arc<Spool>,
         stopping: Arc<Stopping>,
+        status: Arc<Status>,
     ) -> Self {
         let journal_dir = journal::journal_dir(prefix, &meta.key);
+        let durable = Arc::new(Durable {
+            status,
+            part: meta.part,
+            pending: Default::default(),
+        });
         let (main_tx, main_rx) = mpsc::unbounded_channel();
         let main_abandoned = Arc::new(AtomicBool::new(false));
         let main_task = tokio::spawn(upload_main(
@@ -248,6 +256,7 @@ impl PartWriter {
             journal_rx,
             spool.clone(),
             stopping.clone(),
+            durable.clone(),
         ));
         Self {
             meta,
@@ -261,6 +270,7 @@ impl PartWriter {
             stopping,
             journal_tx,
             journal_task,
+            durable,
             pending: BytesMut::new(),
             units: 0,
             next_seq: 0,
@@ -327,6 +337,8 @@ impl PartWriter {
                 Block::Memory(data)
             }
         };
+        self.durable
+            .checkpointed(self.next_seq, self.bytes, self.seconds);
         let _ = self.journal_tx.send((self.next_seq, block));
         self.next_seq += 1;
     }
@@ -541,6 +553,30 @@ pub async fn upload_spooled(op: &Operator, dir: &std::path::Path) -> Result<usiz
     Ok(uploaded)
 }
 
+/// The figures (bytes, media seconds) each checkpoint makes durable, reported into the live
+/// status as the journal stores them.
+struct Durable {
+    status: Arc<Status>,
+    part: u32,
+    pending: std::sync::Mutex<std::collections::BTreeMap<u32, (u64, f64)>>,
+}
+
+impl Durable {
+    fn checkpointed(&self, seq: u32, bytes: u64, seconds: f64) {
+        self.lock().insert(seq, (bytes, seconds));
+    }
+
+    fn stored(&self, seq: u32) {
+        if let Some((bytes, seconds)) = self.lock().remove(&seq) {
+            self.status.open_durable(self.part, bytes, seconds);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u32, (u64, f64)>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Streams the part into its object. After an error, or when it is abandoned under memory
 /// pressure, it keeps draining (and releasing) the queue: the journal holds the data, and
 /// `finish` assembles the object from it.
@@ -619,6 +655,7 @@ async fn upload_journal(
     mut rx: mpsc::UnboundedReceiver<(u32, Block)>,
     spool: Arc<Spool>,
     stopping: Arc<Stopping>,
+    durable: Arc<Durable>,
 ) -> Vec<(u32, Block)> {
     let mut undelivered = Vec::new();
     let mut meta_written = false;
@@ -643,6 +680,7 @@ async fn upload_journal(
             _ => false,
         };
         if stored {
+            durable.stored(seq);
             metrics().recorded_bytes.inc_by(block.len());
             match block {
                 Block::Memory(b) => spool.release(b.len()),

@@ -526,7 +526,6 @@ impl Recorder {
     /// After `added` bytes went into the open part's writer.
     fn record_progress(&mut self, added: usize, writer: &PartWriter) {
         self.status.bytes.fetch_add(added as u64, Ordering::Relaxed);
-        self.status.open_progress(writer.bytes, writer.seconds);
         let media = self.closed_seconds + writer.seconds;
         self.status
             .media_millis
@@ -583,6 +582,7 @@ impl Recorder {
                 settings,
                 self.spool.clone(),
                 self.stopping.clone(),
+                self.status.clone(),
             ),
             scratch,
             base: None,
