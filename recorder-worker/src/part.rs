@@ -209,9 +209,8 @@ pub struct PartWriter {
     /// Set when the streaming upload gives way to the journal (memory pressure).
     main_abandoned: Arc<AtomicBool>,
     stopping: Arc<Stopping>,
-    journal_tx: mpsc::UnboundedSender<(u32, Block)>,
+    journal_tx: mpsc::UnboundedSender<Checkpoint>,
     journal_task: JoinHandle<Vec<(u32, Block)>>,
-    durable: Arc<Durable>,
     pending: BytesMut,
     /// Units written (the init segment counts as one).
     units: u32,
@@ -232,11 +231,6 @@ impl PartWriter {
         status: Arc<Status>,
     ) -> Self {
         let journal_dir = journal::journal_dir(prefix, &meta.key);
-        let durable = Arc::new(Durable {
-            status,
-            part: meta.part,
-            pending: Default::default(),
-        });
         let (main_tx, main_rx) = mpsc::unbounded_channel();
         let main_abandoned = Arc::new(AtomicBool::new(false));
         let main_task = tokio::spawn(upload_main(
@@ -256,7 +250,10 @@ impl PartWriter {
             journal_rx,
             spool.clone(),
             stopping.clone(),
-            durable.clone(),
+            {
+                let part = meta.part;
+                move |bytes, seconds| status.open_durable(part, bytes, seconds)
+            },
         ));
         Self {
             meta,
@@ -270,7 +267,6 @@ impl PartWriter {
             stopping,
             journal_tx,
             journal_task,
-            durable,
             pending: BytesMut::new(),
             units: 0,
             next_seq: 0,
@@ -337,9 +333,12 @@ impl PartWriter {
                 Block::Memory(data)
             }
         };
-        self.durable
-            .checkpointed(self.next_seq, self.bytes, self.seconds);
-        let _ = self.journal_tx.send((self.next_seq, block));
+        let _ = self.journal_tx.send(Checkpoint {
+            seq: self.next_seq,
+            block,
+            bytes: self.bytes,
+            seconds: self.seconds,
+        });
         self.next_seq += 1;
     }
 
@@ -553,28 +552,12 @@ pub async fn upload_spooled(op: &Operator, dir: &std::path::Path) -> Result<usiz
     Ok(uploaded)
 }
 
-/// The figures (bytes, media seconds) each checkpoint makes durable, reported into the live
-/// status as the journal stores them.
-struct Durable {
-    status: Arc<Status>,
-    part: u32,
-    pending: std::sync::Mutex<std::collections::BTreeMap<u32, (u64, f64)>>,
-}
-
-impl Durable {
-    fn checkpointed(&self, seq: u32, bytes: u64, seconds: f64) {
-        self.lock().insert(seq, (bytes, seconds));
-    }
-
-    fn stored(&self, seq: u32) {
-        if let Some((bytes, seconds)) = self.lock().remove(&seq) {
-            self.status.open_durable(self.part, bytes, seconds);
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u32, (u64, f64)>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// One checkpoint for the journal, with the part's size and media once it is stored.
+struct Checkpoint {
+    seq: u32,
+    block: Block,
+    bytes: u64,
+    seconds: f64,
 }
 
 /// Streams the part into its object. After an error, or when it is abandoned under memory
@@ -652,14 +635,21 @@ async fn upload_journal(
     op: Operator,
     dir: String,
     meta: Bytes,
-    mut rx: mpsc::UnboundedReceiver<(u32, Block)>,
+    mut rx: mpsc::UnboundedReceiver<Checkpoint>,
     spool: Arc<Spool>,
     stopping: Arc<Stopping>,
-    durable: Arc<Durable>,
+    // Told each stored checkpoint's figures (the live status shows what is durable).
+    on_stored: impl Fn(u64, f64),
 ) -> Vec<(u32, Block)> {
     let mut undelivered = Vec::new();
     let mut meta_written = false;
-    while let Some((seq, block)) = rx.recv().await {
+    while let Some(Checkpoint {
+        seq,
+        block,
+        bytes,
+        seconds,
+    }) = rx.recv().await
+    {
         if !undelivered.is_empty() {
             // Order matters for assembling: after one is not stored, keep the rest together.
             undelivered.push((seq, block));
@@ -680,7 +670,7 @@ async fn upload_journal(
             _ => false,
         };
         if stored {
-            durable.stored(seq);
+            on_stored(bytes, seconds);
             metrics().recorded_bytes.inc_by(block.len());
             match block {
                 Block::Memory(b) => spool.release(b.len()),
