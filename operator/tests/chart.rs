@@ -15,14 +15,6 @@ use std::process::Output;
 use std::time::Duration;
 use support::*;
 
-fn helm(args: &[&str]) -> Output {
-    std::process::Command::new(tool("helm"))
-        .env("KUBECONFIG", &bed().kubeconfig)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -33,22 +25,6 @@ fn text(output: &Output) -> String {
 
 fn chart() -> String {
     repo().join("charts/roomrec").display().to_string()
-}
-
-/// `helm template` of the chart into roomrec-system with `extra` arguments.
-fn template(extra: &[&str]) -> Output {
-    let chart = chart();
-    let mut args = vec![
-        "template",
-        RELEASE,
-        &chart,
-        "--namespace",
-        SYSTEM_NAMESPACE,
-        "--kube-version",
-        "1.37.2",
-    ];
-    args.extend(extra);
-    helm(&args)
 }
 
 #[test]
@@ -75,7 +51,7 @@ fn a_typo_in_values_fails_at_install_and_names_the_key() {
             "needs operator.leaderElection.enabled=true",
         ),
     ] {
-        let out = template(&["--set", set]);
+        let out = helm_template_output(&["--set", set]);
         assert!(!out.status.success(), "--set {set} was accepted");
         assert!(
             text(&out).contains(expected),
@@ -99,7 +75,7 @@ async fn the_chart_renders_what_the_api_server_accepts() {
         vec!["--set", "crds.install=false"],
         vec!["--values", maximal],
     ] {
-        let out = template(&values);
+        let out = helm_template_output(&values);
         assert!(out.status.success(), "{values:?}: {}", text(&out));
         let rendered = String::from_utf8(out.stdout).unwrap();
         assert_eq!(

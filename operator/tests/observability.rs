@@ -379,12 +379,8 @@ async fn every_dashboard_and_alert_expression_reads_series_a_real_recording_prod
 async fn the_monitoring_objects_are_what_prometheus_operator_accepts() {
     cluster().await;
     install_monitoring_crds().await;
-    let lint = std::process::Command::new(tool("helm"))
-        .args(["lint", "--strict"])
-        .arg(repo().join("charts/roomrec"))
-        .args(["--set", MONITORING_ON])
-        .output()
-        .unwrap();
+    let chart = repo().join("charts/roomrec").display().to_string();
+    let lint = helm(&["lint", "--strict", &chart, "--set", MONITORING_ON]);
     assert!(
         lint.status.success(),
         "helm lint: {}",

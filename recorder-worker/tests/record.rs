@@ -471,38 +471,33 @@ async fn wrong_credentials_and_a_missing_bucket_fail_clearly_and_for_good() {
     );
 }
 
-#[tokio::test]
-async fn bad_arguments_name_the_flag_and_exit_2() {
+/// Runs `roomrec-worker record {args}`, which must refuse them with exit code 2; its stderr.
+fn usage_error(args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomrec-worker"))
-        .args([
-            "record",
-            "--source",
-            "rtmp://h/live/a",
-            "--storage",
-            "cos://b-1/x",
-        ])
+        .arg("record")
+        .args(args)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn bad_arguments_name_the_flag_and_exit_2() {
+    let stderr = usage_error(&["--source", "rtmp://h/live/a", "--storage", "cos://b-1/x"]);
     assert!(
         stderr.contains("--storage") && stderr.contains("--region ap-shanghai"),
         "{stderr}"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomrec-worker"))
-        .args([
-            "record",
-            "--source",
-            "rtmp://h/live/a",
-            "--storage",
-            "/tmp/x",
-            "--idle-timeout",
-            "soon",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--idle-timeout"));
+    let stderr = usage_error(&[
+        "--source",
+        "rtmp://h/live/a",
+        "--storage",
+        "/tmp/x",
+        "--idle-timeout",
+        "soon",
+    ]);
+    assert!(stderr.contains("--idle-timeout"), "{stderr}");
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_roomrec-worker"))
         .args(["record", "--help"])
         .output()
@@ -525,20 +520,15 @@ async fn bad_arguments_name_the_flag_and_exit_2() {
         help.contains("Exit codes:") && help.contains("3  failed, and running again cannot help"),
         "{help}"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomrec-worker"))
-        .args([
-            "record",
-            "--source",
-            "rtmp://h/live/a",
-            "--storage",
-            "/tmp/x",
-            "--report-job",
-            "no-slash",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--report-job"));
+    let stderr = usage_error(&[
+        "--source",
+        "rtmp://h/live/a",
+        "--storage",
+        "/tmp/x",
+        "--report-job",
+        "no-slash",
+    ]);
+    assert!(stderr.contains("--report-job"), "{stderr}");
 }
 
 /// The wall-clock time of a JSON log event of the worker, by its message (a prefix if it

@@ -128,24 +128,46 @@ pub fn helm_template(only: &[&str]) -> String {
 
 /// As `helm_template`, with values set (`key=value`, as `--set`).
 pub fn helm_template_with(only: &[&str], set: &[&str]) -> String {
-    let mut command = std::process::Command::new(tool("helm"));
-    command
-        .args(["template", RELEASE])
-        .arg(repo().join("charts/roomrec"))
-        .args(["--namespace", SYSTEM_NAMESPACE, "--kube-version", "1.37.2"]);
+    let mut extra = Vec::new();
     for file in only {
-        command.args(["--show-only", file]);
+        extra.extend(["--show-only", file]);
     }
     for value in set {
-        command.args(["--set", value]);
+        extra.extend(["--set", value]);
     }
-    let output = command.output().unwrap();
+    let output = helm_template_output(&extra);
     assert!(
         output.status.success(),
         "helm template: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// `helm template` of the chart with the test release name into roomrec-system, `extra`
+/// arguments after; the output as it is (a test of refused values wants the failure).
+pub fn helm_template_output(extra: &[&str]) -> std::process::Output {
+    let chart = repo().join("charts/roomrec").display().to_string();
+    let mut args = vec![
+        "template",
+        RELEASE,
+        &chart,
+        "--namespace",
+        SYSTEM_NAMESPACE,
+        "--kube-version",
+        "1.37.2",
+    ];
+    args.extend(extra);
+    helm(&args)
+}
+
+/// `helm` against the bed's API server.
+pub fn helm(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(tool("helm"))
+        .env("KUBECONFIG", &bed().kubeconfig)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 pub fn kubectl(args: &[&str], stdin: Option<&str>) -> std::process::Output {
@@ -408,18 +430,28 @@ pub struct OperatorPod {
 
 impl OperatorLog for OperatorPod {
     fn log_text(&self) -> String {
-        let text: String = std::fs::read_dir(bed().dir.join("node/pods"))
+        let text: String = container_logs(&self.namespace, "operator")
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| {
-                let name = e.file_name().to_string_lossy().to_string();
-                name.starts_with(&format!("{}_", self.namespace))
-            })
-            .map(|e| std::fs::read_to_string(e.path().join("operator.log")).unwrap_or_default())
+            .map(|(_, text)| text)
             .collect();
         tail(&text, 6000)
     }
+}
+
+/// The log of `container` in every pod the node agent ran in `namespace`, by pod directory.
+fn container_logs(namespace: &str, container: &str) -> Vec<(String, String)> {
+    std::fs::read_dir(bed().dir.join("node/pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().to_string();
+            name.starts_with(&format!("{namespace}_")).then(|| {
+                let log = entry.path().join(format!("{container}.log"));
+                (name, std::fs::read_to_string(log).unwrap_or_default())
+            })
+        })
+        .collect()
 }
 
 /// The last `bytes` of `text` (on a character boundary).
@@ -616,20 +648,10 @@ pub fn mount_options(pid: i32) -> std::collections::BTreeMap<String, Vec<String>
 }
 
 pub fn worker_logs(namespace: &str) -> String {
-    let mut out = String::new();
-    let Ok(entries) = std::fs::read_dir(bed().dir.join("node/pods")) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if !name.starts_with(&format!("{namespace}_")) {
-            continue;
-        }
-        let log = entry.path().join("worker.log");
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        out.push_str(&format!("--- {name} ---\n{}\n", tail(&text, 3000)));
-    }
-    out
+    container_logs(namespace, "worker")
+        .into_iter()
+        .map(|(name, text)| format!("--- {name} ---\n{}\n", tail(&text, 3000)))
+        .collect()
 }
 
 pub fn status_json(job: &RecordingJob) -> Value {
