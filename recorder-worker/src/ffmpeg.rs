@@ -1,10 +1,10 @@
-//! ffmpeg and ffprobe as child processes: ffprobe tells which tracks a source has; ffmpeg, run
-//! through `ffmpeg-sidecar`, writes the recording to a pipe that the worker streams onwards,
-//! while its log is parsed into progress and errors.
+//! ffmpeg as a child process, run through `ffmpeg-sidecar`: it writes the recording to a pipe
+//! that the worker streams onwards, while its log is parsed into the input's tracks, progress
+//! and errors. ffprobe only measures finished files.
 
 use crate::plan::{Plan, SourceTracks};
 use ffmpeg_sidecar::command::FfmpegCommand;
-use ffmpeg_sidecar::event::{FfmpegEvent, LogLevel};
+use ffmpeg_sidecar::event::{FfmpegEvent, LogLevel, Stream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,39 +24,6 @@ impl Default for Tools {
             ffprobe: "ffprobe".into(),
         }
     }
-}
-
-/// Asks ffprobe which tracks `url` has. Waits as long as a live source takes to start; the
-/// caller bounds it with its idle timeout.
-pub async fn probe(
-    tools: &Tools,
-    url: &str,
-    input_options: &[String],
-) -> Result<SourceTracks, String> {
-    let mut command = child(&tools.ffprobe);
-    command
-        .args(["-v", "error", "-print_format", "json", "-show_streams"])
-        .args(input_options)
-        .arg(url);
-    let json = run_json(command, &tools.ffprobe)
-        .await
-        .map_err(|e| format!("cannot read the source {url}: {e}"))?;
-    let mut tracks = SourceTracks::default();
-    for stream in json["streams"].as_array().into_iter().flatten() {
-        let codec = stream["codec_name"].as_str().map(str::to_owned);
-        match stream["codec_type"].as_str() {
-            // Cover art and thumbnails are video streams too; only real video counts.
-            Some("video")
-                if tracks.video.is_none()
-                    && stream["disposition"]["attached_pic"].as_i64() != Some(1) =>
-            {
-                tracks.video = codec
-            }
-            Some("audio") if tracks.audio.is_none() => tracks.audio = codec,
-            _ => {}
-        }
-    }
-    Ok(tracks)
 }
 
 /// The duration of a media file, as ffprobe reads its container.
@@ -134,8 +101,67 @@ pub struct Recording {
 
 #[derive(Debug, Clone)]
 pub enum LogLine {
-    Progress { seconds: f64, speed: f32 },
+    /// ffmpeg's report of its input's tracks, once, before any output.
+    Tracks(SourceTracks),
+    Progress {
+        seconds: f64,
+        speed: f32,
+    },
     Error(String),
+}
+
+/// Collects ffmpeg's report of input #0 (`Input #0 …` and its `Stream #0:n` lines) from its
+/// log, and yields the tracks once the report is over: at the first event that is not part of
+/// it, or when the log ends.
+#[derive(Debug, Default)]
+struct InputReport {
+    streams: Option<Vec<Stream>>,
+    done: bool,
+}
+
+impl InputReport {
+    fn observe(&mut self, event: &FfmpegEvent) -> Option<SourceTracks> {
+        match event {
+            FfmpegEvent::ParsedInput(input) if input.index == 0 && !self.done => {
+                self.streams = Some(Vec::new());
+                None
+            }
+            FfmpegEvent::ParsedInputStream(stream) if stream.parent_index == 0 => {
+                if let Some(streams) = self.streams.as_mut() {
+                    streams.push(stream.clone());
+                }
+                None
+            }
+            FfmpegEvent::ParsedInput(_)
+            | FfmpegEvent::ParsedInputStream(_)
+            | FfmpegEvent::ParsedDuration(_)
+            | FfmpegEvent::Log(LogLevel::Info | LogLevel::Warning | LogLevel::Unknown, _) => None,
+            _ => self.finish(),
+        }
+    }
+
+    fn finish(&mut self) -> Option<SourceTracks> {
+        let streams = self.streams.take()?;
+        self.done = true;
+        Some(tracks_of(&streams))
+    }
+}
+
+/// The first real video and the first audio track: cover art and thumbnails are video streams
+/// too (`(attached pic)`), but not video.
+fn tracks_of(streams: &[Stream]) -> SourceTracks {
+    let mut tracks = SourceTracks::default();
+    for stream in streams {
+        let codec = Some(stream.format.clone());
+        if stream.is_video() && tracks.video.is_none() {
+            if !stream.raw_log_message.contains("(attached pic)") {
+                tracks.video = codec;
+            }
+        } else if stream.is_audio() && tracks.audio.is_none() {
+            tracks.audio = codec;
+        }
+    }
+    tracks
 }
 
 /// Output is read in chunks of this size (one pipe buffer's worth or less).
@@ -151,8 +177,9 @@ impl Recording {
         let mut command = FfmpegCommand::new_with_path(&tools.ffmpeg);
         command
             .hide_banner()
-            // Errors and the stats line, which ffmpeg-sidecar turns into progress events.
-            .args(["-loglevel", "level+error", "-stats", "-stats_period", "1"])
+            // Info: the input's streams, which make the plan (there is no separate probe);
+            // then errors and the stats line, which ffmpeg-sidecar turns into progress events.
+            .args(["-loglevel", "level+info", "-stats", "-stats_period", "1"])
             .args(input_options)
             .input(url)
             .args(plan.output_args());
@@ -187,7 +214,13 @@ impl Recording {
         let (log_tx, log) = mpsc::unbounded_channel();
         let events = child.iter().map_err(|e| e.to_string())?;
         std::thread::spawn(move || {
+            let mut report = InputReport::default();
             for event in events {
+                if let Some(tracks) = report.observe(&event)
+                    && log_tx.send(LogLine::Tracks(tracks)).is_err()
+                {
+                    return;
+                }
                 let line = match event {
                     FfmpegEvent::Progress(p) => {
                         let seconds = parse_time(&p.time).unwrap_or(0.0);
@@ -206,8 +239,25 @@ impl Recording {
                     return;
                 }
             }
+            if let Some(tracks) = report.finish() {
+                let _ = log_tx.send(LogLine::Tracks(tracks));
+            }
         });
         Ok(Self { child, output, log })
+    }
+
+    /// Waits for ffmpeg's report of its input's tracks (a live source that has not started yet
+    /// makes it wait); if ffmpeg ends without one, what it said last.
+    pub async fn input_tracks(&mut self) -> Result<SourceTracks, String> {
+        let mut last_error = None;
+        while let Some(line) = self.log.recv().await {
+            match line {
+                LogLine::Tracks(tracks) => return Ok(tracks),
+                LogLine::Error(message) => last_error = Some(message),
+                LogLine::Progress { .. } => {}
+            }
+        }
+        Err(last_error.unwrap_or_else(|| "ffmpeg ended without reading it".into()))
     }
 
     /// Asks ffmpeg to finish (it writes its last fragment and exits), as `q` on its console.
@@ -266,6 +316,85 @@ fn die_with_parent(command: &mut std::process::Command) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// Feeds an ffmpeg log (as ffmpeg 5.1 prints it at `level+info`) through ffmpeg-sidecar's
+    /// parser and the input report: the tracks it yields, and after how many events.
+    fn report_of(log: &str) -> Option<(SourceTracks, usize)> {
+        let mut parser = ffmpeg_sidecar::log_parser::FfmpegLogParser::new(log.as_bytes());
+        let mut report = InputReport::default();
+        for n in 1.. {
+            let event = parser.parse_next_event().unwrap();
+            let end = matches!(event, FfmpegEvent::LogEOF);
+            if let Some(tracks) = report.observe(&event) {
+                assert!(report.observe(&event).is_none(), "reported twice");
+                return Some((tracks, n));
+            }
+            if end {
+                return None;
+            }
+        }
+        unreachable!()
+    }
+
+    const FLV_INPUT: &str = "[info] Input #0, flv, from 'rtmp://127.0.0.1/live/a':
+[info]   Metadata:
+[info]     encoder         : Lavf59.27.100
+[info]   Duration: 00:00:00.00, start: 0.044000, bitrate: N/A
+[info]   Stream #0:0: Video: h264 (High), yuv420p(progressive), 1280x720, 30 fps, 30 tbr, 1k tbn
+[info]   Stream #0:1: Audio: aac (LC), 44100 Hz, stereo, fltp, 128 kb/s
+";
+
+    #[test]
+    fn the_input_report_ends_at_the_output_section() {
+        let log = format!(
+            "{FLV_INPUT}[info] Output #0, mp4, to 'pipe:1':
+[info]   Stream #0:0: Video: h264 (High) (avc1 / 0x31637661), yuv420p(progressive), 1280x720, q=2-31, 30 fps, 16k tbn
+[info] Stream mapping:
+[info]   Stream #0:0 -> #0:0 (copy)
+"
+        );
+        let (tracks, events) = report_of(&log).unwrap();
+        assert_eq!(
+            tracks,
+            SourceTracks {
+                video: Some("h264".into()),
+                audio: Some("aac".into())
+            }
+        );
+        // Reported at `Output #0`, before the output's own streams.
+        assert_eq!(events, 7);
+    }
+
+    #[test]
+    fn the_input_report_ends_at_an_error_or_the_end_of_the_log() {
+        let log = format!(
+            "{FLV_INPUT}[fatal] Stream map '0:a:1' matches no streams.\nTo ignore this, add a trailing '?' to the map.\n"
+        );
+        assert_eq!(report_of(&log).unwrap().1, 7);
+        let (tracks, _) = report_of(FLV_INPUT).unwrap();
+        assert_eq!(tracks.video.as_deref(), Some("h264"));
+        // No input report at all: ffmpeg could not open the source.
+        assert!(report_of("[error] rtmp://127.0.0.1/live/a: Connection refused\n").is_none());
+    }
+
+    #[test]
+    fn cover_art_is_not_video() {
+        let log = "[info] Input #0, mp3, from 'a.mp3':
+[info]   Stream #0:0: Audio: mp3, 44100 Hz, stereo, fltp, 128 kb/s
+[info]   Stream #0:1: Video: mjpeg (Baseline), yuvj420p(pc, bt470bg/unknown/unknown), 300x300, 90k tbr, 90k tbn (attached pic)
+[info] Press [q] to stop, [?] for help
+";
+        let (tracks, _) = report_of(log).unwrap();
+        assert_eq!(
+            tracks,
+            SourceTracks {
+                video: None,
+                audio: Some("mp3".into())
+            }
+        );
+    }
+
     #[test]
     fn parses_ffmpeg_times() {
         assert_eq!(super::parse_time("00:01:02.50"), Some(62.5));

@@ -1,7 +1,9 @@
 //! roomrec-worker: records one live stream into object storage.
 //!
 //! ```text
-//! source ──ffprobe──▶ plan ──ffmpeg (copy/encode)──▶ pipe ──▶ cutter (fMP4 fragments / MP3 frames)
+//! source ──ffmpeg (copy/encode; the plan checked against its input report)──▶ pipe
+//!                                                                               │
+//!                                  cutter (fMP4 fragments / MP3 frames) ◀───────┘
 //!                                                                  │
 //!                           part rotation (duration, size, reconnect)
 //!                                                                  ▼
@@ -25,6 +27,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod mode;
 pub mod mp3;
+pub mod numbering;
 pub mod part;
 pub mod plan;
 pub mod recorder;

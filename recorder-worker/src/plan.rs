@@ -5,7 +5,7 @@
 use crate::mode::Mode;
 use serde::{Deserialize, Serialize};
 
-/// The tracks ffprobe found.
+/// The tracks ffmpeg reported for its input.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SourceTracks {
     pub video: Option<String>,
@@ -105,6 +105,22 @@ pub fn plan(mode: Mode, tracks: &SourceTracks, source: &str) -> Result<Plan, Str
 }
 
 impl Plan {
+    /// The plan for the usual source (H.264 + AAC, what RTMP and TRTC deliver), so ffmpeg can
+    /// start before its input's tracks are known; `plan` with the tracks it reports decides
+    /// whether that ffmpeg may go on.
+    pub fn likely(mode: Mode) -> Plan {
+        let usual = SourceTracks {
+            video: Some("h264".into()),
+            audio: Some("aac".into()),
+        };
+        plan(mode, &usual, "").expect("the usual source has every track")
+    }
+
+    /// Whether ffmpeg runs the same way for both plans (codec names aside).
+    pub fn same_command(&self, other: &Plan) -> bool {
+        self.output_args() == other.output_args()
+    }
+
     /// ffmpeg output arguments (after the input), writing to stdout.
     pub fn output_args(&self) -> Vec<String> {
         let mut args: Vec<String> = Vec::new();
@@ -243,6 +259,30 @@ mod tests {
         );
         let e = plan(Mode::AudioVideoMp4, &tracks(Some("h264"), None), "s").unwrap_err();
         assert!(e.contains("no audio track"), "{e}");
+    }
+
+    #[test]
+    fn the_likely_plan_holds_for_copied_sources_and_not_for_encoded_ones() {
+        for mode in [Mode::AudioMp3, Mode::VideoMp4, Mode::AudioVideoMp4] {
+            let likely = Plan::likely(mode);
+            let usual = plan(mode, &tracks(Some("h264"), Some("aac")), "s").unwrap();
+            assert!(likely.same_command(&usual), "{mode}");
+            // HEVC is copied too: the same command, with its own codec name.
+            let hevc = plan(mode, &tracks(Some("hevc"), Some("aac")), "s").unwrap();
+            assert!(likely.same_command(&hevc), "{mode}");
+        }
+        let pcm = plan(
+            Mode::AudioVideoMp4,
+            &tracks(Some("h264"), Some("pcm_s16le")),
+            "s",
+        )
+        .unwrap();
+        assert!(!Plan::likely(Mode::AudioVideoMp4).same_command(&pcm));
+        // MP3 audio is copied, not re-encoded as the usual AAC would be.
+        let mp3 = plan(Mode::AudioMp3, &tracks(None, Some("mp3")), "s").unwrap();
+        assert!(!Plan::likely(Mode::AudioMp3).same_command(&mp3));
+        let flv1 = plan(Mode::VideoMp4, &tracks(Some("flv1"), None), "s").unwrap();
+        assert!(!Plan::likely(Mode::VideoMp4).same_command(&flv1));
     }
 
     #[test]

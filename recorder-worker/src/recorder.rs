@@ -1,18 +1,19 @@
-//! The recording loop: connect (probe, plan, start ffmpeg), cut its output into whole units,
+//! The recording loop: connect (start ffmpeg, check the plan against its input report), cut its output into whole units,
 //! stream them into parts, rotate parts (by duration, size, reconnect), and stop for a reason:
 //! the source ended, no media for the idle timeout, the maximum duration, a signal, or a stop
 //! request. Leftover journals of earlier runs are rebuilt first.
 
 use crate::cutter::{Cutter, Piece};
 use crate::faststart::Faststart;
-use crate::ffmpeg::{self, LogLine, Recording, Tools};
+use crate::ffmpeg::{LogLine, Recording, Tools};
 use crate::fmp4;
 use crate::journal::{self, PartMeta};
-use crate::keys::{KeyTemplate, KeyVars, compact_time};
+use crate::keys::{KeyTemplate, compact_time};
 pub use crate::live::Status;
 use crate::manifest::{Failure, Manifest, StopReason};
 use crate::metrics::metrics;
 use crate::mode::Mode;
+use crate::numbering::{KeyMaker, PartNumbers};
 use crate::part::{PartRecord, PartStatus, PartWriter, Spool, SpoolLimits, UploadSettings};
 use crate::plan::{self, Plan};
 use crate::scratch::{self, Scratch};
@@ -80,8 +81,7 @@ pub struct Recorder {
     /// --faststart: each part's local copy and its conversion to a classic MP4.
     faststart: Option<Arc<Faststart>>,
     finishing: Vec<JoinHandle<PartRecord>>,
-    next_part: u32,
-    template_vars: (String, String, String),
+    numbers: PartNumbers,
     /// The init segment of the running ffmpeg, written at the start of each of its parts.
     pending_init: Option<(bytes::Bytes, fmp4::Tracks)>,
     /// Media seconds of parts already closed, for progress.
@@ -121,8 +121,16 @@ impl Recorder {
                 dir,
             ))
         });
+        let keys = KeyMaker {
+            template: config.key_template.clone(),
+            storage: config.storage.clone(),
+            mode: config.mode,
+            stream: config.source.stream_label(),
+            user: config.source.user_id(),
+            start,
+        };
         Ok(Self {
-            template_vars: (config.source.stream_label(), config.source.user_id(), start),
+            numbers: PartNumbers::new(op.clone(), keys),
             config,
             op,
             status,
@@ -130,7 +138,6 @@ impl Recorder {
             stopping: Arc::default(),
             faststart,
             finishing: Vec::new(),
-            next_part: 1,
             pending_init: None,
             closed_seconds: 0.0,
             counted_seconds: 0.0,
@@ -153,55 +160,6 @@ impl Recorder {
         }
     }
 
-    fn key(&self, part: u32) -> String {
-        let (stream, user, start) = &self.template_vars;
-        let vars = KeyVars {
-            stream,
-            user,
-            start,
-            ext: self.config.mode.extension(),
-            mode: self.config.mode.code(),
-        };
-        self.config
-            .storage
-            .key(&self.config.key_template.render(&vars, part))
-    }
-
-    /// The first part number whose object and journal do not exist: a restarted worker never
-    /// overwrites what an earlier run stored.
-    async fn claim_part(&mut self) -> u32 {
-        let mut unanswered = 0;
-        loop {
-            let part = self.next_part;
-            let key = self.key(part);
-            let journal =
-                journal::meta_key(&journal::journal_dir(&self.config.storage.prefix, &key));
-            match (self.op.exists(&key).await, self.op.exists(&journal).await) {
-                (Ok(false), Ok(false)) => {
-                    self.next_part += 1;
-                    return part;
-                }
-                (Ok(_), Ok(_)) => self.next_part += 1,
-                // The store cannot say: ask again, and after a while skip the number. Skipping
-                // is harmless; overwriting an earlier run's part is not.
-                (a, b) => {
-                    let error = a
-                        .err()
-                        .or(b.err())
-                        .map(|e| e.to_string())
-                        .unwrap_or_default();
-                    tracing::warn!(part, "cannot check whether part {part} exists: {error}");
-                    unanswered += 1;
-                    if unanswered >= 10 {
-                        self.next_part += 1;
-                        unanswered = 0;
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-    }
-
     pub async fn run(mut self, mut stop: watch::Receiver<Option<StopReason>>) -> Manifest {
         let started_at = crate::now_rfc3339();
         let started = Instant::now();
@@ -209,13 +167,15 @@ impl Recorder {
             scratch::sweep(f.scratch_dir());
         }
         let mut parts: Vec<PartRecord> = self.recover().await;
+        self.numbers.claim_ahead();
 
         let mut last_media = Instant::now();
         let mut ever_connected = false;
         let mut failure: Option<Failure> = None;
         let reason = loop {
-            // Connect: the probe waits for a live source to start, bounded by the idle timeout
-            // (or, after a drop, by the reconnect grace).
+            // Connect: ffmpeg waits for a live source to start, bounded by the idle timeout
+            // (or, after a drop, by the reconnect grace). It starts with the likely plan and
+            // reports its input's tracks before it writes anything.
             let (wait, expired) = self.wait_budget(ever_connected);
             let budget = wait.saturating_sub(last_media.elapsed());
             if budget.is_zero() {
@@ -223,13 +183,25 @@ impl Recorder {
             }
             let url = self.config.source.url();
             let options = self.config.source.input_options();
-            let probe = tokio::select! {
-                r = tokio::time::timeout(budget, ffmpeg::probe(&self.config.tools, &url, &options)) => r,
+            let likely = Plan::likely(self.config.mode);
+            // ffmpeg reads the source from here on: what it reads first is in the recording.
+            tracing::info!("reading {}", redact(&url));
+            let mut recording = match Recording::start(&self.config.tools, &url, &options, &likely)
+            {
+                Ok(r) => r,
+                Err(message) => {
+                    failure = Some(Failure::retryable(message));
+                    break StopReason::Failed;
+                }
+            };
+            let reported = tokio::select! {
+                r = tokio::time::timeout(budget, recording.input_tracks()) => r,
                 reason = wait_stop(&mut stop, self.config.stop_file.as_deref()) => break reason,
             };
-            let tracks = match probe {
+            let tracks = match reported {
                 Err(_) => break expired,
-                Ok(Err(message)) => {
+                Ok(Err(error)) => {
+                    let message = format!("cannot read the source {}: {error}", redact(&url));
                     // A file that cannot be read will not become readable by trying again.
                     if !self.config.source.is_live() {
                         failure = Some(Failure::permanent(message));
@@ -255,13 +227,23 @@ impl Recorder {
                     break StopReason::Failed;
                 }
             };
-            let recording = match Recording::start(&self.config.tools, &url, &options, &plan) {
-                Ok(r) => r,
-                Err(message) => {
-                    failure = Some(Failure::retryable(message));
-                    break StopReason::Failed;
-                }
-            };
+            if !plan.same_command(&likely) {
+                // An unusual source (audio to encode, MP3 to copy, old FLV video): ffmpeg
+                // starts again, the right way, before anything it wrote is used.
+                tracing::info!(
+                    ?tracks,
+                    "the source needs another ffmpeg command; restarting it"
+                );
+                drop(recording);
+                tracing::info!("reading {}", redact(&url));
+                recording = match Recording::start(&self.config.tools, &url, &options, &plan) {
+                    Ok(r) => r,
+                    Err(message) => {
+                        failure = Some(Failure::retryable(message));
+                        break StopReason::Failed;
+                    }
+                };
+            }
             tracing::info!(video = ?plan.output_video, audio = ?plan.output_audio, copy = plan.copies_everything(), "recording {}", redact(&url));
             self.status.connected.store(true, Ordering::Relaxed);
             metrics().recording.set(1);
@@ -389,7 +371,7 @@ impl Recorder {
                 },
                 line = recording.log.recv() => match line {
                     Some(LogLine::Error(message)) => last_error = Some(message),
-                    Some(LogLine::Progress { .. }) | None => {}
+                    Some(LogLine::Progress { .. } | LogLine::Tracks(_)) | None => {}
                 },
                 _ = tokio::time::sleep_until(idle_at.into()) => break Ended::Stop(StopReason::IdleTimeout),
                 _ = sleep_until_opt(stall_at) => {
@@ -554,8 +536,8 @@ impl Recorder {
     }
 
     async fn open(&mut self, plan: &Plan) -> OpenPart {
-        let part = self.claim_part().await;
-        let key = self.key(part);
+        let part = self.numbers.take().await;
+        let key = self.numbers.key(part);
         self.status.part.store(part as u64, Ordering::Relaxed);
         let meta = PartMeta {
             part,

@@ -316,7 +316,38 @@ async fn mp3_audio_is_copied_not_reencoded() {
             "MP3 from the source is copied: {}",
             run.stderr
         );
+        // Mode 00 usually encodes (AAC sources): ffmpeg started that way, reported MP3 and
+        // was started again to copy it. MP4 carries MP3 as the usual command does.
+        assert_eq!(
+            run.stderr.contains(RESTARTED),
+            mode == "00",
+            "mode {mode}: {}",
+            run.stderr
+        );
     }
+}
+
+/// What the worker logs when the source's tracks need another ffmpeg command than the usual.
+const RESTARTED: &str = "the source needs another ffmpeg command";
+
+#[tokio::test]
+async fn audio_mp4_cannot_carry_is_encoded_to_aac() {
+    let spec = StreamSpec {
+        audio_codec: Some("nellymoser"),
+        ..StreamSpec::default()
+    };
+    let _publisher = publish("nellymoser", spec).await;
+    let url = bed().rtmp_url("nellymoser");
+    let storage = Storage::s3("nellymoser");
+    let run = run(&mut worker(&url, "02", &storage, &["--max-duration", "4"])).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    assert!((3.9..5.5).contains(&seconds), "{seconds} s");
+    assert!(
+        run.stderr.contains("\"copy\":false") && run.stderr.contains(RESTARTED),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test]
@@ -587,9 +618,9 @@ async fn sigterm_finishes_a_playable_file_of_the_right_length() {
                 assert_classic(&storage.file(part["key"].as_str().unwrap()));
             }
         }
-        // ffmpeg starts reading the live stream when the worker logs "recording …": the file
+        // ffmpeg starts reading the live stream when the worker logs "reading …": the file
         // holds the media from then until SIGTERM.
-        let connected = event_time(&run.stderr, "recording ").expect("recording event");
+        let connected = event_time(&run.stderr, "reading ").expect("reading event");
         let recorded_wall = (signalled - connected).total(jiff::Unit::Second).unwrap();
         assert!(
             (seconds - recorded_wall).abs() <= 1.0,
@@ -628,7 +659,7 @@ async fn sigkill_loses_at_most_a_few_seconds_and_a_restart_continues_with_a_new_
         !files_under(&scratch).is_empty(),
         "the killed worker left its copy"
     );
-    let connected = event_time(&killed_run.stderr, "recording ").expect("recording event");
+    let connected = event_time(&killed_run.stderr, "reading ").expect("reading event");
     let recorded_before_kill = (killed - connected).total(jiff::Unit::Second).unwrap();
 
     let mut restart = worker(&bed().rtmp_url("sigkill"), "02", &storage, &session);
@@ -1149,7 +1180,7 @@ async fn a_full_spool_fails_the_recording_and_keeps_what_was_stored() {
     );
     let full = event_time(&first.stderr, "spool full").expect("spool full event");
     let full_after = (full - paused).total(jiff::Unit::Second).unwrap();
-    let connected = event_time(&first.stderr, "recording ").expect("recording event");
+    let connected = event_time(&first.stderr, "reading ").expect("reading event");
     let recorded_before_outage = (paused - connected).total(jiff::Unit::Second).unwrap();
     let first_parts = parts(&first);
     assert_eq!(first_parts.len(), 1, "{:#}", first.manifest);

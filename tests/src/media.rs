@@ -184,13 +184,15 @@ impl StreamSpec {
             ]);
         }
         if let Some(codec) = self.audio_codec {
+            // Flash's Nellymoser (what old RTMP clients send) is mono only.
+            let channels = if codec == "nellymoser" { "1" } else { "2" };
             args.extend([
                 "-c:a".into(),
                 codec.into(),
                 "-b:a".into(),
                 "128k".into(),
                 "-ac".into(),
-                "2".into(),
+                channels.into(),
             ]);
         }
         if let Some(duration) = self.duration {
