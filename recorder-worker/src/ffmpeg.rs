@@ -103,10 +103,6 @@ pub struct Recording {
 pub enum LogLine {
     /// ffmpeg's report of its input's tracks, once, before any output.
     Tracks(SourceTracks),
-    Progress {
-        seconds: f64,
-        speed: f32,
-    },
     Error(String),
 }
 
@@ -177,9 +173,10 @@ impl Recording {
         let mut command = FfmpegCommand::new_with_path(&tools.ffmpeg);
         command
             .hide_banner()
-            // Info: the input's streams, which make the plan (there is no separate probe);
-            // then errors and the stats line, which ffmpeg-sidecar turns into progress events.
-            .args(["-loglevel", "level+info", "-stats", "-stats_period", "1"])
+            // Info: the input's streams, which make the plan (there is no separate probe),
+            // then errors. No stats line: progress comes from the media itself, and a line a
+            // second woke both processes for nothing.
+            .args(["-loglevel", "level+info", "-nostats"])
             .args(input_options)
             .input(url)
             .args(plan.output_args());
@@ -222,13 +219,6 @@ impl Recording {
                     return;
                 }
                 let line = match event {
-                    FfmpegEvent::Progress(p) => {
-                        let seconds = parse_time(&p.time).unwrap_or(0.0);
-                        LogLine::Progress {
-                            seconds,
-                            speed: p.speed,
-                        }
-                    }
                     FfmpegEvent::Log(LogLevel::Error | LogLevel::Fatal, message) => {
                         LogLine::Error(message)
                     }
@@ -254,7 +244,6 @@ impl Recording {
             match line {
                 LogLine::Tracks(tracks) => return Ok(tracks),
                 LogLine::Error(message) => last_error = Some(message),
-                LogLine::Progress { .. } => {}
             }
         }
         Err(last_error.unwrap_or_else(|| "ffmpeg ended without reading it".into()))
@@ -292,15 +281,6 @@ impl Drop for Recording {
             self.kill();
         }
     }
-}
-
-/// "00:01:02.50" → 62.5
-fn parse_time(text: &str) -> Option<f64> {
-    let mut seconds = 0.0;
-    for part in text.trim().split(':') {
-        seconds = seconds * 60.0 + part.parse::<f64>().ok()?;
-    }
-    Some(seconds)
 }
 
 /// ffmpeg dies with the worker, even when the worker is SIGKILLed.
@@ -393,12 +373,5 @@ mod tests {
                 audio: Some("mp3".into())
             }
         );
-    }
-
-    #[test]
-    fn parses_ffmpeg_times() {
-        assert_eq!(super::parse_time("00:01:02.50"), Some(62.5));
-        assert_eq!(super::parse_time("12.25"), Some(12.25));
-        assert_eq!(super::parse_time("N/A"), None);
     }
 }

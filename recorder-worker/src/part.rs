@@ -6,8 +6,8 @@
 use crate::journal::{self, PartMeta};
 use crate::live::Status;
 use crate::metrics::metrics;
-use bytes::{Bytes, BytesMut};
-use opendal::Operator;
+use bytes::Bytes;
+use opendal::{Buffer, Operator};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,7 +79,8 @@ impl Spool {
 
 /// A checkpoint on its way to the journal.
 enum Block {
-    Memory(Bytes),
+    /// The part's units themselves, shared with the streaming upload (not a copy).
+    Memory(Buffer),
     /// Spilled to the spool directory.
     Disk(PathBuf, u64),
 }
@@ -211,7 +212,8 @@ pub struct PartWriter {
     stopping: Arc<Stopping>,
     journal_tx: mpsc::UnboundedSender<Checkpoint>,
     journal_task: JoinHandle<Vec<(u32, Block)>>,
-    pending: BytesMut,
+    /// Units since the last checkpoint.
+    pending: Vec<Bytes>,
     /// Units written (the init segment counts as one).
     units: u32,
     next_seq: u32,
@@ -267,7 +269,7 @@ impl PartWriter {
             stopping,
             journal_tx,
             journal_task,
-            pending: BytesMut::new(),
+            pending: Vec::new(),
             units: 0,
             next_seq: 0,
             last_checkpoint: Instant::now(),
@@ -284,7 +286,9 @@ impl PartWriter {
     pub fn write(&mut self, data: Bytes) {
         self.units += 1;
         self.bytes += data.len() as u64;
-        self.pending.extend_from_slice(&data);
+        // The journal and the streaming upload share the unit; the spool counts it once per
+        // queue it waits in, so its memory limit errs on the safe side.
+        self.pending.push(data.clone());
         if self.spool.under_pressure() && !self.main_abandoned.swap(true, Ordering::Relaxed) {
             tracing::warn!(key = %self.meta.key, "the store is slow: the streaming upload gives way, the file will be assembled from its checkpoints");
         }
@@ -313,10 +317,16 @@ impl PartWriter {
         if self.pending.is_empty() {
             return;
         }
-        let data = self.pending.split().freeze();
+        let data = Buffer::from(std::mem::take(&mut self.pending));
         let block = match (&self.spool.limits.dir, self.spool.under_pressure()) {
             (Some(dir), true) => {
-                match spill(dir, &self.journal_dir, self.next_seq, &data, &self.meta) {
+                match spill(
+                    dir,
+                    &self.journal_dir,
+                    self.next_seq,
+                    data.clone(),
+                    &self.meta,
+                ) {
                     Ok(path) => {
                         self.spool.spilled(data.len() as u64);
                         Block::Disk(path, data.len() as u64)
@@ -465,7 +475,7 @@ fn spill(
     dir: &std::path::Path,
     journal_dir: &str,
     seq: u32,
-    data: &[u8],
+    data: Buffer,
     meta: &PartMeta,
 ) -> std::io::Result<PathBuf> {
     let part_dir = dir.join(journal_dir);
@@ -478,7 +488,10 @@ fn spill(
         )?;
     }
     let path = part_dir.join(format!("{seq:08}.seg"));
-    std::fs::write(&path, data)?;
+    let mut file = std::fs::File::create(&path)?;
+    for piece in data {
+        std::io::Write::write_all(&mut file, &piece)?;
+    }
     Ok(path)
 }
 
@@ -497,7 +510,7 @@ fn keep_undelivered(
     };
     for (seq, block) in undelivered {
         if let Block::Memory(data) = block {
-            spill(dir, journal_dir, seq, &data, meta)
+            spill(dir, journal_dir, seq, data, meta)
                 .map_err(|e| format!("the spool directory {} failed too: {e}", dir.display()))?;
         }
     }
@@ -656,12 +669,17 @@ async fn upload_journal(
             continue;
         }
         if !meta_written {
-            meta_written =
-                write_with_retry(&op, &journal::meta_key(&dir), meta.clone(), &stopping).await;
+            meta_written = write_with_retry(
+                &op,
+                &journal::meta_key(&dir),
+                meta.clone().into(),
+                &stopping,
+            )
+            .await;
         }
         let data = match &block {
             Block::Memory(b) => Some(b.clone()),
-            Block::Disk(path, _) => std::fs::read(path).ok().map(Bytes::from),
+            Block::Disk(path, _) => std::fs::read(path).ok().map(Buffer::from),
         };
         let stored = match data {
             Some(data) if meta_written => {
@@ -688,7 +706,7 @@ async fn upload_journal(
 
 /// Retries a small write with backoff for as long as the recording runs; once it is stopping,
 /// every attempt and wait ends at the stop deadline. True when the write succeeded.
-async fn write_with_retry(op: &Operator, key: &str, data: Bytes, stopping: &Stopping) -> bool {
+async fn write_with_retry(op: &Operator, key: &str, data: Buffer, stopping: &Stopping) -> bool {
     let mut delay = Duration::from_millis(250);
     loop {
         let result = tokio::select! {

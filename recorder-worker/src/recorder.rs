@@ -371,7 +371,7 @@ impl Recorder {
                 },
                 line = recording.log.recv() => match line {
                     Some(LogLine::Error(message)) => last_error = Some(message),
-                    Some(LogLine::Progress { .. } | LogLine::Tracks(_)) | None => {}
+                    Some(LogLine::Tracks(_)) | None => {}
                 },
                 _ = tokio::time::sleep_until(idle_at.into()) => break Ended::Stop(StopReason::IdleTimeout),
                 _ = sleep_until_opt(stall_at) => {

@@ -78,6 +78,9 @@ impl ObjectStore {
                 &format!("127.0.0.1:{}", self.port),
                 "--region",
                 REGION,
+                // Like S3 and COS, keep connections open between requests (versitygw closes
+                // each one by default, which made every request pay for a new connection).
+                "--keep-alive",
                 "posix",
             ])
             .arg(&self.root);
