@@ -22,6 +22,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 fn main() -> ExitCode {
+    return_freed_media_at_once();
     let cli = Cli::parse();
     let Command::Record(args) = cli.command;
     let log_format = args.log_format;
@@ -198,5 +199,17 @@ async fn report_progress(status: Arc<Status>, line: bool, json: bool) {
                 "progress"
             );
         }
+    }
+}
+
+/// Media units (fragments of 128 KiB and more) come from mmap and go back to the kernel when
+/// freed: glibc would otherwise raise its mmap threshold after the first free and keep freed
+/// upload chunks in its heap, so the worker's memory would show its peak, not its use.
+fn return_freed_media_at_once() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024);
     }
 }
