@@ -1,6 +1,6 @@
 //! ffmpeg as a child process, run through `ffmpeg-sidecar`: it writes the recording to a pipe
-//! that the worker streams onwards, while its log is parsed into the input's tracks, progress
-//! and errors. ffprobe only measures finished files.
+//! that the worker streams onwards, while its log is parsed into the input's tracks and
+//! errors. ffprobe only measures finished files.
 
 use crate::plan::{Plan, SourceTracks};
 use ffmpeg_sidecar::command::FfmpegCommand;

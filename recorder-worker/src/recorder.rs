@@ -1,7 +1,8 @@
-//! The recording loop: connect (start ffmpeg, check the plan against its input report), cut its output into whole units,
-//! stream them into parts, rotate parts (by duration, size, reconnect), and stop for a reason:
-//! the source ended, no media for the idle timeout, the maximum duration, a signal, or a stop
-//! request. Leftover journals of earlier runs are rebuilt first.
+//! The recording loop: connect (start ffmpeg, check the plan against its input report), cut
+//! its output into whole units, stream them into parts, rotate parts (by duration, size,
+//! reconnect), and stop for a reason: the source ended, no media for the idle timeout, the
+//! maximum duration, a signal, or a stop request. Leftover journals of earlier runs are
+//! rebuilt first.
 
 use crate::cutter::{Cutter, Piece};
 use crate::faststart::Faststart;
@@ -184,10 +185,7 @@ impl Recorder {
             let url = self.config.source.url();
             let options = self.config.source.input_options();
             let likely = Plan::likely(self.config.mode);
-            // ffmpeg reads the source from here on: what it reads first is in the recording.
-            tracing::info!("reading {}", redact(&url));
-            let mut recording = match Recording::start(&self.config.tools, &url, &options, &likely)
-            {
+            let mut recording = match self.start_reading(&url, &options, &likely) {
                 Ok(r) => r,
                 Err(message) => {
                     failure = Some(Failure::retryable(message));
@@ -235,8 +233,7 @@ impl Recorder {
                     "the source needs another ffmpeg command; restarting it"
                 );
                 drop(recording);
-                tracing::info!("reading {}", redact(&url));
-                recording = match Recording::start(&self.config.tools, &url, &options, &plan) {
+                recording = match self.start_reading(&url, &options, &plan) {
                     Ok(r) => r,
                     Err(message) => {
                         failure = Some(Failure::retryable(message));
@@ -325,6 +322,18 @@ impl Recorder {
             parts,
             started.elapsed(),
         )
+    }
+
+    /// Starts ffmpeg on the source. It reads from here on, and what it reads first is in the
+    /// recording: the `reading` event marks that moment.
+    fn start_reading(
+        &self,
+        url: &str,
+        options: &[String],
+        plan: &Plan,
+    ) -> Result<Recording, String> {
+        tracing::info!("reading {}", redact(url));
+        Recording::start(&self.config.tools, url, options, plan)
     }
 
     /// Reads one ffmpeg run to its end.
