@@ -186,6 +186,7 @@ impl Recording {
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", tools.ffmpeg.display()))?;
         let stdout = child.take_stdout().ok_or("ffmpeg has no stdout")?;
+        widen_pipe(&stdout);
         let stdout = tokio::process::ChildStdout::from_std(stdout).map_err(|e| e.to_string())?;
 
         let (out_tx, output) = mpsc::channel(8);
@@ -284,6 +285,16 @@ impl Drop for Recording {
 }
 
 /// ffmpeg dies with the worker, even when the worker is SIGKILLed.
+/// A pipe that holds a whole fragment: ffmpeg writes each fragment at once (about a second of
+/// media) and with the default 64 KiB it blocked several times per fragment, each time waking
+/// both processes. A refusal (a lower `pipe-max-size`) leaves the default.
+fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
+    // SAFETY: F_SETPIPE_SZ only resizes the pipe's kernel buffer.
+    unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
+}
+
+const PIPE_BYTES: libc::c_int = 1 << 20;
+
 fn die_with_parent(command: &mut std::process::Command) {
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {

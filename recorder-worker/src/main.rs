@@ -162,15 +162,18 @@ fn exit_code(succeeded: bool, retryable: bool) -> ExitCode {
 
 /// A progress line on a terminal every second; a JSON progress event every 10 s otherwise.
 async fn report_progress(status: Arc<Status>, line: bool, json: bool) {
+    if !line && !json {
+        return;
+    }
     let started = Instant::now();
     let mut last_bytes = 0u64;
-    let mut ticks = 0u64;
-    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    // Each tick wakes the process, so JSON logs tick only when they print.
+    let period = Duration::from_secs(if line { 1 } else { 10 });
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         interval.tick().await;
-        ticks += 1;
         let bytes = status.bytes.load(Ordering::Relaxed);
-        let rate = (bytes - last_bytes) as f64 * 8.0 / 1e6;
+        let rate = (bytes - last_bytes) as f64 * 8.0 / 1e6 / period.as_secs_f64();
         last_bytes = bytes;
         let media = status.media_millis.load(Ordering::Relaxed) as f64 / 1000.0;
         let part = status.part.load(Ordering::Relaxed);
@@ -189,7 +192,7 @@ async fn report_progress(status: Arc<Status>, line: bool, json: bool) {
                 rate
             );
             let _ = std::io::stderr().flush();
-        } else if json && ticks.is_multiple_of(10) {
+        } else {
             tracing::info!(
                 connected,
                 bytes,

@@ -310,6 +310,13 @@ impl PartWriter {
         }
     }
 
+    /// When a stream that went quiet after `last_media` must checkpoint what it left pending
+    /// (None: nothing is pending).
+    pub fn checkpoint_due(&self, last_media: Instant) -> Option<Instant> {
+        (!self.pending.is_empty())
+            .then(|| last_media.max(self.last_checkpoint) + self.settings.checkpoint)
+    }
+
     /// Sends what is pending to the journal now: in memory, or spilled to the spool directory
     /// when memory is past its limit.
     pub fn checkpoint(&mut self) {

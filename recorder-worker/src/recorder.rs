@@ -349,15 +349,17 @@ impl Recorder {
         let mut part: Option<OpenPart> = None;
         self.pending_init = None;
         let mut last_error: Option<String> = None;
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut delivered = false;
         // One future for the whole run: not a new one (and a stat of the stop file) per chunk.
         let stop_file = self.config.stop_file.clone();
         let mut stop_requested = std::pin::pin!(wait_stop(stop, stop_file.as_deref()));
+        // One timer for every deadline that media pushes back (idle, stall, a checkpoint of a
+        // slow stream's last bytes). It is re-armed when it fires, not made anew per chunk:
+        // each timer wakes the process, and those wake-ups were most of the worker's CPU.
+        let mut deadline = std::pin::pin!(tokio::time::sleep_until(
+            (*last_media + self.config.idle_timeout).into()
+        ));
         let ended = loop {
-            let idle_at = *last_media + self.config.idle_timeout;
-            // Once this connection has delivered, a long silence means it is gone.
-            let stall_at = delivered.then(|| *last_media + self.config.stall_timeout);
             tokio::select! {
                 chunk = recording.output.recv() => match chunk {
                     Some(Ok(bytes)) => {
@@ -369,6 +371,16 @@ impl Recorder {
                         *ever_connected = true;
                         delivered = true;
                         self.consume(&mut cutter, &mut part, plan, &bytes).await;
+                        // The spool only grows here, when media comes in.
+                        if self.check_spool() {
+                            break Ended::Stop(StopReason::Failed);
+                        }
+                        // Media only pushes deadlines back, except the first (the stall
+                        // timeout starts) and a checkpoint newly pending.
+                        let next = self.next_deadline(*last_media, delivered, &part);
+                        if next < deadline.deadline().into_std() {
+                            deadline.as_mut().reset(next.into());
+                        }
                         // --max-duration counts recorded media, not wall time.
                         let recorded = self.closed_seconds + part.as_ref().map_or(0.0, |p| p.writer.seconds);
                         if self.config.max_duration.is_some_and(|max| recorded >= max.as_secs_f64()) {
@@ -382,23 +394,24 @@ impl Recorder {
                     Some(LogLine::Error(message)) => last_error = Some(message),
                     Some(LogLine::Tracks(_)) | None => {}
                 },
-                _ = tokio::time::sleep_until(idle_at.into()) => break Ended::Stop(StopReason::IdleTimeout),
-                _ = sleep_until_opt(stall_at) => {
-                    tracing::warn!(stall = ?self.config.stall_timeout, "the source stalled; reconnecting");
-                    recording.kill();
-                    break Ended::SourceGone(Some(format!("no media for {} s", self.config.stall_timeout.as_secs())));
-                }
                 reason = &mut stop_requested => break Ended::Stop(reason),
-                _ = tick.tick() => {
-                    let spooled = self.spool.bytes();
-                    self.status.spool_bytes.store(spooled, Ordering::Relaxed);
-                    if self.spool.full() {
-                        tracing::error!(spooled, limit = self.config.spool.max_bytes, "spool full");
-                        break Ended::Stop(StopReason::Failed);
+                _ = &mut deadline => {
+                    let now = Instant::now();
+                    if now >= *last_media + self.config.idle_timeout {
+                        break Ended::Stop(StopReason::IdleTimeout);
+                    }
+                    if delivered && now >= *last_media + self.config.stall_timeout {
+                        tracing::warn!(stall = ?self.config.stall_timeout, "the source stalled; reconnecting");
+                        recording.kill();
+                        break Ended::SourceGone(Some(format!("no media for {} s", self.config.stall_timeout.as_secs())));
                     }
                     if let Some(p) = part.as_mut() {
                         p.writer.checkpoint_if_due();
                     }
+                    if self.check_spool() {
+                        break Ended::Stop(StopReason::Failed);
+                    }
+                    deadline.as_mut().reset(self.next_deadline(*last_media, delivered, &part).into());
                 }
             }
         };
@@ -420,6 +433,38 @@ impl Recorder {
             self.close(open);
         }
         ended
+    }
+
+    /// The nearest deadline media pushes back: the idle timeout, the stall timeout once this
+    /// connection has delivered, and a checkpoint of what a slow stream left pending.
+    fn next_deadline(
+        &self,
+        last_media: Instant,
+        delivered: bool,
+        part: &Option<OpenPart>,
+    ) -> Instant {
+        let mut at = last_media + self.config.idle_timeout;
+        if delivered {
+            at = at.min(last_media + self.config.stall_timeout);
+        }
+        if let Some(due) = part
+            .as_ref()
+            .and_then(|p| p.writer.checkpoint_due(last_media))
+        {
+            at = at.min(due);
+        }
+        at
+    }
+
+    /// Publishes the spool's size; true when it is full and the recording must fail.
+    fn check_spool(&self) -> bool {
+        let spooled = self.spool.bytes();
+        self.status.spool_bytes.store(spooled, Ordering::Relaxed);
+        let full = self.spool.full();
+        if full {
+            tracing::error!(spooled, limit = self.config.spool.max_bytes, "spool full");
+        }
+        full
     }
 
     async fn consume(
@@ -739,7 +784,8 @@ async fn check_storage(op: &Operator, storage: &StorageConfig) -> Result<(), Fai
     }
 }
 
-/// Waits for a stop request: the signal channel or the stop file (polled every 250 ms).
+/// Waits for a stop request: the signal channel or the stop file (polled every 250 ms, and
+/// only when there is one: a poll wakes the process).
 async fn wait_stop(
     stop: &mut watch::Receiver<Option<StopReason>>,
     stop_file: Option<&std::path::Path>,
@@ -751,17 +797,16 @@ async fn wait_stop(
         if stop_file.is_some_and(|f| f.exists()) {
             return StopReason::StopRequested;
         }
+        let poll = async {
+            match stop_file {
+                Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             changed = stop.changed() => if changed.is_err() { std::future::pending::<()>().await },
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = poll => {}
         }
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
 
