@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 fn main() -> ExitCode {
-    return_freed_media_at_once();
+    reuse_freed_media_memory();
     let cli = Cli::parse();
     let Command::Record(args) = cli.command;
     let log_format = args.log_format;
@@ -205,14 +205,16 @@ async fn report_progress(status: Arc<Status>, line: bool, json: bool) {
     }
 }
 
-/// Media units (fragments of 128 KiB and more) come from mmap and go back to the kernel when
-/// freed: glibc would otherwise raise its mmap threshold after the first free and keep freed
-/// upload chunks in its heap, so the worker's memory would show its peak, not its use.
-fn return_freed_media_at_once() {
+/// Media units (fragments of a few hundred KiB) are allocated and freed at the stream's pace.
+/// They come from glibc's heap, and freed ones stay there for the next: mapped one by one, or
+/// trimmed away, every page of every unit was faulted in afresh, and those faults were a fifth
+/// of the worker's CPU. The heap holds one upload chunk and the journal's queue at most, so
+/// memory is flat at that instead of a saw-tooth below it.
+fn reuse_freed_media_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 * 1024 * 1024);
     }
 }

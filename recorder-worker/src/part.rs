@@ -238,6 +238,7 @@ impl PartWriter {
         let main_task = tokio::spawn(upload_main(
             op.clone(),
             meta.clone(),
+            journal_dir.clone(),
             settings.chunk,
             main_rx,
             spool.clone(),
@@ -584,6 +585,99 @@ struct Checkpoint {
 /// pressure, it keeps draining (and releasing) the queue: the journal holds the data, and
 /// `finish` assembles the object from it.
 async fn upload_main(
+    op: Operator,
+    meta: PartMeta,
+    journal_dir: String,
+    chunk: usize,
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    spool: Arc<Spool>,
+    abandoned: Arc<AtomicBool>,
+) -> Result<(), String> {
+    if op.info().capability().write_can_copy_from {
+        upload_by_chunk_objects(op, meta, journal_dir, chunk, rx, spool, abandoned).await
+    } else {
+        upload_streaming(op, meta, chunk, rx, spool, abandoned).await
+    }
+}
+
+/// For stores that copy ranges server-side (S3's UploadPartCopy): each full chunk is stored at
+/// once as an object of its own in the part's journal directory, and at the part's end the
+/// part's object is assembled from them by the store, with only the last partial chunk sent
+/// again. One chunk is in memory at a time: opendal's multipart writer keeps the last chunk it
+/// was given until the next one (so a one-chunk file can be a single PUT), which with S3's
+/// 5 MiB minimum part held two. The chunks go with the journal when the part is complete.
+async fn upload_by_chunk_objects(
+    op: Operator,
+    meta: PartMeta,
+    journal_dir: String,
+    chunk: usize,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    spool: Arc<Spool>,
+    abandoned: Arc<AtomicBool>,
+) -> Result<(), String> {
+    let mut failure: Option<String> = None;
+    let mut filling: Vec<Bytes> = Vec::new();
+    let mut filled = 0usize;
+    let mut stored: Vec<(String, u64)> = Vec::new();
+    while let Some(data) = rx.recv().await {
+        let len = data.len();
+        if abandoned.load(Ordering::Relaxed) && failure.is_none() {
+            failure = Some("it gave way to the checkpoints while the store was slow".into());
+        }
+        if failure.is_none() {
+            filled += len;
+            filling.push(data);
+            if filled >= chunk {
+                let key = format!("{journal_dir}{:05}.chunk", stored.len() + 1);
+                let buffer = Buffer::from(std::mem::take(&mut filling));
+                match op.write(&key, buffer).await {
+                    Ok(_) => stored.push((key, filled as u64)),
+                    Err(e) => {
+                        tracing::warn!(key = %meta.key, "streaming upload failed, the journal keeps the data: {e}");
+                        failure = Some(e.to_string());
+                    }
+                }
+                filled = 0;
+            }
+        }
+        spool.release(len);
+    }
+    if abandoned.load(Ordering::Relaxed) && failure.is_none() {
+        failure = Some("it gave way to the checkpoints while the store was slow".into());
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let mut writer = op
+        .writer_with(&meta.key)
+        .chunk(chunk)
+        .content_type(meta.mode.content_type())
+        .await
+        .map_err(|e| e.to_string())?;
+    let assembled = async {
+        for (key, len) in &stored {
+            writer.copy_from(key, 0..*len).await?;
+        }
+        writer.write(Buffer::from(filling)).await?;
+        writer.close().await
+    }
+    .await;
+    match assembled {
+        Ok(_) => {
+            if !stored.is_empty() {
+                tracing::info!(key = %meta.key, chunks = stored.len(), "part assembled by the store from its stored chunks");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let _ = writer.abort().await;
+            Err(e.to_string())
+        }
+    }
+}
+
+/// For other stores: the part streams into opendal's multipart writer as it is recorded.
+async fn upload_streaming(
     op: Operator,
     meta: PartMeta,
     chunk: usize,

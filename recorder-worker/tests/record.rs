@@ -779,6 +779,57 @@ fn start_time(path: &Path) -> f64 {
 }
 
 #[tokio::test]
+async fn a_part_of_several_chunks_is_assembled_by_the_store_and_leaves_nothing_behind() {
+    // 6 Mbit/s: two 5 MiB chunks in about 14 s.
+    let spec = StreamSpec {
+        video_kbps: 6000,
+        ..StreamSpec::default()
+    };
+    let _publisher = publish("chunks", spec).await;
+    let storage = Storage::s3("chunks");
+    let run = run(&mut worker(
+        &bed().rtmp_url("chunks"),
+        "02",
+        &storage,
+        &["--max-duration", "18"],
+    ))
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let parts = parts(&run);
+    assert_eq!(parts.len(), 1, "{:#}", run.manifest);
+    assert!(
+        parts[0]["bytes"].as_u64().unwrap() > 10 << 20,
+        "more than two chunks: {:#}",
+        parts[0]
+    );
+    let assembled = run
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "part assembled by the store from its stored chunks")
+        .unwrap_or_else(|| panic!("no assembly: {}", run.stderr));
+    assert!(
+        assembled["fields"]["chunks"].as_u64().unwrap() >= 2,
+        "{assembled}"
+    );
+    // Byte-exact and playable: the size and the duration are the manifest's, every frame is
+    // there after the first keyframe.
+    let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    assert!((17.5..19.5).contains(&seconds), "{seconds} s");
+    let Storage::S3 { bucket_dir, .. } = &storage else {
+        unreachable!()
+    };
+    let left: Vec<_> = files_under(&bucket_dir.join("chunks"))
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains(".roomrec-journal"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the chunks and checkpoints are gone: {left:?}"
+    );
+}
+
+#[tokio::test]
 async fn segments_split_by_size_into_playable_parts() {
     // 640x360 at 800 kbit/s (+ 128 kbit/s AAC): about 1 MiB every 9 s, so 12 s make two parts.
     let spec = StreamSpec {
