@@ -424,6 +424,9 @@ impl Recorder {
             {
                 self.consume(&mut cutter, &mut part, plan, &bytes).await;
             }
+        } else if matches!(&ended, Ended::Stop(StopReason::MaxDuration)) {
+            // Enough is recorded: what ffmpeg reads from here on would only be thrown away.
+            recording.kill();
         }
         if let Some(frames) = cutter.finish() {
             self.append(&mut part, plan, Piece::Frames(frames)).await;
