@@ -74,9 +74,14 @@ impl Status {
         if self.open_part.load(Ordering::Relaxed) != part {
             return;
         }
-        self.open_bytes.fetch_max(bytes, Ordering::Relaxed);
         self.open_media_millis
             .fetch_max((seconds * 1000.0) as u64, Ordering::Relaxed);
+        let before = self.open_bytes.fetch_max(bytes, Ordering::Relaxed);
+        // The part's first durable figures are reported at once, not at the next tick: until
+        // then the status shows the file empty, and a short recording would never show more.
+        if before == 0 && bytes > 0 {
+            self.parts_changed.notify_one();
+        }
     }
 
     /// The part stops growing; its upload completes in the background.
@@ -125,5 +130,57 @@ impl Status {
             .unwrap_or_else(|e| e.into_inner())
             .insert(part, state);
         self.parts_changed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mode::Mode;
+
+    fn meta(part: u32) -> PartMeta {
+        PartMeta {
+            part,
+            key: format!("r/u_part{part:04}.mp4"),
+            url: String::new(),
+            user_id: "u".into(),
+            mode: Mode::AudioVideoMp4,
+            started_at: String::new(),
+            video_codec: None,
+            audio_codec: None,
+        }
+    }
+
+    /// Whether a report is due (the notification is taken, as the reporter takes it).
+    fn report_due(status: &Status) -> bool {
+        let notified = status.parts_changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable()
+    }
+
+    #[test]
+    fn a_parts_first_durable_figures_are_reported_at_once_later_ones_at_the_tick() {
+        let status = Status::default();
+        status.part_opened(meta(1));
+        assert!(report_due(&status), "the part's start is reported");
+        assert!(!report_due(&status));
+        status.open_durable(1, 0, 0.0);
+        assert!(!report_due(&status), "nothing durable yet");
+        status.open_durable(1, 400_000, 1.2);
+        assert!(
+            report_due(&status),
+            "the first durable figures are reported at once"
+        );
+        let LivePart::Recording { bytes, seconds, .. } = status.parts()[0].clone() else {
+            panic!("the part is open");
+        };
+        assert_eq!((bytes, seconds), (400_000, 1.2));
+        status.open_durable(1, 900_000, 3.2);
+        assert!(!report_due(&status), "later figures wait for the tick");
+        status.open_durable(2, 100, 0.1);
+        assert!(
+            !report_due(&status),
+            "figures of a part that is not open are ignored"
+        );
     }
 }
