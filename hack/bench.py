@@ -2,19 +2,29 @@
 """make bench: roomrec-worker against the same local 720p30 2 Mbit/s RTMP stream.
 
 1. CPU seconds per recorded minute: bare `ffmpeg -c copy` to a local file vs `roomrec-worker`
-   mode 02 streaming into the S3 object store (both at once, same stream); the worker's CPU
-   includes its ffmpeg child. Goal: ratio <= 1.15.
-2. The worker's own peak RSS over that recording, sampled every second (goal <= 20 MiB, flat).
+   mode 02 streaming into the S3 object store (several pairs at once, same stream, pooled); the
+   worker's CPU includes its ffmpeg child. Goal: ratio <= 1.15.
+2. The workers' own peak RSS over those recordings, sampled every second (goal <= 20 MiB, flat).
 3. Concurrent recordings this machine sustains in real time with no loss (goal >= 200): every
    worker exits 0 with one part of the full length, and no file has a hole in its tracks.
 
 Results are printed and written to docs/benchmarks.md (the section between the markers).
-Usage: hack/bench.py [--seconds 180] [--levels 25,50,100,200] [--level-seconds 60]
+Usage: hack/bench.py [--seconds 180] [--pairs 3] [--levels 25,50,100,200] [--level-seconds 60]
 """
 import argparse, json, os, resource, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def publisher_command(stream):
+    """The stream every measurement records: 720p30 H.264 at 2 Mbit/s + AAC, published live."""
+    return ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
+            "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+            "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-b:v", "2000k",
+            "-maxrate", "2000k", "-bufsize", "4000k", "-g", "60", "-c:a", "aac", "-b:a", "128k",
+            "-f", "flv", stream]
 
 
 def sh(*args, **kw):
@@ -79,13 +89,8 @@ def main():
             time.sleep(0.5)
         info = json.load(open(work / "bed/bed.json"))
         stream = f"rtmp://127.0.0.1:{info['rtmp_port']}/live/bench"
-        publisher = subprocess.Popen(
-            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
-             "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
-             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-b:v", "2000k",
-             "-maxrate", "2000k", "-bufsize", "4000k", "-g", "60", "-c:a", "aac", "-b:a", "128k",
-             "-f", "flv", stream], stdout=subprocess.DEVNULL, stderr=open(work / "publisher.log", "w"))
+        publisher = subprocess.Popen(publisher_command(stream), stdout=subprocess.DEVNULL,
+                                     stderr=open(work / "publisher.log", "w"))
         procs.append(publisher)
         time.sleep(2)
         wenv = dict(os.environ, AWS_ACCESS_KEY_ID=info["s3_access_key"],

@@ -18,6 +18,8 @@ import shlex
 import subprocess
 import time
 
+from bench import publisher_command, rss_kib
+
 
 def ticks_and_switches(pid):
     stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
@@ -38,11 +40,7 @@ def main():
     bed = json.load(open(args.bed))
     key = f"sbs{random.randint(0, 99999)}"
     src = f"rtmp://127.0.0.1:{bed['rtmp_port']}/live/{key}"
-    publisher = subprocess.Popen(shlex.split(
-        "ffmpeg -hide_banner -loglevel error -re -f lavfi -i testsrc2=size=1280x720:rate=30 "
-        "-f lavfi -i sine=frequency=440:sample_rate=44100 -c:v libx264 -preset ultrafast "
-        "-tune zerolatency -b:v 2000k -maxrate 2000k -bufsize 4000k -g 60 -c:a aac -b:a 128k "
-        f"-f flv {src}"))
+    publisher = subprocess.Popen(publisher_command(src))
     time.sleep(2)
     env = dict(os.environ, AWS_ACCESS_KEY_ID=bed["s3_access_key"],
                AWS_SECRET_ACCESS_KEY=bed["s3_secret_key"], ROOMREC_LOG="warn")
@@ -70,8 +68,9 @@ def main():
     end = time.time() + args.seconds
     while time.time() < end:
         for label in rss:
-            status = open(f"/proc/{procs[label].pid}/status").read()
-            rss[label].append(int(status.split("VmRSS:")[1].split()[0]) / 1024)
+            kib = rss_kib(procs[label].pid)
+            if kib:
+                rss[label].append(kib / 1024)
         time.sleep(1)
     after = snapshot()
     tck = os.sysconf("SC_CLK_TCK")

@@ -284,7 +284,6 @@ impl Drop for Recording {
     }
 }
 
-/// ffmpeg dies with the worker, even when the worker is SIGKILLed.
 /// A pipe that holds a whole fragment: ffmpeg writes each fragment at once (about a second of
 /// media) and with the default 64 KiB it blocked several times per fragment, each time waking
 /// both processes. A refusal (a lower `pipe-max-size`) leaves the default.
@@ -295,6 +294,7 @@ fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
 
 const PIPE_BYTES: libc::c_int = 1 << 20;
 
+/// ffmpeg dies with the worker, even when the worker is SIGKILLed.
 fn die_with_parent(command: &mut std::process::Command) {
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {

@@ -7,7 +7,7 @@ use crate::journal::{self, PartMeta};
 use crate::live::Status;
 use crate::metrics::metrics;
 use bytes::Bytes;
-use opendal::{Buffer, Operator};
+use opendal::{Buffer, Operator, Writer};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -621,9 +621,7 @@ async fn upload_by_chunk_objects(
     let mut stored: Vec<(String, u64)> = Vec::new();
     while let Some(data) = rx.recv().await {
         let len = data.len();
-        if abandoned.load(Ordering::Relaxed) && failure.is_none() {
-            failure = Some("it gave way to the checkpoints while the store was slow".into());
-        }
+        give_way(&abandoned, &mut failure);
         if failure.is_none() {
             filled += len;
             filling.push(data);
@@ -642,16 +640,12 @@ async fn upload_by_chunk_objects(
         }
         spool.release(len);
     }
-    if abandoned.load(Ordering::Relaxed) && failure.is_none() {
-        failure = Some("it gave way to the checkpoints while the store was slow".into());
-    }
+    // Abandoned after the last queued write: the object must not be assembled short.
+    give_way(&abandoned, &mut failure);
     if let Some(e) = failure {
         return Err(e);
     }
-    let mut writer = op
-        .writer_with(&meta.key)
-        .chunk(chunk)
-        .content_type(meta.mode.content_type())
+    let mut writer = object_writer(&op, &meta, chunk)
         .await
         .map_err(|e| e.to_string())?;
     let assembled = async {
@@ -686,28 +680,16 @@ async fn upload_streaming(
     abandoned: Arc<AtomicBool>,
 ) -> Result<(), String> {
     let mut failure: Option<String> = None;
-    let mut writer = match op
-        .writer_with(&meta.key)
-        .chunk(chunk)
-        .content_type(meta.mode.content_type())
-        .await
-    {
+    let mut writer = match object_writer(&op, &meta, chunk).await {
         Ok(w) => Some(w),
         Err(e) => {
             failure = Some(e.to_string());
             None
         }
     };
-    let give_way = |failure: &mut Option<String>| {
-        let first = abandoned.load(Ordering::Relaxed) && failure.is_none();
-        if first {
-            *failure = Some("it gave way to the checkpoints while the store was slow".into());
-        }
-        first
-    };
     while let Some(data) = rx.recv().await {
         let len = data.len();
-        if give_way(&mut failure)
+        if give_way(&abandoned, &mut failure)
             && let Some(mut w) = writer.take()
         {
             let _ = w.abort().await;
@@ -724,7 +706,7 @@ async fn upload_streaming(
         spool.release(len);
     }
     // Abandoned after the last queued write: the object must not be completed short.
-    if give_way(&mut failure)
+    if give_way(&abandoned, &mut failure)
         && let Some(mut w) = writer.take()
     {
         let _ = w.abort().await;
@@ -740,6 +722,24 @@ async fn upload_streaming(
         (_, Some(e)) => Err(e),
         (None, None) => Err("no writer".into()),
     }
+}
+
+/// The writer of the part's object (multipart in `chunk`-sized parts).
+async fn object_writer(op: &Operator, meta: &PartMeta, chunk: usize) -> opendal::Result<Writer> {
+    op.writer_with(&meta.key)
+        .chunk(chunk)
+        .content_type(meta.mode.content_type())
+        .await
+}
+
+/// Whether the streaming upload gave way to the checkpoints just now (the spool was under
+/// pressure): the first time, `failure` records why, and the object must not be completed.
+fn give_way(abandoned: &AtomicBool, failure: &mut Option<String>) -> bool {
+    let first = abandoned.load(Ordering::Relaxed) && failure.is_none();
+    if first {
+        *failure = Some("it gave way to the checkpoints while the store was slow".into());
+    }
+    first
 }
 
 /// Writes `meta.json`, then each checkpoint as a numbered segment, retrying each write until it
