@@ -24,28 +24,42 @@ impl Cutter {
         }
     }
 
+    /// Cuts `data` (bytes read elsewhere) into units.
     pub fn push(&mut self, data: &[u8]) -> Vec<Piece> {
+        match self {
+            Cutter::Mp4(s) => s.push(data),
+            Cutter::Mp3(s) => s.push(data),
+        }
+        self.cut()
+    }
+
+    /// The buffer to read ffmpeg's output into; `cut` then takes the whole units it holds.
+    pub fn read_buffer(&mut self) -> &mut bytes::BytesMut {
+        match self {
+            Cutter::Mp4(s) => s.read_buffer(),
+            Cutter::Mp3(s) => s.read_buffer(),
+        }
+    }
+
+    /// The whole units the buffer holds.
+    pub fn cut(&mut self) -> Vec<Piece> {
         let mut pieces = Vec::new();
         match self {
-            Cutter::Mp4(s) => {
-                s.push(data);
-                loop {
-                    match s.next_unit() {
-                        Ok(Some(fmp4::Unit::Init(init))) => {
-                            let tracks = s.tracks().cloned().unwrap_or_default();
-                            pieces.push(Piece::Init(init, tracks));
-                        }
-                        Ok(Some(fmp4::Unit::Fragment(f))) => pieces.push(Piece::Fragment(f)),
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::error!("ffmpeg wrote malformed MP4: {e}");
-                            break;
-                        }
+            Cutter::Mp4(s) => loop {
+                match s.next_unit() {
+                    Ok(Some(fmp4::Unit::Init(init))) => {
+                        let tracks = s.tracks().cloned().unwrap_or_default();
+                        pieces.push(Piece::Init(init, tracks));
+                    }
+                    Ok(Some(fmp4::Unit::Fragment(f))) => pieces.push(Piece::Fragment(f)),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!("ffmpeg wrote malformed MP4: {e}");
+                        break;
                     }
                 }
-            }
+            },
             Cutter::Mp3(s) => {
-                s.push(data);
                 while let Some(frames) = s.next_frames() {
                     pieces.push(Piece::Frames(frames));
                 }

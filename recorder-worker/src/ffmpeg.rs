@@ -8,7 +8,6 @@ use ffmpeg_sidecar::event::{FfmpegEvent, LogLevel, Stream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 #[derive(Debug, Clone)]
@@ -92,10 +91,12 @@ async fn run_json(
     Ok(serde_json::from_slice(&output.stdout).unwrap_or_default())
 }
 
-/// A running ffmpeg: its output as chunks, its log as events, and a way to stop it cleanly.
+/// A running ffmpeg: its output pipe, its log as events, and a way to stop it cleanly.
 pub struct Recording {
     child: ffmpeg_sidecar::child::FfmpegChild,
-    pub output: mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    /// Read by the recorder straight into its splitter's buffer: no task, channel or copy in
+    /// between.
+    pub stdout: tokio::process::ChildStdout,
     pub log: mpsc::UnboundedReceiver<LogLine>,
 }
 
@@ -160,9 +161,6 @@ fn tracks_of(streams: &[Stream]) -> SourceTracks {
     tracks
 }
 
-/// Output is read in chunks of this size (one pipe buffer's worth or less).
-const READ_CHUNK: usize = 64 * 1024;
-
 impl Recording {
     pub fn start(
         tools: &Tools,
@@ -189,26 +187,6 @@ impl Recording {
         widen_pipe(&stdout);
         let stdout = tokio::process::ChildStdout::from_std(stdout).map_err(|e| e.to_string())?;
 
-        let (out_tx, output) = mpsc::channel(8);
-        tokio::spawn(async move {
-            let mut stdout = stdout;
-            loop {
-                let mut buffer = bytes::BytesMut::with_capacity(READ_CHUNK);
-                match stdout.read_buf(&mut buffer).await {
-                    Ok(0) => return,
-                    Ok(_) => {
-                        if out_tx.send(Ok(buffer.freeze())).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = out_tx.send(Err(e)).await;
-                        return;
-                    }
-                }
-            }
-        });
-
         let (log_tx, log) = mpsc::unbounded_channel();
         let events = child.iter().map_err(|e| e.to_string())?;
         std::thread::spawn(move || {
@@ -234,7 +212,7 @@ impl Recording {
                 let _ = log_tx.send(LogLine::Tracks(tracks));
             }
         });
-        Ok(Self { child, output, log })
+        Ok(Self { child, stdout, log })
     }
 
     /// Waits for ffmpeg's report of its input's tracks (a live source that has not started yet
@@ -282,6 +260,22 @@ impl Drop for Recording {
             self.kill();
         }
     }
+}
+
+/// At most this much of ffmpeg's output is taken per read: a burst (a live source opens with
+/// the server's cache of several seconds) comes in reads the uploads can keep up with, so it
+/// is not mistaken for the store falling behind.
+const MAX_READ: usize = 64 * 1024;
+
+/// Reads what ffmpeg wrote straight into `buffer`, up to `MAX_READ`; 0 at its end. Cancel-safe:
+/// nothing is read when the future is dropped before it completes.
+pub async fn read_output(
+    stdout: &mut tokio::process::ChildStdout,
+    buffer: &mut bytes::BytesMut,
+) -> std::io::Result<usize> {
+    use bytes::BufMut;
+    use tokio::io::AsyncReadExt;
+    stdout.read_buf(&mut buffer.limit(MAX_READ)).await
 }
 
 /// A pipe that holds a whole fragment: ffmpeg writes each fragment at once (about a second of

@@ -7,7 +7,8 @@
 //! starts at zero. Boxes after the fragments (`mfra`) are dropped: their offsets describe the
 //! whole stream, not a part.
 
-use bytes::{Buf, Bytes, BytesMut};
+use crate::readbuf::ReadBuffer;
+use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -19,7 +20,9 @@ pub enum Unit {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fragment {
-    pub bytes: Bytes,
+    /// Mutable so that rebasing patches the decode times in place: the bytes are a view of
+    /// the read buffer's block, and copying them was a third of the worker's own CPU.
+    pub bytes: BytesMut,
     /// Per track: (track id, base decode time, duration), in the track's timescale.
     pub tracks: Vec<TrackRun>,
     /// The first sample of the first video track (or of the first track) is a sync sample.
@@ -61,7 +64,7 @@ pub enum Fmp4Error {
 /// Incremental splitter: feed bytes, take units.
 #[derive(Default)]
 pub struct Splitter {
-    buffer: BytesMut,
+    buffer: ReadBuffer,
     consumed: u64,
     init: BytesMut,
     tracks: Option<Tracks>,
@@ -77,6 +80,11 @@ impl Splitter {
 
     pub fn push(&mut self, data: &[u8]) {
         self.buffer.extend_from_slice(data);
+    }
+
+    /// The buffer to read ffmpeg's output straight into (see `readbuf`).
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        self.buffer.make_room()
     }
 
     /// The next complete unit, if the buffer holds one.
@@ -130,14 +138,10 @@ impl Splitter {
         }
     }
 
-    /// The first `n` bytes as a unit of their own. Copied rather than split off: a split-off
-    /// unit would share (and pin) the buffer's allocation while it waits in an upload chunk,
-    /// so the buffer could never reuse its space and memory grew with every chunk in flight.
-    fn take(&mut self, n: usize) -> Bytes {
+    /// The first `n` bytes as a unit of their own, split off the buffer without copying.
+    fn take(&mut self, n: usize) -> BytesMut {
         self.consumed += n as u64;
-        let unit = Bytes::copy_from_slice(&self.buffer[..n]);
-        self.buffer.advance(n);
-        unit
+        self.buffer.split_to(n)
     }
 
     fn malformed(&self, kind: &[u8; 4]) -> Fmp4Error {
@@ -277,7 +281,7 @@ fn parse_moov(payload: &[u8]) -> Tracks {
     tracks
 }
 
-fn parse_fragment(bytes: Bytes, moof_len: usize, tracks: &Tracks) -> Fragment {
+fn parse_fragment(bytes: BytesMut, moof_len: usize, tracks: &Tracks) -> Fragment {
     let mut runs = Vec::new();
     let mut keyframe: Option<bool> = None;
     let mut first_track_keyframe: Option<bool> = None;
@@ -398,32 +402,22 @@ fn parse_fragment(bytes: Bytes, moof_len: usize, tracks: &Tracks) -> Fragment {
 }
 
 impl Fragment {
-    /// Shifts every track's decode time back by `base[track]` so a part starts at zero.
-    pub fn rebased(&self, base: &HashMap<u32, u64>) -> Fragment {
-        if self
-            .tracks
-            .iter()
-            .all(|r| base.get(&r.track_id).copied().unwrap_or(0) == 0)
-        {
-            return self.clone();
-        }
-        let mut bytes = BytesMut::from(&self.bytes[..]);
-        let mut tracks = self.tracks.clone();
-        for run in tracks.iter_mut() {
+    /// Shifts every track's decode time back by `base[track]` so a part starts at zero, in
+    /// place.
+    pub fn rebase(&mut self, base: &HashMap<u32, u64>) {
+        for run in self.tracks.iter_mut() {
             let shift = base.get(&run.track_id).copied().unwrap_or(0);
+            if shift == 0 {
+                continue;
+            }
             let value = run.base_decode_time.saturating_sub(shift);
+            let at = run.tfdt_offset;
             if run.tfdt_is_64 {
-                bytes[run.tfdt_offset..run.tfdt_offset + 8].copy_from_slice(&value.to_be_bytes());
+                self.bytes[at..at + 8].copy_from_slice(&value.to_be_bytes());
             } else {
-                bytes[run.tfdt_offset..run.tfdt_offset + 4]
-                    .copy_from_slice(&(value as u32).to_be_bytes());
+                self.bytes[at..at + 4].copy_from_slice(&(value as u32).to_be_bytes());
             }
             run.base_decode_time = value;
-        }
-        Fragment {
-            bytes: bytes.freeze(),
-            tracks,
-            starts_with_keyframe: self.starts_with_keyframe,
         }
     }
 }
@@ -578,7 +572,8 @@ mod tests {
             .map(|t| (t.track_id, t.base_decode_time))
             .collect();
         assert!(base.values().all(|b| *b > 0));
-        let rebased = later.rebased(&base);
+        let mut rebased = later.clone();
+        rebased.rebase(&base);
         assert!(rebased.tracks.iter().all(|t| t.base_decode_time == 0));
         assert_eq!(rebased.bytes.len(), later.bytes.len());
         // The change is in the bytes, not only in the parsed copy.

@@ -30,6 +30,7 @@ pub mod mp3;
 pub mod numbering;
 pub mod part;
 pub mod plan;
+pub mod readbuf;
 pub mod recorder;
 pub mod report;
 pub mod scratch;

@@ -2,11 +2,12 @@
 //! every part and every checkpoint is decodable on its own) and counts the media time.
 //! A leading ID3v2 tag is passed through with the first frame.
 
-use bytes::{Buf, Bytes, BytesMut};
+use crate::readbuf::ReadBuffer;
+use bytes::{Bytes, BytesMut};
 
 #[derive(Default)]
 pub struct Splitter {
-    buffer: BytesMut,
+    buffer: ReadBuffer,
     sample_rate: u32,
 }
 
@@ -82,6 +83,11 @@ impl Splitter {
         self.buffer.extend_from_slice(data);
     }
 
+    /// The buffer to read ffmpeg's output straight into (see `readbuf`).
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        self.buffer.make_room()
+    }
+
     pub fn sample_rate(&self) -> u32 {
         self.sample_rate
     }
@@ -120,9 +126,7 @@ impl Splitter {
             return None;
         }
         self.sample_rate = rate;
-        // Copied, not split off: see fmp4::Splitter::take (a split-off unit pins the buffer).
-        let bytes = Bytes::copy_from_slice(&self.buffer[..at]);
-        self.buffer.advance(at);
+        let bytes = self.buffer.split_to(at).freeze();
         Some(Frames {
             bytes,
             seconds: samples as f64 / rate as f64,

@@ -645,7 +645,10 @@ async fn upload_by_chunk_objects(
     if let Some(e) = failure {
         return Err(e);
     }
-    let mut writer = object_writer(&op, &meta, chunk)
+    // Parts as they come, not cut to `chunk`: with an exact chunk size opendal copies only
+    // whole chunks natively and downloads and re-uploads the rest of each stored chunk (they
+    // run a little over `chunk`, ending on a unit), which moved nearly every byte twice more.
+    let mut writer = object_writer(&op, &meta, None)
         .await
         .map_err(|e| e.to_string())?;
     let assembled = async {
@@ -680,7 +683,7 @@ async fn upload_streaming(
     abandoned: Arc<AtomicBool>,
 ) -> Result<(), String> {
     let mut failure: Option<String> = None;
-    let mut writer = match object_writer(&op, &meta, chunk).await {
+    let mut writer = match object_writer(&op, &meta, Some(chunk)).await {
         Ok(w) => Some(w),
         Err(e) => {
             failure = Some(e.to_string());
@@ -724,12 +727,20 @@ async fn upload_streaming(
     }
 }
 
-/// The writer of the part's object (multipart in `chunk`-sized parts).
-async fn object_writer(op: &Operator, meta: &PartMeta, chunk: usize) -> opendal::Result<Writer> {
-    op.writer_with(&meta.key)
-        .chunk(chunk)
-        .content_type(meta.mode.content_type())
-        .await
+/// The writer of the part's object: in chunks of exactly `chunk` bytes when given, else in parts of any size
+/// the store accepts (for a store that copies ranges, the stored chunks' own sizes).
+async fn object_writer(
+    op: &Operator,
+    meta: &PartMeta,
+    chunk: Option<usize>,
+) -> opendal::Result<Writer> {
+    let writer = op
+        .writer_with(&meta.key)
+        .content_type(meta.mode.content_type());
+    match chunk {
+        Some(chunk) => writer.chunk(chunk).await,
+        None => writer.await,
+    }
 }
 
 /// Whether the streaming upload gave way to the checkpoints just now (the spool was under

@@ -6,7 +6,7 @@
 
 use crate::cutter::{Cutter, Piece};
 use crate::faststart::Faststart;
-use crate::ffmpeg::{LogLine, Recording, Tools};
+use crate::ffmpeg::{self, LogLine, Recording, Tools};
 use crate::fmp4;
 use crate::journal::{self, PartMeta};
 use crate::keys::{KeyTemplate, compact_time};
@@ -354,15 +354,15 @@ impl Recorder {
         let stop_file = self.config.stop_file.clone();
         let mut stop_requested = std::pin::pin!(wait_stop(stop, stop_file.as_deref()));
         // One timer for every deadline that media pushes back (idle, stall, a checkpoint of a
-        // slow stream's last bytes). It is re-armed when it fires, not made anew per chunk:
-        // each timer wakes the process, and those wake-ups were most of the worker's CPU.
+        // slow stream's last bytes), reset rather than made anew per chunk: each timer that
+        // fires wakes the process, and those wake-ups were most of the worker's CPU.
         let mut deadline = std::pin::pin!(tokio::time::sleep_until(
             (*last_media + self.config.idle_timeout).into()
         ));
         let ended = loop {
             tokio::select! {
-                chunk = recording.output.recv() => match chunk {
-                    Some(Ok(bytes)) => {
+                read = ffmpeg::read_output(&mut recording.stdout, cutter.read_buffer()) => match read {
+                    Ok(n) if n > 0 => {
                         *last_media = Instant::now();
                         if !delivered && *ever_connected {
                             // Media again after a drop: the recording goes on as a new part.
@@ -370,15 +370,20 @@ impl Recorder {
                         }
                         *ever_connected = true;
                         delivered = true;
-                        self.consume(&mut cutter, &mut part, plan, &bytes).await;
-                        // The spool only grows here, when media comes in.
+                        self.consume(&mut cutter, &mut part, plan).await;
+                        // The uploads take what this read queued before the spool is judged
+                        // (it only grows here, when media comes in).
+                        tokio::task::yield_now().await;
                         if self.check_spool() {
                             break Ended::Stop(StopReason::Failed);
                         }
-                        // Media only pushes deadlines back, except the first (the stall
-                        // timeout starts) and a checkpoint newly pending.
+                        // Media moves the deadline (back, or nearer for the stall timeout's
+                        // start and a checkpoint newly pending), so it never passes while
+                        // media flows. Left in place to fire and be re-armed, it woke the
+                        // process about once a second, twice when tokio's timer wheel woke
+                        // early to move it to a finer level.
                         let next = self.next_deadline(*last_media, delivered, &part);
-                        if next < deadline.deadline().into_std() {
+                        if next != deadline.deadline().into_std() {
                             deadline.as_mut().reset(next.into());
                         }
                         // --max-duration counts recorded media, not wall time.
@@ -387,8 +392,8 @@ impl Recorder {
                             break Ended::Stop(StopReason::MaxDuration);
                         }
                     }
-                    Some(Err(e)) => break Ended::SourceGone(Some(e.to_string())),
-                    None => break Ended::SourceGone(last_error.take()),
+                    Ok(_) => break Ended::SourceGone(last_error.take()),
+                    Err(e) => break Ended::SourceGone(Some(e.to_string())),
                 },
                 line = recording.log.recv() => match line {
                     Some(LogLine::Error(message)) => last_error = Some(message),
@@ -419,10 +424,13 @@ impl Recorder {
             // Let ffmpeg finish its last fragment, then take what it wrote.
             recording.request_stop();
             let drain_until = tokio::time::Instant::now() + Duration::from_secs(5);
-            while let Ok(Some(Ok(bytes))) =
-                tokio::time::timeout_at(drain_until, recording.output.recv()).await
+            while let Ok(Ok(1..)) = tokio::time::timeout_at(
+                drain_until,
+                ffmpeg::read_output(&mut recording.stdout, cutter.read_buffer()),
+            )
+            .await
             {
-                self.consume(&mut cutter, &mut part, plan, &bytes).await;
+                self.consume(&mut cutter, &mut part, plan).await;
             }
         } else if matches!(&ended, Ended::Stop(StopReason::MaxDuration)) {
             // Enough is recorded: what ffmpeg reads from here on would only be thrown away.
@@ -470,14 +478,8 @@ impl Recorder {
         full
     }
 
-    async fn consume(
-        &mut self,
-        cutter: &mut Cutter,
-        part: &mut Option<OpenPart>,
-        plan: &Plan,
-        bytes: &[u8],
-    ) {
-        for piece in cutter.push(bytes) {
+    async fn consume(&mut self, cutter: &mut Cutter, part: &mut Option<OpenPart>, plan: &Plan) {
+        for piece in cutter.cut() {
             self.append(part, plan, piece).await;
         }
     }
@@ -531,7 +533,8 @@ impl Recorder {
                             .collect(),
                     );
                 }
-                let rebased = fragment.rebased(open.base.as_ref().expect("set above"));
+                let mut rebased = fragment;
+                rebased.rebase(open.base.as_ref().expect("set above"));
                 open.timeline.add(&rebased);
                 open.writer.seconds = open
                     .tracks
@@ -539,7 +542,7 @@ impl Recorder {
                     .map(|t| open.timeline.seconds(t))
                     .unwrap_or(0.0);
                 let added = rebased.bytes.len();
-                open.write(rebased.bytes);
+                open.write(rebased.bytes.freeze());
                 self.record_progress(added, &open.writer);
             }
             Piece::Frames(frames) => {

@@ -812,6 +812,17 @@ async fn a_part_of_several_chunks_is_assembled_by_the_store_and_leaves_nothing_b
         assembled["fields"]["chunks"].as_u64().unwrap() >= 2,
         "{assembled}"
     );
+    // By the store alone: no stored chunk came back to the worker. (With an exact chunk size,
+    // opendal copied only whole chunks natively and downloaded and re-uploaded the rest of
+    // each, nearly the whole part.)
+    let key = parts[0]["key"].as_str().unwrap();
+    let name = key.rsplit('/').next().unwrap();
+    let store_log = std::fs::read_to_string(bed().dir.join("s3/versitygw.log")).unwrap();
+    let fetched: Vec<&str> = store_log
+        .lines()
+        .filter(|l| l.contains("| GET |") && l.contains(name) && l.contains(".chunk"))
+        .collect();
+    assert!(fetched.is_empty(), "chunks read back: {fetched:#?}");
     // Byte-exact and playable: the size and the duration are the manifest's, every frame is
     // there after the first keyframe.
     let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
