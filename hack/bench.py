@@ -167,12 +167,17 @@ def main():
                     parts_n.append(0)
             gapped = 0
             for i, _ in runs:
+                m = {}
                 try:
                     m = json.load(open(work / f"c{n}-{i}.json"))
                     if media_gaps(Path(info["s3_bucket_dir"]) / m["parts"][0]["key"]):
                         gapped += 1
-                except (OSError, ValueError, KeyError, IndexError):
+                except (OSError, ValueError, KeyError, IndexError, subprocess.CalledProcessError) as e:
+                    # A file that is missing or unreadable counts as a gap, with what the worker said.
                     gapped += 1
+                    part = (m.get("parts") or [{}])[0]
+                    print(f"   worker {i}: {type(e).__name__}; status {m.get('status')}, stop "
+                          f"{m.get('stopReason')}, part {part.get('status')}: {part.get('message') or m.get('message')}")
             failed = sum(1 for c in codes if c != 0)
             short = sum(1 for d in durations if d < args.level_seconds - 0.5)
             split = sum(1 for k in parts_n if k != 1)
