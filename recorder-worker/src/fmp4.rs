@@ -21,7 +21,7 @@ pub enum Unit {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fragment {
     /// Mutable so that rebasing patches the decode times in place: the bytes are a view of
-    /// the read buffer's block, and copying them was a third of the worker's own CPU.
+    /// the read buffer's block, not a copy of them.
     pub bytes: BytesMut,
     /// Per track: (track id, base decode time, duration), in the track's timescale.
     pub tracks: Vec<TrackRun>,

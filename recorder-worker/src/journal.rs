@@ -32,6 +32,23 @@ pub struct PartMeta {
     pub audio_codec: Option<String>,
 }
 
+#[cfg(test)]
+impl PartMeta {
+    /// A part of an audio+video recording, for unit tests.
+    pub(crate) fn example(part: u32) -> Self {
+        PartMeta {
+            part,
+            key: format!("p/{part}.mp4"),
+            url: format!("http://s3/b/p/{part}.mp4"),
+            user_id: "alice".into(),
+            mode: Mode::AudioVideoMp4,
+            started_at: "2026-01-01T00:00:00Z".into(),
+            video_codec: None,
+            audio_codec: None,
+        }
+    }
+}
+
 /// `{prefix}/.roomrec-journal/{file name of key}/`
 pub fn journal_dir(prefix: &str, key: &str) -> String {
     let file = key.rsplit('/').next().unwrap_or(key);

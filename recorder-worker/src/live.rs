@@ -136,20 +136,6 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mode::Mode;
-
-    fn meta(part: u32) -> PartMeta {
-        PartMeta {
-            part,
-            key: format!("r/u_part{part:04}.mp4"),
-            url: String::new(),
-            user_id: "u".into(),
-            mode: Mode::AudioVideoMp4,
-            started_at: String::new(),
-            video_codec: None,
-            audio_codec: None,
-        }
-    }
 
     /// Whether a report is due (the notification is taken, as the reporter takes it).
     fn report_due(status: &Status) -> bool {
@@ -161,7 +147,7 @@ mod tests {
     #[test]
     fn a_parts_first_durable_figures_are_reported_at_once_later_ones_at_the_tick() {
         let status = Status::default();
-        status.part_opened(meta(1));
+        status.part_opened(PartMeta::example(1));
         assert!(report_due(&status), "the part's start is reported");
         assert!(!report_due(&status));
         status.open_durable(1, 0, 0.0);

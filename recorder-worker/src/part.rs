@@ -727,8 +727,9 @@ async fn upload_streaming(
     }
 }
 
-/// The writer of the part's object: in chunks of exactly `chunk` bytes when given, else in parts of any size
-/// the store accepts (for a store that copies ranges, the stored chunks' own sizes).
+/// The writer of the part's object: in chunks of exactly `chunk` bytes when given, else in
+/// parts of any size the store accepts (for a store that copies ranges, the stored chunks' own
+/// sizes).
 async fn object_writer(
     op: &Operator,
     meta: &PartMeta,

@@ -332,25 +332,11 @@ fn merge(mut entries: Vec<Value>, inherited: &[Value]) -> Vec<Value> {
 mod tests {
     use super::*;
     use crate::journal::PartMeta;
-    use crate::mode::Mode;
     use crate::part::PartStatus;
-
-    fn meta(part: u32) -> PartMeta {
-        PartMeta {
-            part,
-            key: format!("p/{part}.mp4"),
-            url: format!("http://s3/b/p/{part}.mp4"),
-            user_id: "alice".into(),
-            mode: Mode::AudioVideoMp4,
-            started_at: "2026-01-01T00:00:00Z".into(),
-            video_codec: None,
-            audio_codec: None,
-        }
-    }
 
     fn record(part: u32, message: &str) -> PartRecord {
         PartRecord::from_meta(
-            &meta(part),
+            &PartMeta::example(part),
             PartStatus::Succeeded,
             message.into(),
             1000,
@@ -390,7 +376,7 @@ mod tests {
     #[test]
     fn entries_have_the_crd_shape() {
         let open = LivePart::Recording {
-            meta: meta(2),
+            meta: PartMeta::example(2),
             bytes: 5,
             seconds: 1.23456,
         };
@@ -417,7 +403,7 @@ mod tests {
         let live = [
             LivePart::Finished(record(1, "")),
             LivePart::Recording {
-                meta: meta(2),
+                meta: PartMeta::example(2),
                 bytes: 5,
                 seconds: 1.0,
             },
