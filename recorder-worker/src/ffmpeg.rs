@@ -262,10 +262,11 @@ impl Drop for Recording {
     }
 }
 
-/// At most this much of ffmpeg's output is taken per read: a burst (a live source opens with
-/// the server's cache of several seconds) comes in reads the uploads can keep up with, so it
-/// is not mistaken for the store falling behind.
-const MAX_READ: usize = 64 * 1024;
+/// At most this much of ffmpeg's output is taken per read: a fragment of a 2 Mbit/s stream
+/// (about 270 kB) in one or two reads, each a syscall and a turn of the runtime, and a burst (a
+/// live source opens with the server's cache of several seconds) in reads the uploads keep up
+/// with, so it is not mistaken for the store falling behind.
+const MAX_READ: usize = 256 * 1024;
 
 /// Reads what ffmpeg wrote straight into `buffer`, up to `MAX_READ`; 0 at its end. Cancel-safe:
 /// nothing is read when the future is dropped before it completes.

@@ -311,11 +311,12 @@ impl PartWriter {
         }
     }
 
-    /// When a stream that went quiet after `last_media` must checkpoint what it left pending
-    /// (None: nothing is pending).
-    pub fn checkpoint_due(&self, last_media: Instant) -> Option<Instant> {
-        (!self.pending.is_empty())
-            .then(|| last_media.max(self.last_checkpoint) + self.settings.checkpoint)
+    /// When a stream that went quiet after `last_media` must checkpoint what it left pending.
+    /// Given when nothing is pending too, so that media only ever moves the recorder's deadline
+    /// later: a timer moved earlier than the one tokio's driver last waited for makes the
+    /// driver wake itself (an eventfd write and another epoll_wait), at every other fragment.
+    pub fn checkpoint_due(&self, last_media: Instant) -> Instant {
+        last_media.max(self.last_checkpoint) + self.settings.checkpoint
     }
 
     /// Sends what is pending to the journal now: in memory, or spilled to the spool directory

@@ -377,13 +377,16 @@ impl Recorder {
                         if self.check_spool() {
                             break Ended::Stop(StopReason::Failed);
                         }
-                        // Media moves the deadline (back, or nearer for the stall timeout's
-                        // start and a checkpoint newly pending), so it never passes while
-                        // media flows. Left in place to fire and be re-armed, it woke the
-                        // process about once a second, twice when tokio's timer wheel woke
-                        // early to move it to a finer level.
+                        // Media moves the deadline back (nearer only when a connection first
+                        // delivers and the stall timeout starts), so it never passes while
+                        // media flows. Moved back, it is a new timer: tokio extends a timer
+                        // reset to later in place and moves it in its wheel only when the old
+                        // time comes, so the process still woke for it about once a second.
                         let next = self.next_deadline(*last_media, delivered, &part);
-                        if next != deadline.deadline().into_std() {
+                        let current = deadline.deadline().into_std();
+                        if next > current {
+                            deadline.set(tokio::time::sleep_until(next.into()));
+                        } else if next < current {
                             deadline.as_mut().reset(next.into());
                         }
                         // --max-duration counts recorded media, not wall time.
@@ -458,10 +461,7 @@ impl Recorder {
         if delivered {
             at = at.min(last_media + self.config.stall_timeout);
         }
-        if let Some(due) = part
-            .as_ref()
-            .and_then(|p| p.writer.checkpoint_due(last_media))
-        {
+        if let Some(due) = part.as_ref().map(|p| p.writer.checkpoint_due(last_media)) {
             at = at.min(due);
         }
         at

@@ -693,6 +693,49 @@ async fn sigkill_loses_at_most_a_few_seconds_and_a_restart_continues_with_a_new_
 }
 
 #[tokio::test]
+async fn a_stream_gone_quiet_has_all_it_delivered_checkpointed_before_a_sigkill() {
+    // Media checkpoints as it comes once the interval has passed; what a stream that goes quiet
+    // left pending is checkpointed by the recorder's deadline. The publisher is frozen, so the
+    // connection stays open and nothing more arrives, and a long interval makes what is pending
+    // several seconds of media: without the deadline the restart would find it missing.
+    let mut publisher = publish("quiet", StreamSpec::default()).await;
+    let storage = Storage::s3("quiet");
+    let _ = std::fs::remove_dir_all(storage.file("quiet"));
+    let metrics = metrics_address();
+    let options = [
+        "--session-start",
+        "2026-01-02T00:00:00Z",
+        "--checkpoint-seconds",
+        "8",
+    ];
+    let mut first = worker(&bed().rtmp_url("quiet"), "02", &storage, &options);
+    first.args(["--stall-seconds", "60", "--metrics-address", &metrics]);
+    let child = start(&mut first);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    publisher.process().signal(libc::SIGSTOP);
+    // Quiet for longer than the interval, and the connection not yet given up.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let delivered = scrape(&metrics).await.unwrap()["roomrec_worker_recorded_seconds_total"];
+    child.signal(libc::SIGKILL);
+    let _ = finish(child).await;
+    publisher.process().signal(libc::SIGCONT);
+    assert!(delivered > 3.0, "{delivered} s delivered before the pause");
+
+    let mut restart = worker(&bed().rtmp_url("quiet"), "02", &storage, &options);
+    restart.args(["--max-duration", "2"]);
+    let run = run(&mut restart).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let parts = parts(&run);
+    assert_eq!(parts[0]["recovered"], true, "{:#}", run.manifest);
+    verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    let recovered = parts[0]["durationSeconds"].as_f64().unwrap();
+    assert!(
+        recovered >= delivered - 0.1,
+        "{delivered:.2} s delivered before the stream went quiet, {recovered:.2} s recovered"
+    );
+}
+
+#[tokio::test]
 async fn a_dropped_stream_that_returns_continues_as_a_new_part() {
     let storage = Storage::dir("drop");
     let metrics = metrics_address();
