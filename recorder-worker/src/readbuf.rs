@@ -15,7 +15,7 @@ use std::ops::{Deref, DerefMut};
 /// threshold (`main.rs`), so a block that is freed goes back to the heap.
 const BLOCK: usize = 960 * 1024;
 
-/// A read is not started with less room than this (one pipe read's worth).
+/// A read is not started with less room than this.
 const MIN_READ: usize = 64 * 1024;
 
 /// Between units, a block with less room than this is left for the next: a fragment of a

@@ -354,8 +354,8 @@ impl Recorder {
         let stop_file = self.config.stop_file.clone();
         let mut stop_requested = std::pin::pin!(wait_stop(stop, stop_file.as_deref()));
         // One timer for every deadline that media pushes back (idle, stall, a checkpoint of a
-        // slow stream's last bytes), reset rather than made anew per chunk: each timer that
-        // fires wakes the process, and those wake-ups were most of the worker's CPU.
+        // slow stream's last bytes): each timer that fires wakes the process, and those
+        // wake-ups were most of the worker's CPU.
         let mut deadline = std::pin::pin!(tokio::time::sleep_until(
             (*last_media + self.config.idle_timeout).into()
         ));

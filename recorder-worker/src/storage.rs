@@ -152,7 +152,7 @@ impl StorageConfig {
                     format!("{}/{bucket}/{key}", endpoint.trim_end_matches('/'))
                 }
                 Some(endpoint) => {
-                    let (scheme, host) = endpoint.split_once("://").unwrap_or(("https", endpoint));
+                    let (scheme, host) = split_endpoint(endpoint);
                     format!("{scheme}://{bucket}.{}/{key}", host.trim_end_matches('/'))
                 }
                 None => format!("https://{bucket}.s3.{region}.amazonaws.com/{key}"),
@@ -259,10 +259,13 @@ impl StorageConfig {
     }
 }
 
+/// An endpoint's scheme and the rest; one without a scheme is https.
+fn split_endpoint(endpoint: &str) -> (&str, &str) {
+    endpoint.split_once("://").unwrap_or(("https", endpoint))
+}
+
 fn is_plain_http(endpoint: &str) -> bool {
-    endpoint
-        .get(..7)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+    split_endpoint(endpoint).0.eq_ignore_ascii_case("http")
 }
 
 /// Counts each retry for `roomrec_worker_upload_retries_total` and logs it, as opendal's
