@@ -80,7 +80,8 @@ for _ in $(seq 1 180); do
   state=$(kubectl get rj quickstart -n "$NAMESPACE" \
     -o jsonpath='{.status.phase} {.status.fileCount} {.status.recorded}' 2>/dev/null || true)
   if [[ "$state" != "$last" ]]; then
-    [[ -z "$last" ]] && kubectl get rj quickstart -n "$NAMESPACE" | head -1
+    # sed reads to the end: `head -1` could exit first and kubectl's SIGPIPE fail the pipeline.
+    [[ -z "$last" ]] && kubectl get rj quickstart -n "$NAMESPACE" | sed -n 1p
     kubectl get rj quickstart -n "$NAMESPACE" --no-headers
     last=$state
   fi
