@@ -9,9 +9,9 @@
    worker exits 0 with one part of the full length, and no file has a hole in its tracks.
 
 Results are printed and written to docs/benchmarks.md (the section between the markers).
-Usage: hack/bench.py [--seconds 180] [--pairs 3] [--levels 25,50,100,200] [--level-seconds 60]
+Usage: hack/bench.py [--seconds 180] [--pairs 8] [--levels 25,50,100,200] [--level-seconds 60]
 """
-import argparse, json, os, resource, shutil, subprocess, sys, tempfile, time
+import argparse, json, os, resource, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +53,18 @@ def exited(pid):
         return True
 
 
+def own_and_children_cpu(pid):
+    """(CPU s of the process itself, of its reaped children) from /proc/PID/stat, read while it
+    is a zombie: the worker's own threads and its ffmpeg, apart. Clock ticks (10 ms), so this
+    only splits the wait4 figure; it is not the figure."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan"), float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
 def rss_kib(pid):
     try:
         for line in open(f"/proc/{pid}/status"):
@@ -65,7 +77,7 @@ def rss_kib(pid):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=180)
-    ap.add_argument("--pairs", type=int, default=3, help="bare ffmpeg + worker pairs measured at once")
+    ap.add_argument("--pairs", type=int, default=8, help="bare ffmpeg + worker pairs measured at once")
     ap.add_argument("--levels", default="25,50,100,200")
     ap.add_argument("--level-seconds", type=int, default=60)
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks.md"))
@@ -104,8 +116,9 @@ def main():
                 env=wenv, stdout=subprocess.DEVNULL, stderr=open(f"{manifest}.log", "w"))
 
         # 1 + 2: CPU and RSS, bare ffmpeg and the worker side by side. Several pairs at once:
-        # one process's CPU varies by about 5 % from run to run (its TCP reads, what shares its
-        # core), so one pair alone moves the ratio by as much; the pooled ratio is the result.
+        # one process's CPU varies by 3-5 % from the next one's (its TCP reads, what shares its
+        # core), so one pair's ratio ranges over ±8 %; pooled over eight pairs the ratio is
+        # known to about ±2 % (printed with it).
         print(f"== CPU and memory: {args.pairs} pairs, {args.seconds} s each, bare ffmpeg -c copy vs roomrec-worker 02 -> S3")
         bares, recs = [], []
         for i in range(args.pairs):
@@ -115,10 +128,14 @@ def main():
                 stdout=subprocess.DEVNULL, stderr=open(work / f"bare{i}.log", "w")))
             recs.append(worker(f"bench-cpu-{i}", args.seconds, str(work / f"cpu{i}.json")))
         samples = [[] for _ in recs]
-        while not all(exited(r.pid) for r in recs):
+        split = [None] * len(recs)
+        while not all(s is not None for s in split):
             for i, r in enumerate(recs):
-                kib = None if exited(r.pid) else rss_kib(r.pid)
-                if kib:
+                if split[i] is not None:
+                    continue
+                if exited(r.pid):
+                    split[i] = own_and_children_cpu(r.pid)
+                elif kib := rss_kib(r.pid):
                     samples[i].append(kib)
             time.sleep(1)
         # wait4 gives each process's CPU with its waited-for children (the worker's ffmpeg).
@@ -130,15 +147,22 @@ def main():
         rec_per_min = sum(rec_cpu) / (sum(rec_media) / 60)
         ratio = rec_per_min / bare_per_min
         pair_ratios = [(rc / rm) / (bc / bm) for rc, rm, bc, bm in zip(rec_cpu, rec_media, bare_cpu, bare_media)]
+        # Two standard errors of the pairs' mean ratio: how far the pooled ratio may be from the
+        # machine's true one because of which processes happened to be measured.
+        spread = 2 * statistics.stdev(pair_ratios) / len(pair_ratios) ** 0.5 if len(pair_ratios) > 1 else float("nan")
+        own_per_min = sum(own for own, _ in split) / (sum(rec_media) / 60)
+        child_per_min = sum(child for _, child in split) / (sum(rec_media) / 60)
         for i in range(args.pairs):
             print(f"pair {i + 1}: bare ffmpeg {bare_cpu[i]:.2f} CPU s for {bare_media[i]:.1f} s, "
-                  f"roomrec-worker {rec_cpu[i]:.2f} CPU s for {rec_media[i]:.1f} s, ratio {pair_ratios[i]:.2f}")
+                  f"roomrec-worker {rec_cpu[i]:.2f} CPU s for {rec_media[i]:.1f} s (itself {split[i][0]:.2f}, "
+                  f"its ffmpeg {split[i][1]:.2f}), ratio {pair_ratios[i]:.2f}")
         minute = max(1, min(len(v) for v in samples) // 3)
         peak = max(max(v) for v in samples) / 1024
         first = max(sum(v[:minute]) / minute for v in samples) / 1024
         last = max(sum(v[-minute:]) / minute for v in samples) / 1024
         print(f"pooled: bare {bare_per_min:.3f} CPU s/min, worker {rec_per_min:.3f} CPU s/min, ratio {ratio:.2f} "
-              f"(pairs {min(pair_ratios):.2f}-{max(pair_ratios):.2f}); worker RSS peak {peak:.1f} MiB, "
+              f"± {spread:.2f} (pairs {min(pair_ratios):.2f}-{max(pair_ratios):.2f}); of the worker's, "
+              f"{own_per_min:.3f} its own process, {child_per_min:.3f} its ffmpeg; worker RSS peak {peak:.1f} MiB, "
               f"first third avg {first:.1f} MiB, last third avg {last:.1f} MiB (the highest worker's)")
 
         # 3: concurrency levels.
@@ -192,8 +216,8 @@ def main():
             if not ok:
                 break
 
-        write_results(args, ratio, pair_ratios, bare_per_min, rec_per_min, sum(bare_media), sum(rec_media),
-                      peak, first, last, levels)
+        write_results(args, ratio, spread, pair_ratios, bare_per_min, rec_per_min, own_per_min, child_per_min,
+                      sum(bare_media), sum(rec_media), peak, first, last, levels)
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -242,7 +266,8 @@ def machine_busy(before):
     return (busy - before[0]) / max(1, total - before[1])
 
 
-def write_results(args, ratio, pair_ratios, bare_pm, rec_pm, bare_media, rec_media, peak, first, last, levels):
+def write_results(args, ratio, spread, pair_ratios, bare_pm, rec_pm, own_pm, child_pm, bare_media, rec_media,
+                  peak, first, last, levels):
     sustained = max([n for n, ok, *_ in levels if ok], default=0)
     lines = [
         "<!-- bench:start -->",
@@ -253,8 +278,9 @@ def write_results(args, ratio, pair_ratios, bare_pm, rec_pm, bare_media, rec_med
         "| measure | goal | result |",
         "|---|---|---|",
         f"| CPU s per recorded minute, bare `ffmpeg -c copy` → local MP4 | — | {bare_pm:.3f} ({bare_media:.0f} s recorded) |",
-        f"| CPU s per recorded minute, `roomrec-worker` 02 → S3 (incl. its ffmpeg) | — | {rec_pm:.3f} ({rec_media:.0f} s recorded) |",
-        f"| ratio worker / bare ({args.pairs} pairs pooled) | ≤ 1.15 | **{ratio:.2f}** (pairs: {', '.join(f'{r:.2f}' for r in pair_ratios)}) |",
+        f"| CPU s per recorded minute, `roomrec-worker` 02 → S3 (incl. its ffmpeg) | — | {rec_pm:.3f} ({rec_media:.0f} s recorded): "
+        f"the worker process {own_pm:.3f} ({own_pm / bare_pm * 100:.0f} % of bare), its ffmpeg {child_pm:.3f} ({child_pm / bare_pm:.2f} × bare) |",
+        f"| ratio worker / bare ({args.pairs} pairs pooled) | ≤ 1.15 | **{ratio:.2f}** ± {spread:.2f} (two standard errors; pairs: {', '.join(f'{r:.2f}' for r in pair_ratios)}) |",
         f"| worker peak RSS over {args.seconds} s (highest of {args.pairs}) | ≤ 20 MiB, flat | **{peak:.1f} MiB** (first third avg {first:.1f}, last third avg {last:.1f}) |",
         f"| concurrent real-time recordings sustained | ≥ 200 | **{sustained}** |",
         "",
