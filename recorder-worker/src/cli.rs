@@ -212,9 +212,10 @@ pub struct RecordArgs {
     /// recording fails.
     #[arg(long, env = "ROOMREC_SPOOL_MAX", default_value = "1G", value_parser = parse_size, help_heading = "Durability")]
     pub spool_max: u64,
-    /// Expected bitrate (bits/s, k/M suffixes). It only sizes upload chunks (the worker holds
-    /// about one chunk in memory; at least 5 MiB) so that a 24-hour part fits the 10,000-part
-    /// limit of multipart uploads; a part that reaches the limit continues as a new part.
+    /// Expected bitrate (bits/s, k/M suffixes). It only sizes upload chunks (at least 5 MiB;
+    /// the worker holds about one in memory, two with COS) so that a 24-hour part fits the
+    /// 10,000-part limit of multipart uploads; a part that reaches the limit continues as a
+    /// new part.
     #[arg(long, env = "ROOMREC_EXPECTED_BITRATE", default_value = "4M", value_parser = parse_size, help_heading = "Durability")]
     pub expected_bitrate: u64,
 
