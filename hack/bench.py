@@ -118,7 +118,7 @@ def main():
         # 1 + 2: CPU and RSS, bare ffmpeg and the worker side by side. Several pairs at once:
         # one process's CPU varies by 3-5 % from the next one's (its TCP reads, what shares its
         # core), so one pair's ratio ranges over ±8 %; pooled over eight pairs the ratio is
-        # known to about ±2 % (printed with it).
+        # known to about ±3 % (two standard errors, printed with it).
         print(f"== CPU and memory: {args.pairs} pairs, {args.seconds} s each, bare ffmpeg -c copy vs roomrec-worker 02 -> S3")
         bares, recs = [], []
         for i in range(args.pairs):
