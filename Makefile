@@ -7,7 +7,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: help testbed test test-unit test-testbed lint demo bench testbed-up clean-cache
+.PHONY: help testbed test test-testbed lint demo bench testbed-up clean-cache
 
 help:
 	@echo "make demo         a RecordingJob end to end on the local test bed (operator, worker, S3)"
@@ -15,6 +15,9 @@ help:
 	@echo "make testbed      only install/build the test bed's pinned components"
 	@echo "make testbed-up   keep a test bed running for development (see docs/testing.md)"
 	@echo "make bench        run the benchmarks (results go to docs/benchmarks.md)"
+	@echo "make lint         cargo fmt --check and clippy -D warnings over the workspace"
+	@echo "make test-testbed only the test bed's own smoke tests"
+	@echo "make clean-cache  remove ~/.cache/roomrec (the test bed's builds, CI's cargo target)"
 
 # Prints nothing but the bin directory on stdout; progress goes to stderr.
 testbed:

@@ -37,13 +37,21 @@ done
 if (( need_apt )); then
   log "installing Debian packages: ${DEBIAN_PACKAGES[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Debian starts nginx and Prometheus as services on install; the test bed runs its own
+  # instances and must not touch anyone else's. A policy-rc.d that answers 101 ("action
+  # forbidden") keeps the packages from starting any service, so nothing needs stopping
+  # afterwards (an administrator's own policy-rc.d is left as it is).
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\n# Written by roomrec hack/testbed.sh while it installs packages.\nexit 101\n' > "$policy"
+    chmod 0755 "$policy"
+    own_policy=1
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${DEBIAN_PACKAGES[@]}" >/dev/null
-  # Debian starts these as services on install; the test bed runs its own instances.
-  for svc in nginx prometheus prometheus-node-exporter; do
-    if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
-    pkill -x "$svc" >/dev/null 2>&1 || true
-  done
+  if (( own_policy )); then rm -f "$policy"; trap - EXIT; fi
 fi
 
 mkdir -p "$BIN"

@@ -2,16 +2,17 @@
 //! a clean shutdown on SIGTERM/SIGINT (in-flight reconciles finish, the lease is released).
 
 use crate::controller::{self, Context};
-use crate::crd::{Mode, Storage};
 use crate::defaults::{self, JobDefaults};
 use crate::http::{self, Probes};
 use crate::lease::LeaseLock;
 use crate::metrics::Metrics;
-use crate::settings::{CallbackSettings, Settings};
+use crate::settings::{self, CallbackSettings, Settings};
 use clap::Parser;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{Api, Client};
+use roomrec_api::crd::{Mode, Storage};
+use roomrec_api::defaults as job_defaults;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,7 +30,7 @@ pub struct Options {
     #[arg(
         long,
         env = "ROOMREC_WORKER_IMAGE",
-        default_value = "ghcr.io/roomrec/roomrec-worker:latest"
+        default_value = settings::WORKER_IMAGE
     )]
     pub worker_image: String,
     /// Extra environment for every worker, KEY=VALUE (repeatable; e.g. ROOMREC_LOG=debug).
@@ -40,29 +41,30 @@ pub struct Options {
     #[arg(long, env = "ROOMREC_WORKER_IMAGE_PULL_SECRETS", value_delimiter = ',')]
     pub worker_image_pull_secrets: Vec<String>,
     /// Worker pods' termination grace period; workers get 10 s less to close their files.
-    #[arg(long, env = "ROOMREC_WORKER_GRACE_SECONDS", default_value_t = 40)]
+    #[arg(long, env = "ROOMREC_WORKER_GRACE_SECONDS", default_value_t = settings::WORKER_GRACE_SECONDS)]
     pub worker_grace_seconds: u64,
     /// Port of each worker pod's /metrics (containerPort `metrics`); 0: no metrics endpoint.
-    #[arg(long, env = "ROOMREC_WORKER_METRICS_PORT", default_value_t = 9090)]
+    #[arg(long, env = "ROOMREC_WORKER_METRICS_PORT", default_value_t = settings::WORKER_METRICS_PORT)]
     pub worker_metrics_port: u16,
     /// Worker pods per recorded person before the job fails.
-    #[arg(long, env = "ROOMREC_MAX_ATTEMPTS", default_value_t = 10)]
+    #[arg(long, env = "ROOMREC_MAX_ATTEMPTS", default_value_t = settings::MAX_ATTEMPTS)]
     pub max_attempts: u32,
     /// Wait before the second and later replacements (doubling, at most 5 min).
-    #[arg(long, env = "ROOMREC_RETRY_BACKOFF_SECONDS", default_value_t = 5.0)]
+    #[arg(long, env = "ROOMREC_RETRY_BACKOFF_SECONDS", default_value_t = settings::RETRY_BACKOFF_SECONDS)]
     pub retry_backoff_seconds: f64,
     /// Resources of worker pods whose job does not set spec.worker.resources, as JSON, e.g.
     /// {"requests":{"cpu":"100m","memory":"64Mi"},"limits":{"memory":"512Mi"}}.
     #[arg(long, env = "ROOMREC_WORKER_RESOURCES", value_parser = parse_resources)]
     pub worker_resources: Option<ResourceRequirements>,
     /// Size limit of each worker's spool volume (checkpoints while the store is unreachable).
-    #[arg(long, env = "ROOMREC_WORKER_SPOOL_LIMIT", default_value = "2Gi")]
+    #[arg(long, env = "ROOMREC_WORKER_SPOOL_LIMIT", default_value = settings::SPOOL_LIMIT)]
     pub worker_spool_limit: String,
-    /// Mode of jobs that leave spec.mode out: AudioMp3, VideoMp4 or AudioVideoMp4.
-    #[arg(long, env = "ROOMREC_DEFAULT_MODE", default_value = "AudioMp3", value_parser = parse_mode)]
+    /// Mode of jobs that leave spec.mode out: AudioMp3, VideoMp4 or AudioVideoMp4 (or the
+    /// heritage codes 00, 01, 02).
+    #[arg(long, env = "ROOMREC_DEFAULT_MODE", default_value_t = job_defaults::MODE, value_parser = parse_mode)]
     pub default_mode: Mode,
     /// Idle timeout of jobs that leave spec.idleTimeoutSeconds out.
-    #[arg(long, env = "ROOMREC_DEFAULT_IDLE_TIMEOUT_SECONDS", default_value_t = 300,
+    #[arg(long, env = "ROOMREC_DEFAULT_IDLE_TIMEOUT_SECONDS", default_value_t = job_defaults::IDLE_TIMEOUT_SECONDS,
           value_parser = clap::value_parser!(u32).range(5..=86400))]
     pub default_idle_timeout_seconds: u32,
     /// Storage of jobs that leave spec.storage out: the JSON of a spec.storage, e.g.
@@ -71,13 +73,13 @@ pub struct Options {
     #[arg(long, env = "ROOMREC_DEFAULT_STORAGE", value_parser = parse_default_storage)]
     pub default_storage: Option<DefaultStorage>,
     /// Callback attempts before giving up.
-    #[arg(long, env = "ROOMREC_CALLBACK_MAX_ATTEMPTS", default_value_t = 10)]
+    #[arg(long, env = "ROOMREC_CALLBACK_MAX_ATTEMPTS", default_value_t = settings::CALLBACK_MAX_ATTEMPTS)]
     pub callback_max_attempts: u32,
     /// Wait after the first failed callback (doubling, at most 5 min).
-    #[arg(long, env = "ROOMREC_CALLBACK_BACKOFF_SECONDS", default_value_t = 2.0)]
+    #[arg(long, env = "ROOMREC_CALLBACK_BACKOFF_SECONDS", default_value_t = settings::CALLBACK_BACKOFF_SECONDS)]
     pub callback_backoff_seconds: f64,
     /// How long deleting a job waits for its workers to close their files.
-    #[arg(long, env = "ROOMREC_FINALIZE_TIMEOUT_SECONDS", default_value_t = 120)]
+    #[arg(long, env = "ROOMREC_FINALIZE_TIMEOUT_SECONDS", default_value_t = settings::FINALIZE_TIMEOUT_SECONDS)]
     pub finalize_timeout_seconds: u64,
     /// Watch one namespace only (default: all).
     #[arg(long, env = "ROOMREC_WATCH_NAMESPACE")]
@@ -128,8 +130,7 @@ fn parse_default_storage(s: &str) -> Result<DefaultStorage, String> {
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
-    serde_json::from_value(serde_json::Value::String(s.into()))
-        .map_err(|_| format!("{s:?} is not a mode: use AudioMp3, VideoMp4 or AudioVideoMp4"))
+    s.parse()
 }
 
 impl Options {
@@ -171,11 +172,24 @@ impl Options {
     }
 }
 
+/// Why the operator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Kubernetes(#[source] kube::Error),
+    #[error("--metrics-address {address}: {source}")]
+    MetricsAddress {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Runs until SIGTERM/SIGINT; Err only when it cannot start.
-pub async fn run(options: Options) -> Result<(), String> {
+pub async fn run(options: Options) -> Result<(), StartError> {
     let client = Client::try_default()
         .await
-        .map_err(|e| format!("cannot reach the Kubernetes API: {e}"))?;
+        .map_err(StartError::Kubernetes)?;
     let metrics = Arc::new(Metrics::new());
     let probes = Probes {
         metrics: metrics.clone(),
@@ -183,7 +197,10 @@ pub async fn run(options: Options) -> Result<(), String> {
     };
     let (address, server) = http::serve(options.metrics_address, probes.clone())
         .await
-        .map_err(|e| format!("--metrics-address {}: {e}", options.metrics_address))?;
+        .map_err(|source| StartError::MetricsAddress {
+            address: options.metrics_address,
+            source,
+        })?;
     info!(%address, "serving /metrics, /healthz, /readyz");
     let identity = options.identity();
 

@@ -1,4 +1,5 @@
-//! The end-of-job callback: the heritage payload, exactly (`SdkAppId`, `RoomId`, `UserId`,
+//! Callback: the end-of-job POST and its retry state machine (`status.callback`: attempts,
+//! backoff, delivered, gave up). The payload is the heritage one, exactly (`SdkAppId`, `RoomId`, `UserId`,
 //! `StrRoomId`, `Files[{UserId, RecordFile, Status, Message}]`), so receivers written for the
 //! serverless template keep working. roomrec's additions travel in headers only:
 //!
@@ -7,10 +8,15 @@
 //! - `X-Roomrec-Signature: t={unix seconds},v1={hex HMAC-SHA256(key, "{t}.{body}")}` when
 //!   `spec.callback.signingSecret` is set (the timestamp in the MAC stops replays).
 
-use crate::crd::{FileStatus, Phase, RecordingJob};
-use crate::worker;
+use crate::build;
+use crate::controller::Context;
+use crate::settings::backoff;
 use hmac::{Hmac, KeyInit, Mac};
-use kube::ResourceExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, ResourceExt};
+use roomrec_api::FileState;
+use roomrec_api::crd::{CallbackStatus, FileStatus, Phase, RecordingJob, RecordingJobStatus};
 use serde::Serialize;
 use sha2::Sha256;
 use std::time::Duration;
@@ -46,7 +52,7 @@ pub struct PayloadFile {
 /// a person with no file (so "nothing recorded" is never an empty list).
 pub fn payload(job: &RecordingJob) -> Payload {
     let status = job.status.clone().unwrap_or_default();
-    let people = worker::people(job);
+    let people = build::people(job);
     let mut files: Vec<&FileStatus> = status.files.iter().collect();
     let order = |f: &FileStatus| {
         people
@@ -60,10 +66,10 @@ pub fn payload(job: &RecordingJob) -> Payload {
         .map(|f| PayloadFile {
             user_id: f.user_id.clone(),
             record_file: f.url.clone(),
-            status: u8::from(f.status == "succeeded"),
-            message: match f.status.as_str() {
-                "succeeded" => String::new(),
-                "recording" if f.message.is_empty() => {
+            status: u8::from(f.status == FileState::Succeeded),
+            message: match f.status {
+                FileState::Succeeded => String::new(),
+                FileState::Recording if f.message.is_empty() => {
                     "the worker stopped before closing this file".into()
                 }
                 _ => f.message.clone(),
@@ -103,6 +109,112 @@ pub fn payload(job: &RecordingJob) -> Payload {
         str_room_id: trtc.and_then(|t| t.str_room_id.clone()).unwrap_or_default(),
         files: out,
     }
+}
+
+/// Delivers the callback when it is due; returns when to try again.
+pub(crate) async fn step(
+    ended: &RecordingJob,
+    status: &mut RecordingJobStatus,
+    ctx: &Context,
+    now: Timestamp,
+    deleting: bool,
+) -> Option<Duration> {
+    let settings = &ctx.settings.callback;
+    let mut state = status.callback.clone().unwrap_or_default();
+    if state.delivered_at.is_some() || state.gave_up {
+        return None;
+    }
+    if let Some(last) = state
+        .last_attempt_at
+        .as_deref()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+    {
+        let due = backoff(settings.backoff, state.attempts);
+        let since = now.duration_since(last).unsigned_abs();
+        // A job being deleted gets one more try now: there is no later.
+        if since < due && !deleting {
+            return Some(due - since);
+        }
+    }
+    let phase = status.phase.unwrap_or(Phase::Failed);
+    let key = match signing_key(ended, ctx).await {
+        Ok(key) => key,
+        Err(problem) => {
+            state.attempts += 1;
+            state.last_attempt_at = Some(now.to_string());
+            state.last_error = Some(problem.clone());
+            ctx.metrics.callback_failures.inc();
+            ctx.event(ended, true, "CallbackFailed", problem).await;
+            state.gave_up = state.attempts >= settings.max_attempts;
+            status.callback = Some(state.clone());
+            return (!state.gave_up).then(|| backoff(settings.backoff, state.attempts));
+        }
+    };
+    let result = deliver(&ctx.http, ended, phase, key.as_deref(), settings.timeout).await;
+    state.attempts += 1;
+    state.last_attempt_at = Some(Timestamp::now().to_string());
+    let next = match result {
+        Ok(()) => {
+            ctx.metrics.callback_deliveries.inc();
+            state.delivered_at = Some(Timestamp::now().to_string());
+            state.last_error = None;
+            ctx.event(
+                ended,
+                false,
+                "CallbackDelivered",
+                format!("after {} attempt(s)", state.attempts),
+            )
+            .await;
+            None
+        }
+        Err(problem) => {
+            ctx.metrics.callback_failures.inc();
+            state.gave_up = state.attempts >= settings.max_attempts;
+            let note = if state.gave_up {
+                format!("gave up after {} attempts: {problem}", state.attempts)
+            } else {
+                problem.clone()
+            };
+            ctx.event(ended, true, "CallbackFailed", note).await;
+            state.last_error = Some(problem);
+            (!state.gave_up).then(|| backoff(settings.backoff, state.attempts))
+        }
+    };
+    status.callback = Some(CallbackStatus { ..state });
+    next
+}
+
+async fn signing_key(job: &RecordingJob, ctx: &Context) -> Result<Option<Vec<u8>>, String> {
+    let Some(reference) = job
+        .spec
+        .callback
+        .as_ref()
+        .and_then(|c| c.signing_secret.clone())
+    else {
+        return Ok(None);
+    };
+    let secrets: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+    let secret = secrets
+        .get_opt(&reference.name)
+        .await
+        .map_err(|e| format!("reading Secret {} failed: {e}", reference.name))?
+        .ok_or_else(|| {
+            format!(
+                "Secret {} (spec.callback.signingSecret) not found: create it with key {}",
+                reference.name, reference.key
+            )
+        })?;
+    secret
+        .data
+        .and_then(|d| d.get(&reference.key).map(|v| v.0.clone()))
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "Secret {} (spec.callback.signingSecret) has no key {}",
+                reference.name, reference.key
+            )
+        })
 }
 
 /// `t={timestamp},v1={hex HMAC-SHA256(key, "{timestamp}.{body}")}`.

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--chart") {
-        print!("{}", roomrec_operator::chart_crd_template());
+        print!("{}", roomrec_api::crdgen::chart_crd_template());
     } else if args.iter().any(|a| a == "--docs") {
         // The chart of the source tree this binary was built from.
         let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/roomrec");
@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             }
         }
     } else {
-        print!("{}", roomrec_operator::crd_yaml());
+        print!("{}", roomrec_api::crdgen::crd_yaml());
     }
     ExitCode::SUCCESS
 }

@@ -3,7 +3,7 @@
 //! defaulting webhook would: `kubectl get rj` shows the mode in use, and a later change of the
 //! operator's defaults never changes a job that is already recording.
 
-use crate::crd::{Mode, RecordingJobSpec, Storage};
+use roomrec_api::crd::{Mode, RecordingJobSpec, Storage};
 use serde_json::{Value, json};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -16,10 +16,9 @@ pub struct JobDefaults {
 
 impl Default for JobDefaults {
     fn default() -> Self {
-        // The heritage template's defaults.
         Self {
-            mode: Mode::AudioMp3,
-            idle_timeout_seconds: 300,
+            mode: roomrec_api::defaults::MODE,
+            idle_timeout_seconds: roomrec_api::defaults::IDLE_TIMEOUT_SECONDS,
             storage: None,
         }
     }
@@ -113,7 +112,7 @@ fn unknown_key(input: &Value, known: &Value, path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::RecordingJob;
+    use roomrec_api::crd::RecordingJob;
 
     fn spec(yaml: &str) -> RecordingJobSpec {
         let job: RecordingJob = serde_yaml::from_str(&format!(

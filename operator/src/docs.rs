@@ -19,7 +19,7 @@ pub fn configuration_md(chart_dir: &Path) -> Result<String, String> {
         .map_err(|e| format!("values.schema.json: {e}"))?;
     let values: serde_yaml::Value =
         serde_yaml::from_str(&read("values.yaml")?).map_err(|e| format!("values.yaml: {e}"))?;
-    let crd = crate::crd_value();
+    let crd = roomrec_api::crdgen::crd_value();
     let version = &crd["spec"]["versions"][0];
     let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
 

@@ -1,13 +1,13 @@
 //! Prometheus metrics. Label values are bounded (phases, error steps, results): never a job
 //! name, so a thousand jobs cost no more series than one.
 
-use crate::crd::{Phase, RecordingJob};
 use jiff::Timestamp;
 use kube::ResourceExt;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+use roomrec_api::crd::{Phase, RecordingJob};
 use std::collections::HashMap;
 use std::sync::Mutex;
 

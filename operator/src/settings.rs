@@ -5,6 +5,17 @@ use crate::defaults::JobDefaults;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use std::time::Duration;
 
+// The operator's own defaults, shared by its flags and `Settings::default()`.
+pub const WORKER_IMAGE: &str = "ghcr.io/roomrec/roomrec-worker:latest";
+pub const WORKER_GRACE_SECONDS: u64 = 40;
+pub const WORKER_METRICS_PORT: u16 = 9090;
+pub const MAX_ATTEMPTS: u32 = 10;
+pub const RETRY_BACKOFF_SECONDS: f64 = 5.0;
+pub const SPOOL_LIMIT: &str = "2Gi";
+pub const CALLBACK_MAX_ATTEMPTS: u32 = 10;
+pub const CALLBACK_BACKOFF_SECONDS: f64 = 2.0;
+pub const FINALIZE_TIMEOUT_SECONDS: u64 = 120;
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// The worker image when a job does not name one.
@@ -43,17 +54,17 @@ pub struct CallbackSettings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            worker_image: "ghcr.io/roomrec/roomrec-worker:latest".into(),
+            worker_image: WORKER_IMAGE.into(),
             worker_resources: None,
             worker_image_pull_secrets: Vec::new(),
             worker_env: Vec::new(),
-            worker_grace: Duration::from_secs(40),
-            spool_limit: "2Gi".into(),
-            worker_metrics_port: 9090,
-            max_attempts: 10,
-            retry_backoff: Duration::from_secs(5),
+            worker_grace: Duration::from_secs(WORKER_GRACE_SECONDS),
+            spool_limit: SPOOL_LIMIT.into(),
+            worker_metrics_port: WORKER_METRICS_PORT,
+            max_attempts: MAX_ATTEMPTS,
+            retry_backoff: Duration::from_secs_f64(RETRY_BACKOFF_SECONDS),
             callback: CallbackSettings::default(),
-            finalize_timeout: Duration::from_secs(120),
+            finalize_timeout: Duration::from_secs(FINALIZE_TIMEOUT_SECONDS),
             defaults: JobDefaults::default(),
         }
     }
@@ -62,8 +73,8 @@ impl Default for Settings {
 impl Default for CallbackSettings {
     fn default() -> Self {
         Self {
-            max_attempts: 10,
-            backoff: Duration::from_secs(2),
+            max_attempts: CALLBACK_MAX_ATTEMPTS,
+            backoff: Duration::from_secs_f64(CALLBACK_BACKOFF_SECONDS),
             timeout: Duration::from_secs(10),
         }
     }

@@ -8,7 +8,7 @@
 mod support;
 
 use kube::api::{Api, PostParams};
-use roomrec_operator::crd::RecordingJob;
+use roomrec_api::crd::RecordingJob;
 use roomrec_testbed::wait_until;
 use serde_json::json;
 use std::process::Output;

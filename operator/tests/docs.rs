@@ -90,7 +90,7 @@ fn every_chart_value_and_every_validation_message_is_documented() {
         "values.yaml sets values that docs/configuration.md does not list (add them to values.schema.json): {missing:?}"
     );
 
-    let crd = roomrec_operator::crd_value();
+    let crd = roomrec_api::crdgen::crd_value();
     let mut messages = Vec::new();
     collect_messages(
         &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"],

@@ -10,7 +10,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use roomrec_operator::crd::RecordingJob;
+use roomrec_api::crd::RecordingJob;
 use roomrec_testbed::wait_until;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -35,6 +35,8 @@ async fn quickstart_example_records_into_the_bucket() {
                 ("http://127.0.0.1:9000", bed().s3_endpoint.clone()),
                 ("path: quickstart", format!("path: {ns}")),
                 ("maxDurationSeconds: 20", "maxDurationSeconds: 8".into()),
+                // The heritage users' word for the mode: accepted, shown by its name.
+                ("mode: AudioVideoMp4", "mode: \"02\"".into()),
             ],
         ),
     );
@@ -63,7 +65,28 @@ async fn quickstart_example_records_into_the_bucket() {
     )
     .await;
     let status = job.status.clone().unwrap();
-    assert_eq!(status.stop_reason.as_deref(), Some("max-duration"));
+    assert_eq!(
+        status.stop_reason.map(roomrec_api::StopReason::as_str),
+        Some("max-duration")
+    );
+    assert_eq!(status.mode, Some(roomrec_api::Mode::AudioVideoMp4));
+    let stored = kubectl(
+        &[
+            "get",
+            "rj",
+            "quickstart",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.spec.mode}",
+        ],
+        None,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&stored.stdout),
+        "02",
+        "the spec keeps the user's word"
+    );
     let total = assert_files_play(&job, &["h264", "aac"]);
     assert!((total - 8.0).abs() < 1.5, "recorded {total} s of 8");
     assert_eq!(status.file_count, Some(files(&job).len() as u32));
@@ -292,7 +315,10 @@ async fn spec_stop_ends_the_recording_gracefully() {
     .unwrap();
     let job = ended_as(&api, "stopme", "Stopped", Duration::from_secs(60), &op).await;
     let status = job.status.clone().unwrap();
-    assert_eq!(status.stop_reason.as_deref(), Some("stop-requested"));
+    assert_eq!(
+        status.stop_reason.map(roomrec_api::StopReason::as_str),
+        Some("stop-requested")
+    );
     assert!(assert_files_play(&job, &["h264", "aac"]) > 1.0);
     let active: Vec<Pod> = worker_pods(&ns, &job).await;
     assert!(active.is_empty(), "the stopped worker's pod is still there");
@@ -488,7 +514,7 @@ async fn a_missing_storage_or_secret_holds_the_job_with_the_fix_then_it_runs() {
     s3_secret(&ns).await;
     let job = ended_as(&api, "waits", "Succeeded", Duration::from_secs(90), &op).await;
     // The operator's default mode was written into the spec (heritage default: MP3).
-    assert_eq!(job.spec.mode, Some(roomrec_operator::crd::Mode::AudioMp3));
+    assert_eq!(job.spec.mode, Some(roomrec_api::crd::Mode::AudioMp3));
     assert_eq!(job.spec.idle_timeout_seconds, Some(300));
     assert_files_play(&job, &["mp3"]);
 }

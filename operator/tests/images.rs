@@ -7,8 +7,8 @@
 
 mod support;
 
+use roomrec_operator::build::{self, Resume, WORKER_UID};
 use roomrec_operator::settings::Settings;
-use roomrec_operator::worker::{self, Resume, WORKER_UID};
 use roomrec_testbed::node_agent::image::ImageResolver;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -362,13 +362,15 @@ fn the_worker_image_ships_the_workers_binary_and_runs_the_worker() {
     assert_ships("worker", "roomrec-worker");
 }
 
-fn job() -> roomrec_operator::crd::RecordingJob {
+fn job() -> roomrec_api::crd::RecordingJob {
     serde_json::from_value(json!({
         "apiVersion": "roomrec.dev/v1alpha1",
         "kind": "RecordingJob",
         "metadata": {"name": "cam", "namespace": "school", "uid": "0b7c3f5e-1111-2222-3333-444455556666"},
         "spec": {
             "source": {"url": "rtmp://live.example.com/live/cam"},
+            "mode": "AudioMp3",
+            "idleTimeoutSeconds": 300,
             "storage": {"s3": {"bucket": "recordings"}},
         },
     }))
@@ -392,9 +394,10 @@ fn chart_deployment() -> Value {
 
 fn worker_pod() -> k8s_openapi::api::core::v1::Pod {
     let job = job();
-    worker::pod(
+    build::pod(
         &job,
-        &worker::people(&job)[0],
+        &roomrec_operator::validate::ValidatedJob::of(&job).unwrap(),
+        &build::people(&job)[0],
         1,
         &Resume::default(),
         &Settings::default(),

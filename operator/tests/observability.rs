@@ -427,9 +427,16 @@ async fn the_monitoring_objects_are_what_prometheus_operator_accepts() {
     let mut job = url_job("labels", "rtmp://127.0.0.1/live/x", json!({}));
     job.metadata.uid = Some("0a0a0a0a-0000-0000-0000-000000000000".into());
     job.metadata.namespace = Some("rec".into());
-    let person = &roomrec_operator::worker::people(&job)[0];
-    let pod =
-        roomrec_operator::worker::pod(&job, person, 1, &Default::default(), &Default::default());
+    let person = &roomrec_operator::build::people(&job)[0];
+    let validated = roomrec_operator::validate::ValidatedJob::of(&job).unwrap();
+    let pod = roomrec_operator::build::pod(
+        &job,
+        &validated,
+        person,
+        1,
+        &Default::default(),
+        &Default::default(),
+    );
     let labels = pod.metadata.labels.unwrap();
     for (key, wanted) in pod_monitor["spec"]["selector"]["matchLabels"]
         .as_object()

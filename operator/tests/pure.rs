@@ -3,11 +3,12 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
+use roomrec_api::crd::{Phase, RecordingJob};
+use roomrec_operator::build::{self, Resume};
 use roomrec_operator::callback;
-use roomrec_operator::crd::{Phase, RecordingJob};
 use roomrec_operator::progress::{self, plan};
 use roomrec_operator::settings::Settings;
-use roomrec_operator::worker::{self, Resume};
+use roomrec_operator::validate::ValidatedJob;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ fn the_charts_crd_template_matches_the_code() {
     );
     let committed = std::fs::read_to_string(path).unwrap();
     assert!(
-        committed == roomrec_operator::chart_crd_template(),
+        committed == roomrec_api::crdgen::chart_crd_template(),
         "charts/roomrec/templates/crd.yaml is stale: run `cargo run -p roomrec-operator --bin crdgen -- --chart > charts/roomrec/templates/crd.yaml`"
     );
 }
@@ -29,7 +30,7 @@ fn the_committed_crd_matches_the_code() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/recordingjob.yaml");
     let committed = std::fs::read_to_string(path).unwrap();
     assert!(
-        committed == roomrec_operator::crd_yaml(),
+        committed == roomrec_api::crdgen::crd_yaml(),
         "crds/recordingjob.yaml is stale: run `cargo run -p roomrec-operator --bin crdgen > crds/recordingjob.yaml`"
     );
 }
@@ -50,6 +51,7 @@ fn trtc_spec() -> Value {
         "source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 43474, "userId": "recorder-1",
                              "record": ["alice", "bob"], "playDomain": "play.example.com"}},
         "mode": "AudioVideoMp4",
+        "idleTimeoutSeconds": 300,
         "storage": {"cos": {"region": "ap-shanghai", "bucket": "class-1250000000", "path": "/trtc/", "credentialsSecret": "cos-keys"}},
         "maxDurationSeconds": 600,
         "segment": {"durationSeconds": 300},
@@ -69,9 +71,10 @@ fn env_of(pod: &Pod) -> Vec<(String, String)> {
 #[test]
 fn a_worker_pod_carries_the_job_as_env_and_secrets_only_by_reference() {
     let job = job(trtc_spec(), json!({}));
-    let people = worker::people(&job);
-    let pod = worker::pod(
+    let people = build::people(&job);
+    let pod = build::pod(
         &job,
+        &ValidatedJob::of(&job).unwrap(),
         &people[1],
         3,
         &Resume {
@@ -139,13 +142,20 @@ fn a_worker_pod_carries_the_job_as_env_and_secrets_only_by_reference() {
 #[test]
 fn worker_metrics_are_served_on_a_named_port_unless_turned_off() {
     let job = job(trtc_spec(), json!({}));
-    let person = &worker::people(&job)[0];
+    let person = &build::people(&job)[0];
     let pod = |port: u16| {
         let settings = Settings {
             worker_metrics_port: port,
             ..Settings::default()
         };
-        worker::pod(&job, person, 1, &Resume::default(), &settings)
+        build::pod(
+            &job,
+            &ValidatedJob::of(&job).unwrap(),
+            person,
+            1,
+            &Resume::default(),
+            &settings,
+        )
     };
     let on = pod(9191);
     let address = env_of(&on)
@@ -177,9 +187,10 @@ fn worker_metrics_are_served_on_a_named_port_unless_turned_off() {
 fn faststart_asks_the_worker_for_classic_mp4_with_a_scratch_volume_of_its_own() {
     let build = |spec: Value| {
         let job = job(spec, json!({}));
-        let people = worker::people(&job);
-        worker::pod(
+        let people = build::people(&job);
+        build::pod(
             &job,
+            &ValidatedJob::of(&job).unwrap(),
             &people[0],
             1,
             &Resume::default(),
@@ -221,7 +232,7 @@ fn faststart_asks_the_worker_for_classic_mp4_with_a_scratch_volume_of_its_own() 
 #[test]
 fn the_worker_may_patch_only_its_own_jobs_status() {
     let job = job(trtc_spec(), json!({}));
-    let role = worker::role(&job);
+    let role = build::role(&job);
     let rules = role.rules.unwrap();
     assert_eq!(rules.len(), 1);
     assert_eq!(
@@ -233,7 +244,7 @@ fn the_worker_may_patch_only_its_own_jobs_status() {
         Some(vec!["class-43474".to_string()])
     );
     assert_eq!(rules[0].verbs, vec!["get".to_string(), "patch".to_string()]);
-    let binding = worker::role_binding(&job);
+    let binding = build::role_binding(&job);
     assert_eq!(binding.subjects.unwrap()[0].name, "class-43474-worker");
 }
 
@@ -244,10 +255,10 @@ fn long_job_names_give_short_unique_child_names() {
     one.metadata.name = Some(long.clone());
     let mut two = one.clone();
     two.metadata.uid = Some("99999999-0000".into());
-    let person = &worker::people(&one)[0];
+    let person = &build::people(&one)[0];
     let (a, b) = (
-        worker::pod_name(&one, person, 1),
-        worker::pod_name(&two, person, 1),
+        build::pod_name(&one, person, 1),
+        build::pod_name(&two, person, 1),
     );
     assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
     assert_ne!(a, b);
@@ -259,7 +270,7 @@ fn a_url_source_has_one_person_named_after_the_stream() {
         json!({"source": {"url": "rtmp://h:1935/live/class_7.flv?token=x"}, "storage": {"s3": {"bucket": "recordings"}}}),
         json!({}),
     );
-    assert_eq!(worker::people(&job)[0].user_id, "class_7");
+    assert_eq!(build::people(&job)[0].user_id, "class_7");
 }
 
 fn pod(person: usize, attempt: u32, state: Value) -> Pod {
@@ -418,7 +429,7 @@ fn attempts_are_bounded() {
     let pods = [pod(0, 2, terminated(1, "boom"))];
     let p = plan(&job(trtc_spec(), status), &pods, &settings, now());
     assert!(p.create.is_empty());
-    assert_eq!(p.status.workers[0].state, "Failed");
+    assert_eq!(p.status.workers[0].state, roomrec_api::WorkerState::Failed);
     assert!(
         p.status.workers[0]
             .message
@@ -445,7 +456,10 @@ fn a_stop_deletes_running_workers_and_ends_stopped() {
     let p = plan(&job(spec, status), &[], &Settings::default(), now());
     assert!(p.create.is_empty());
     assert_eq!(p.status.phase, Some(Phase::Stopped));
-    assert_eq!(p.status.stop_reason.as_deref(), Some("stop-requested"));
+    assert_eq!(
+        p.status.stop_reason.map(roomrec_api::StopReason::as_str),
+        Some("stop-requested")
+    );
 }
 
 #[test]
@@ -464,7 +478,10 @@ fn nothing_recorded_is_a_failure_that_says_why() {
         now(),
     );
     assert_eq!(p.status.phase, Some(Phase::Failed));
-    assert_eq!(p.status.stop_reason.as_deref(), Some("idle-timeout"));
+    assert_eq!(
+        p.status.stop_reason.map(roomrec_api::StopReason::as_str),
+        Some("idle-timeout")
+    );
 }
 
 #[test]

@@ -71,13 +71,16 @@ async fn volume_example_records_mp3_into_a_claim() {
     let api = jobs(&ns).await;
     let job = ended_as(&api, "podcast", "Succeeded", Duration::from_secs(90), &op).await;
     let status = job.status.clone().unwrap();
-    assert_eq!(status.stop_reason.as_deref(), Some("max-duration"));
+    assert_eq!(
+        status.stop_reason.map(roomrec_api::StopReason::as_str),
+        Some("max-duration")
+    );
 
     let files = files(&job);
     assert!(!files.is_empty(), "no files: {}", status_json(&job));
     let mut total = 0.0;
     for f in &files {
-        assert_eq!(f.status, "succeeded", "{}", status_json(&job));
+        assert_eq!(f.status.as_str(), "succeeded", "{}", status_json(&job));
         assert!(
             f.url.starts_with(&format!("file://{MOUNT}/podcast/")) && f.url.ends_with(".mp3"),
             "{}",

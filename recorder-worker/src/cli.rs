@@ -4,13 +4,16 @@
 
 use crate::ffmpeg::Tools;
 use crate::keys::{DEFAULT_TEMPLATE, KeyTemplate};
-use crate::mode::Mode;
 use crate::part::SpoolLimits;
 use crate::recorder::RecordConfig;
 use crate::report::JobRef;
-use crate::source::{PlayProtocol, Source, StreamIdForm, StreamKind, TrtcSource};
+use crate::source::Source;
 use crate::storage::{RetryPolicy, StorageConfig, load_credentials};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use roomrec_api::Mode;
+use roomrec_api::defaults;
+use roomrec_api::relay::{PlayProtocol, RelayStream, StreamIdForm, StreamKind};
+use roomrec_api::worker_env::var;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,103 +60,102 @@ pub enum Command {
 pub struct RecordArgs {
     /// What to record: any URL ffmpeg reads (rtmp://, rtmps://, srt://, rtsp://, http(s) FLV or
     /// HLS, a local file). For a TRTC room member use the --trtc-* flags instead.
-    #[arg(long, env = "ROOMREC_SOURCE", help_heading = "Source")]
+    #[arg(long, env = var::SOURCE, help_heading = "Source")]
     pub source: Option<String>,
 
     /// TRTC application id (SdkAppId).
-    #[arg(long, env = "ROOMREC_TRTC_SDK_APP_ID", help_heading = "TRTC source")]
+    #[arg(long, env = var::TRTC_SDK_APP_ID, help_heading = "TRTC source")]
     pub trtc_sdk_app_id: Option<u64>,
     /// Numeric room id; wins over --trtc-str-room-id when both are given.
-    #[arg(long, env = "ROOMREC_TRTC_ROOM_ID", help_heading = "TRTC source")]
+    #[arg(long, env = var::TRTC_ROOM_ID, help_heading = "TRTC source")]
     pub trtc_room_id: Option<u64>,
     /// String room id.
-    #[arg(long, env = "ROOMREC_TRTC_STR_ROOM_ID", help_heading = "TRTC source")]
+    #[arg(long, env = var::TRTC_STR_ROOM_ID, help_heading = "TRTC source")]
     pub trtc_str_room_id: Option<String>,
     /// The room member to record.
-    #[arg(long, env = "ROOMREC_TRTC_USER_ID", help_heading = "TRTC source")]
+    #[arg(long, env = var::TRTC_USER_ID, help_heading = "TRTC source")]
     pub trtc_user_id: Option<String>,
     /// Playback domain of the application's relay to CDN.
-    #[arg(long, env = "ROOMREC_TRTC_PLAY_DOMAIN", help_heading = "TRTC source")]
+    #[arg(long, env = var::TRTC_PLAY_DOMAIN, help_heading = "TRTC source")]
     pub trtc_play_domain: Option<String>,
+    /// rtmp, flv (HTTP-FLV) or hls.
     #[arg(
         long,
-        env = "ROOMREC_TRTC_PROTOCOL",
-        value_enum,
+        env = var::TRTC_PROTOCOL,
         default_value = "rtmp",
         help_heading = "TRTC source"
     )]
-    pub trtc_protocol: Protocol,
+    pub trtc_protocol: PlayProtocol,
     /// main: camera and microphone; aux: screen share.
     #[arg(
         long,
-        env = "ROOMREC_TRTC_STREAM",
-        value_enum,
+        env = var::TRTC_STREAM,
         default_value = "main",
         help_heading = "TRTC source"
     )]
-    pub trtc_stream: Stream,
+    pub trtc_stream: StreamKind,
     /// A stream id the client set itself (instead of the relay's naming convention).
-    #[arg(long, env = "ROOMREC_TRTC_STREAM_ID", help_heading = "TRTC source")]
+    #[arg(long, env = var::TRTC_STREAM_ID, help_heading = "TRTC source")]
     pub trtc_stream_id: Option<String>,
     /// For applications created before 2020-01-09: the bizid of the legacy MD5 stream id.
-    #[arg(long, env = "ROOMREC_TRTC_LEGACY_BIZID", help_heading = "TRTC source")]
+    #[arg(long, env = var::TRTC_LEGACY_BIZID, help_heading = "TRTC source")]
     pub trtc_legacy_bizid: Option<u64>,
 
     /// 00 or AudioMp3: MP3 audio. 01 or VideoMp4: MP4, video only. 02 or AudioVideoMp4: MP4.
-    #[arg(long, env = "ROOMREC_MODE", default_value = "00", value_parser = parse_mode)]
+    #[arg(long, env = var::MODE, default_value_t = defaults::MODE, value_parser = parse_mode)]
     pub mode: Mode,
 
     /// Where files go: file:///DIR, cos://BUCKET-APPID/PREFIX or s3://BUCKET/PREFIX.
     /// Credentials: --credentials-dir, or COS_SECRET_ID/COS_SECRET_KEY (TENCENTCLOUD_SECRET_*)
     /// for COS and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for S3 in the environment.
-    #[arg(long, env = "ROOMREC_STORAGE", help_heading = "Storage")]
+    #[arg(long, env = var::STORAGE, help_heading = "Storage")]
     pub storage: Option<String>,
     /// Region of the bucket (required for COS, e.g. ap-shanghai).
-    #[arg(long, env = "ROOMREC_REGION", help_heading = "Storage")]
+    #[arg(long, env = var::REGION, help_heading = "Storage")]
     pub region: Option<String>,
     /// Service endpoint, for S3-compatible stores or a private COS endpoint.
-    #[arg(long, env = "ROOMREC_ENDPOINT", help_heading = "Storage")]
+    #[arg(long, env = var::ENDPOINT, help_heading = "Storage")]
     pub endpoint: Option<String>,
     /// Use virtual-hosted S3 URLs (bucket.host) instead of path-style.
-    #[arg(long, env = "ROOMREC_S3_VIRTUAL_HOST", help_heading = "Storage")]
+    #[arg(long, env = var::S3_VIRTUAL_HOST, help_heading = "Storage")]
     pub s3_virtual_host: bool,
     /// A directory with files secretId (or accessKeyId) and secretKey (or secretAccessKey), and
     /// optionally sessionToken: a mounted Kubernetes Secret.
-    #[arg(long, env = "ROOMREC_CREDENTIALS_DIR", help_heading = "Storage")]
+    #[arg(long, env = var::CREDENTIALS_DIR, help_heading = "Storage")]
     pub credentials_dir: Option<PathBuf>,
     /// Resolve HOST to ADDR:PORT for storage requests (like curl --resolve), e.g. for a test
     /// server or a private endpoint without DNS. Repeatable.
     #[arg(
         long = "resolve",
-        env = "ROOMREC_RESOLVE",
+        env = var::RESOLVE,
         value_delimiter = ',',
         value_name = "HOST=ADDR:PORT",
         help_heading = "Storage"
     )]
     pub resolve: Vec<String>,
     /// Object key under the prefix: {stream} {user} {start} {part} {ext} {mode}.
-    #[arg(long, env = "ROOMREC_KEY_TEMPLATE", default_value = DEFAULT_TEMPLATE, help_heading = "Storage")]
+    #[arg(long, env = var::KEY_TEMPLATE, default_value = DEFAULT_TEMPLATE, help_heading = "Storage")]
     pub key_template: String,
     /// The session's start, for {start} in keys (RFC 3339; default: now). A restarted worker
     /// given the same start continues with the next free part number.
-    #[arg(long, env = "ROOMREC_SESSION_START", help_heading = "Storage")]
+    #[arg(long, env = var::SESSION_START, help_heading = "Storage")]
     pub session_start: Option<String>,
 
     /// Start a new part after this many seconds.
     #[arg(
         long,
-        env = "ROOMREC_SEGMENT_SECONDS",
+        env = var::SEGMENT_SECONDS,
         help_heading = "Parts and stopping"
     )]
     pub segment_seconds: Option<u64>,
     /// Start a new part before a part exceeds this size (bytes; k, M, G suffixes: 2G).
-    #[arg(long, env = "ROOMREC_SEGMENT_SIZE", value_parser = parse_size, help_heading = "Parts and stopping")]
+    #[arg(long, env = var::SEGMENT_SIZE, value_parser = parse_size, help_heading = "Parts and stopping")]
     pub segment_size: Option<u64>,
     /// Stop after this long without media (also: a stream that never starts).
     #[arg(
         long,
-        env = "ROOMREC_IDLE_TIMEOUT_SECONDS",
-        default_value_t = 300,
+        env = var::IDLE_TIMEOUT_SECONDS,
+        default_value_t = u64::from(defaults::IDLE_TIMEOUT_SECONDS),
         help_heading = "Parts and stopping"
     )]
     pub idle_timeout: u64,
@@ -161,14 +163,14 @@ pub struct RecordArgs {
     /// (default: the idle timeout; 0 ends the recording at the first drop).
     #[arg(
         long,
-        env = "ROOMREC_RECONNECT_GRACE_SECONDS",
+        env = var::RECONNECT_GRACE_SECONDS,
         help_heading = "Parts and stopping"
     )]
     pub reconnect_grace: Option<u64>,
     /// A connection that delivers no media for this long counts as dropped and is reopened.
     #[arg(
         long,
-        env = "ROOMREC_STALL_SECONDS",
+        env = var::STALL_SECONDS,
         default_value_t = 10,
         help_heading = "Parts and stopping"
     )]
@@ -176,17 +178,17 @@ pub struct RecordArgs {
     /// Stop once this many seconds of media are recorded.
     #[arg(
         long,
-        env = "ROOMREC_MAX_DURATION_SECONDS",
+        env = var::MAX_DURATION_SECONDS,
         help_heading = "Parts and stopping"
     )]
     pub max_duration: Option<u64>,
     /// Stop gracefully when this file appears.
-    #[arg(long, env = "ROOMREC_STOP_FILE", help_heading = "Parts and stopping")]
+    #[arg(long, env = var::STOP_FILE, help_heading = "Parts and stopping")]
     pub stop_file: Option<PathBuf>,
     /// After SIGTERM/SIGINT or another stop, finish uploading within this many seconds.
     #[arg(
         long,
-        env = "ROOMREC_SHUTDOWN_TIMEOUT_SECONDS",
+        env = var::SHUTDOWN_TIMEOUT_SECONDS,
         default_value_t = 25,
         help_heading = "Parts and stopping"
     )]
@@ -195,28 +197,28 @@ pub struct RecordArgs {
     /// Checkpoint interval: the most a killed worker can lose, in seconds (plus one fragment).
     #[arg(
         long,
-        env = "ROOMREC_CHECKPOINT_SECONDS",
+        env = var::CHECKPOINT_SECONDS,
         default_value_t = 2,
         help_heading = "Durability"
     )]
     pub checkpoint_seconds: u64,
     /// Recorded data held in memory while the store is slow or unreachable; beyond it,
     /// checkpoints go to --spool-dir.
-    #[arg(long, env = "ROOMREC_SPOOL_MEMORY", default_value = "32M", value_parser = parse_size, help_heading = "Durability")]
+    #[arg(long, env = var::SPOOL_MEMORY, default_value = "32M", value_parser = parse_size, help_heading = "Durability")]
     pub spool_memory: u64,
     /// Scratch directory for checkpoints the store has not taken yet (an emptyDir or a volume);
     /// what is left there is uploaded by the next run with the same directory.
-    #[arg(long, env = "ROOMREC_SPOOL_DIR", help_heading = "Durability")]
+    #[arg(long, env = var::SPOOL_DIR, help_heading = "Durability")]
     pub spool_dir: Option<PathBuf>,
     /// Most recorded data that may wait for an unreachable store (memory and disk) before the
     /// recording fails.
-    #[arg(long, env = "ROOMREC_SPOOL_MAX", default_value = "1G", value_parser = parse_size, help_heading = "Durability")]
+    #[arg(long, env = var::SPOOL_MAX, default_value = "1G", value_parser = parse_size, help_heading = "Durability")]
     pub spool_max: u64,
     /// Expected bitrate (bits/s, k/M suffixes). It only sizes upload chunks (at least 5 MiB;
     /// the worker holds about one in memory, two with COS) so that a 24-hour part fits the
     /// 10,000-part limit of multipart uploads; a part that reaches the limit continues as a
     /// new part.
-    #[arg(long, env = "ROOMREC_EXPECTED_BITRATE", default_value = "4M", value_parser = parse_size, help_heading = "Durability")]
+    #[arg(long, env = var::EXPECTED_BITRATE, default_value = "4M", value_parser = parse_size, help_heading = "Durability")]
     pub expected_bitrate: u64,
 
     /// MP4 modes (01, 02): store every part as a classic MP4 (moov first, not fragmented), for
@@ -228,13 +230,13 @@ pub struct RecordArgs {
     /// --segment-seconds or --segment-size. When the scratch directory is too small or the
     /// remux fails, the part stays fragmented MP4 and its manifest message says why. After
     /// SIGTERM/SIGINT the copy must be stored within the shutdown timeout.
-    #[arg(long, env = "ROOMREC_FASTSTART", help_heading = "Output")]
+    #[arg(long, env = var::FASTSTART, help_heading = "Output")]
     pub faststart: bool,
     /// Where --faststart keeps each part's copy while it is recorded (default: --spool-dir if
     /// set, else the system temp directory).
     #[arg(
         long,
-        env = "ROOMREC_SCRATCH_DIR",
+        env = var::SCRATCH_DIR,
         value_name = "DIR",
         help_heading = "Output"
     )]
@@ -242,7 +244,7 @@ pub struct RecordArgs {
     /// Write the JSON manifest here ("-" for stdout).
     #[arg(
         long,
-        env = "ROOMREC_MANIFEST",
+        env = var::MANIFEST,
         default_value = "-",
         help_heading = "Output"
     )]
@@ -250,7 +252,7 @@ pub struct RecordArgs {
     /// Progress and logs: auto (a progress line on a terminal, JSON lines otherwise), text, json.
     #[arg(
         long,
-        env = "ROOMREC_LOG_FORMAT",
+        env = var::LOG_FORMAT,
         value_enum,
         default_value = "auto",
         help_heading = "Output"
@@ -258,14 +260,14 @@ pub struct RecordArgs {
     pub log_format: LogFormat,
     #[arg(
         long,
-        env = "ROOMREC_FFMPEG",
+        env = var::FFMPEG,
         default_value = "ffmpeg",
         help_heading = "Output"
     )]
     pub ffmpeg: PathBuf,
     #[arg(
         long,
-        env = "ROOMREC_FFPROBE",
+        env = var::FFPROBE,
         default_value = "ffprobe",
         help_heading = "Output"
     )]
@@ -275,7 +277,7 @@ pub struct RecordArgs {
     /// (Kubernetes credentials: the pod's service account, or KUBECONFIG).
     #[arg(
         long,
-        env = "ROOMREC_REPORT_JOB",
+        env = var::REPORT_JOB,
         value_name = "NAMESPACE/NAME",
         help_heading = "Reporting"
     )]
@@ -284,7 +286,7 @@ pub struct RecordArgs {
     /// (default: the hostname).
     #[arg(
         long,
-        env = "ROOMREC_POD_NAME",
+        env = var::POD_NAME,
         value_name = "NAME",
         help_heading = "Reporting"
     )]
@@ -292,7 +294,7 @@ pub struct RecordArgs {
     /// After the run, write a short JSON result here (the pod's terminationMessagePath).
     #[arg(
         long,
-        env = "ROOMREC_TERMINATION_MESSAGE",
+        env = var::TERMINATION_MESSAGE,
         value_name = "PATH",
         help_heading = "Reporting"
     )]
@@ -300,7 +302,7 @@ pub struct RecordArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics while recording (default: off).
     #[arg(
         long,
-        env = "ROOMREC_METRICS_ADDRESS",
+        env = var::METRICS_ADDRESS,
         value_name = "ADDR:PORT",
         help_heading = "Reporting"
     )]
@@ -309,7 +311,7 @@ pub struct RecordArgs {
     /// wait), so that a last scrape sees the final counts.
     #[arg(
         long,
-        env = "ROOMREC_METRICS_LINGER_SECONDS",
+        env = var::METRICS_LINGER_SECONDS,
         default_value_t = 0,
         help_heading = "Reporting"
     )]
@@ -325,19 +327,6 @@ pub struct Reporting {
     pub termination_message: Option<PathBuf>,
     pub metrics_address: Option<SocketAddr>,
     pub metrics_linger: Duration,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Protocol {
-    Rtmp,
-    Flv,
-    Hls,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Stream {
-    Main,
-    Aux,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
@@ -438,22 +427,15 @@ impl RecordArgs {
                     (None, Some(bizid)) => StreamIdForm::Legacy { bizid },
                     (None, None) => StreamIdForm::Standard,
                 };
-                Source::Trtc(TrtcSource {
+                Source::Trtc(RelayStream {
                     sdk_app_id,
                     room_id: self.trtc_room_id,
                     str_room_id: self.trtc_str_room_id.clone(),
                     user_id,
-                    stream: match self.trtc_stream {
-                        Stream::Main => StreamKind::Main,
-                        Stream::Aux => StreamKind::Aux,
-                    },
+                    stream: self.trtc_stream,
                     stream_id,
                     play_domain,
-                    protocol: match self.trtc_protocol {
-                        Protocol::Rtmp => PlayProtocol::Rtmp,
-                        Protocol::Flv => PlayProtocol::Flv,
-                        Protocol::Hls => PlayProtocol::Hls,
-                    },
+                    protocol: self.trtc_protocol,
                 })
             }
             (None, false) => return Err(usage("nothing to record: pass --source URL, or --trtc-sdk-app-id, --trtc-room-id, --trtc-user-id and --trtc-play-domain".into())),

@@ -2,8 +2,8 @@
 //! or runs of MP3 frames — for the recorder (live) and for measuring rebuilt parts (journal).
 
 use crate::fmp4;
-use crate::mode::Mode;
 use crate::mp3;
+use roomrec_api::Mode;
 
 pub enum Piece {
     Init(bytes::Bytes, fmp4::Tracks),

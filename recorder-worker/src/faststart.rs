@@ -15,11 +15,12 @@
 use crate::ffmpeg::{self, Tools};
 use crate::fmp4;
 use crate::journal;
-use crate::mode::Mode;
-use crate::part::{PartRecord, PartStatus, Stopping};
+use crate::part::{PartRecord, Stopping};
 use crate::scratch::Scratch;
 use bytes::BytesMut;
 use opendal::Operator;
+use roomrec_api::FileState;
+use roomrec_api::Mode;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncReadExt;
 
@@ -74,7 +75,7 @@ impl Faststart {
     /// Turns a stored part into a classic MP4, or keeps it fragmented and says why. The copy is
     /// removed either way.
     pub async fn finish(&self, mut record: PartRecord, scratch: Scratch) -> PartRecord {
-        if record.status != PartStatus::Succeeded {
+        if record.status != FileState::Succeeded {
             return record;
         }
         match self.replace(&record, &scratch).await {

@@ -11,9 +11,9 @@
 
 use crate::cutter::{Cutter, Piece};
 use crate::fmp4;
-use crate::mode::Mode;
 use crate::scratch::Scratch;
 use opendal::Operator;
+use roomrec_api::Mode;
 use serde::{Deserialize, Serialize};
 
 pub const JOURNAL_DIR: &str = ".roomrec-journal";

@@ -25,7 +25,6 @@ pub mod keys;
 pub mod live;
 pub mod manifest;
 pub mod metrics;
-pub mod mode;
 pub mod mp3;
 pub mod numbering;
 pub mod part;
@@ -37,13 +36,6 @@ pub mod scratch;
 pub mod source;
 pub mod storage;
 pub mod termination;
-
-/// Percent-encoding as `urlencode()` does it: everything but `A-Za-z0-9-_.~`.
-pub(crate) const URL_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// The current time as RFC 3339 with seconds precision (`2025-11-24T16:00:00Z`).
 pub fn now_rfc3339() -> String {

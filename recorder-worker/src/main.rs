@@ -10,11 +10,12 @@
 //!   read (`retryable: false` in the termination message).
 
 use clap::Parser;
+use roomrec_api::{StopReason, WorkerResult};
 use roomrec_worker::cli::{Cli, Command, LogFormat};
-use roomrec_worker::manifest::{StopReason, human_bytes, human_seconds};
+use roomrec_worker::manifest::{human_bytes, human_seconds};
 use roomrec_worker::recorder::{Recorder, Status};
 use roomrec_worker::report::Reporter;
-use roomrec_worker::termination::TerminationMessage;
+use roomrec_worker::termination;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
                 e.0
             );
             if let Some(path) = &termination_target {
-                TerminationMessage::failed_at_start(&e.0, false).write(path);
+                termination::write(&WorkerResult::failed_at_start(&e.0, false), path);
             }
             return ExitCode::from(2);
         }
@@ -50,7 +51,7 @@ fn main() -> ExitCode {
         LogFormat::Text => false,
         LogFormat::Auto => !tty,
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ROOMREC_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_env(roomrec_api::worker_env::var::LOG)
         .unwrap_or_else(|_| if json { "info".into() } else { "warn".into() });
     if json {
         tracing_subscriber::fmt()
@@ -84,7 +85,7 @@ fn main() -> ExitCode {
                     tracing::error!("{message}");
                     eprintln!("error: {message}");
                     if let Some(path) = &reporting.termination_message {
-                        TerminationMessage::failed_at_start(&message, true).write(path);
+                        termination::write(&WorkerResult::failed_at_start(&message, true), path);
                     }
                     return exit_code(false, true);
                 }
@@ -98,7 +99,7 @@ fn main() -> ExitCode {
                 tracing::error!(retryable = e.retryable, "{e}");
                 eprintln!("error: {e}");
                 if let Some(path) = &reporting.termination_message {
-                    TerminationMessage::failed_at_start(&e.message, e.retryable).write(path);
+                    termination::write(&WorkerResult::failed_at_start(&e.message, e.retryable), path);
                 }
                 return exit_code(false, e.retryable);
             }
@@ -133,7 +134,7 @@ fn main() -> ExitCode {
         }
         eprint!("{}", manifest.summary());
         if let Some(path) = &reporting.termination_message {
-            TerminationMessage::from_manifest(&manifest).write(path);
+            termination::write(&termination::from_manifest(&manifest), path);
         }
         if let Some(report) = status_report {
             report.finish(manifest.parts.clone(), FINAL_REPORT_WITHIN).await;

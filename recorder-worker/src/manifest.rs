@@ -1,25 +1,11 @@
 //! The result of a recording: a machine-readable manifest (JSON, for the operator and
 //! scripts) and a human summary.
 
-use crate::part::{PartRecord, PartStatus};
+use crate::part::PartRecord;
 use crate::recorder::RecordConfig;
+use roomrec_api::{FileState, StopReason};
 use serde::Serialize;
 use std::time::Duration;
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StopReason {
-    /// The source ended (for a live source: did not return within the reconnect grace).
-    SourceEnded,
-    /// No media for the idle timeout (or the source never started).
-    IdleTimeout,
-    MaxDuration,
-    /// SIGTERM or SIGINT.
-    Signal,
-    /// The stop file appeared.
-    StopRequested,
-    Failed,
-}
 
 /// Why a recording failed, and whether running it again could help.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +43,7 @@ impl std::fmt::Display for Failure {
 pub struct Manifest {
     pub version: u32,
     /// succeeded: every part stored; failed: nothing recorded or a part failed.
-    pub status: PartStatus,
+    pub status: FileState,
     pub message: String,
     pub stop_reason: StopReason,
     pub source: String,
@@ -88,7 +74,7 @@ impl Manifest {
     ) -> Self {
         let failed_parts: Vec<&PartRecord> = parts
             .iter()
-            .filter(|p| p.status == PartStatus::Failed)
+            .filter(|p| p.status == FileState::Failed)
             .collect();
         let retryable = failure.as_ref().is_none_or(|f| f.retryable);
         let message = if let Some(f) = failure {
@@ -107,9 +93,9 @@ impl Manifest {
             String::new()
         };
         let status = if message.is_empty() {
-            PartStatus::Succeeded
+            FileState::Succeeded
         } else {
-            PartStatus::Failed
+            FileState::Failed
         };
         Self {
             version: 1,
@@ -134,7 +120,7 @@ impl Manifest {
     }
 
     pub fn succeeded(&self) -> bool {
-        self.status == PartStatus::Succeeded
+        self.status == FileState::Succeeded
     }
 
     /// A few lines for a person.

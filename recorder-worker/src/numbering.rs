@@ -6,9 +6,9 @@
 
 use crate::journal;
 use crate::keys::{KeyTemplate, KeyVars};
-use crate::mode::Mode;
 use crate::storage::StorageConfig;
 use opendal::Operator;
+use roomrec_api::Mode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;

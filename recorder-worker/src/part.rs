@@ -8,6 +8,7 @@ use crate::live::Status;
 use crate::metrics::metrics;
 use bytes::Bytes;
 use opendal::{Buffer, Operator, Writer};
+use roomrec_api::FileState;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -145,13 +146,6 @@ pub struct UploadSettings {
     pub checkpoint: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PartStatus {
-    Succeeded,
-    Failed,
-}
-
 /// A finished part, as the manifest reports it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -160,7 +154,7 @@ pub struct PartRecord {
     pub user_id: String,
     pub key: String,
     pub url: String,
-    pub status: PartStatus,
+    pub status: FileState,
     pub message: String,
     pub bytes: u64,
     pub duration_seconds: f64,
@@ -175,7 +169,7 @@ pub struct PartRecord {
 impl PartRecord {
     pub fn from_meta(
         meta: &PartMeta,
-        status: PartStatus,
+        status: FileState,
         message: String,
         bytes: u64,
         seconds: f64,
@@ -407,7 +401,7 @@ impl PartWriter {
                 let _ = op.delete_with(&journal_dir).recursive(true).await;
                 return PartRecord::from_meta(
                     &meta,
-                    PartStatus::Succeeded,
+                    FileState::Succeeded,
                     String::new(),
                     bytes,
                     seconds,
@@ -423,14 +417,7 @@ impl PartWriter {
                 (Err(e), Err(lost)) => format!("the object store stayed unreachable ({e}); {lost}"),
                 (Ok(()), _) => unreachable!("handled above"),
             };
-            return PartRecord::from_meta(
-                &meta,
-                PartStatus::Failed,
-                message,
-                bytes,
-                seconds,
-                false,
-            );
+            return PartRecord::from_meta(&meta, FileState::Failed, message, bytes, seconds, false);
         }
         // Everything reached the journal: the part's spill directory (if any) is done with.
         if let Some(dir) = &spool.limits.dir {
@@ -443,7 +430,7 @@ impl PartWriter {
                 }
                 PartRecord::from_meta(
                     &meta,
-                    PartStatus::Succeeded,
+                    FileState::Succeeded,
                     String::new(),
                     bytes,
                     seconds,
@@ -454,7 +441,7 @@ impl PartWriter {
                 match journal::salvage(&op, &journal_dir, settings.chunk, None).await {
                     Ok(s) => PartRecord::from_meta(
                         &meta,
-                        PartStatus::Succeeded,
+                        FileState::Succeeded,
                         format!(
                             "the streaming upload did not complete ({upload_error}); the file was assembled from its checkpoints"
                         ),
@@ -464,7 +451,7 @@ impl PartWriter {
                     ),
                     Err(e) => PartRecord::from_meta(
                         &meta,
-                        PartStatus::Failed,
+                        FileState::Failed,
                         format!(
                             "the upload failed ({upload_error}) and assembling from checkpoints failed too ({e}); the checkpoints are kept under {journal_dir}"
                         ),

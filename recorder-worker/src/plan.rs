@@ -2,7 +2,7 @@
 //! audio it cannot (or MP3 from anything else), and refuse a source that lacks a track the mode
 //! records. Pure, so every rule is unit-tested.
 
-use crate::mode::Mode;
+use roomrec_api::Mode;
 use serde::{Deserialize, Serialize};
 
 /// The tracks ffmpeg reported for its input.

@@ -11,16 +11,17 @@ use crate::fmp4;
 use crate::journal::{self, PartMeta};
 use crate::keys::{KeyTemplate, compact_time};
 pub use crate::live::Status;
-use crate::manifest::{Failure, Manifest, StopReason};
+use crate::manifest::{Failure, Manifest};
 use crate::metrics::metrics;
-use crate::mode::Mode;
 use crate::numbering::{KeyMaker, PartNumbers};
-use crate::part::{PartRecord, PartStatus, PartWriter, Spool, SpoolLimits, UploadSettings};
+use crate::part::{PartRecord, PartWriter, Spool, SpoolLimits, UploadSettings};
 use crate::plan::{self, Plan};
 use crate::scratch::{self, Scratch};
 use crate::source::Source;
 use crate::storage::{RetryPolicy, StorageConfig};
 use opendal::Operator;
+use roomrec_api::Mode;
+use roomrec_api::{FileState, StopReason};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -661,7 +662,7 @@ impl Recorder {
             if let (Some(faststart), Some(scratch)) = (faststart, scratch) {
                 record = faststart.finish(record, scratch).await;
             }
-            metrics().part_finished(record.status == PartStatus::Succeeded);
+            metrics().part_finished(record.status == FileState::Succeeded);
             status.part_finished(record.clone());
             record
         }));
@@ -702,7 +703,7 @@ impl Recorder {
                     tracing::info!(key = %s.meta.key, seconds = s.seconds, "recovered a part left by an earlier run");
                     let record = PartRecord::from_meta(
                         &s.meta,
-                        PartStatus::Succeeded,
+                        FileState::Succeeded,
                         "recovered from checkpoints after the recording was interrupted".into(),
                         s.bytes,
                         s.seconds,
@@ -797,7 +798,7 @@ async fn wait_stop(
     stop_file: Option<&std::path::Path>,
 ) -> StopReason {
     loop {
-        if let Some(reason) = stop.borrow().clone() {
+        if let Some(reason) = *stop.borrow() {
             return reason;
         }
         if stop_file.is_some_and(|f| f.exists()) {

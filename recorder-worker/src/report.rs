@@ -11,18 +11,15 @@
 
 use crate::live::{LivePart, Status};
 use crate::part::PartRecord;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
+use roomrec_api::crd::FileStatus;
+use roomrec_api::{FileState, RecordingJob};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-pub const GROUP: &str = "roomrec.dev";
-pub const VERSION: &str = "v1alpha1";
-pub const KIND: &str = "RecordingJob";
-pub const PLURAL: &str = "recordingjobs";
 
 /// How often an open part's figures are reported.
 const TICK: Duration = Duration::from_secs(10);
@@ -108,13 +105,13 @@ impl Reporter {
 
 /// Where reports go, once a client could be built.
 struct Target {
-    api: Api<DynamicObject>,
+    api: Api<RecordingJob>,
     job: JobRef,
     params: PatchParams,
     /// Entries an earlier container of this pod wrote (same field manager, e.g. a Job's pod
     /// with restartPolicy OnFailure): they must stay listed or the first apply would remove
     /// them. None until read.
-    inherited: Option<Vec<Value>>,
+    inherited: Option<Vec<FileStatus>>,
     applied: bool,
 }
 
@@ -172,14 +169,12 @@ async fn report(
 async fn connect(job: &JobRef, pod: &str) -> Result<Target, kube::Error> {
     // In a pod: the service account; elsewhere (tests, a laptop): KUBECONFIG.
     let client = kube::Client::try_default().await?;
-    let gvk = GroupVersionKind::gvk(GROUP, VERSION, KIND);
-    let resource = ApiResource::from_gvk_with_plural(&gvk, PLURAL);
     let manager: String = format!("roomrec-worker-{pod}")
         .chars()
         .take(MAX_MANAGER_CHARS)
         .collect();
     Ok(Target {
-        api: Api::namespaced_with(client, &job.namespace, &resource),
+        api: Api::namespaced(client, &job.namespace),
         job: job.clone(),
         params: PatchParams::apply(&manager).force(),
         inherited: None,
@@ -188,11 +183,11 @@ async fn connect(job: &JobRef, pod: &str) -> Result<Target, kube::Error> {
 }
 
 impl Target {
-    async fn apply(&mut self, entries: Vec<Value>, pod: &str) -> Result<(), kube::Error> {
+    async fn apply(&mut self, entries: Vec<FileStatus>, pod: &str) -> Result<(), kube::Error> {
         let inherited = match &self.inherited {
             Some(v) => v,
             None => match self.api.get(&self.job.name).await {
-                Ok(job) => self.inherited.insert(inherited_entries(&job.data, pod)),
+                Ok(job) => self.inherited.insert(inherited_entries(&job, pod)),
                 // A role that may only patch the status (the operator's per-job Role): pods
                 // are not restarted in place there, so there is nothing to carry over.
                 Err(kube::Error::Api(e)) if e.code == 403 => {
@@ -207,8 +202,8 @@ impl Target {
             return Ok(());
         }
         let patch = json!({
-            "apiVersion": format!("{GROUP}/{VERSION}"),
-            "kind": KIND,
+            "apiVersion": format!("{}/{}", roomrec_api::GROUP, roomrec_api::VERSION),
+            "kind": roomrec_api::KIND,
             "status": files_status(files),
         });
         self.api
@@ -220,7 +215,7 @@ impl Target {
 }
 
 /// An empty list is left out: this worker then owns no entry, rather than the whole list.
-fn files_status(files: Vec<Value>) -> Value {
+fn files_status(files: Vec<FileStatus>) -> Value {
     if files.is_empty() {
         json!({})
     } else {
@@ -229,62 +224,58 @@ fn files_status(files: Vec<Value>) -> Value {
 }
 
 /// One `status.files` entry.
-fn entry(part: &LivePart, pod: &str) -> Value {
-    let mut e = match part {
+fn entry(part: &LivePart, pod: &str) -> FileStatus {
+    let millis = |seconds: f64| (seconds * 1000.0).round() / 1000.0;
+    match part {
         LivePart::Recording {
             meta,
             bytes,
             seconds,
-        } => json!({
-            "url": meta.url,
-            "userId": meta.user_id,
-            "status": "recording",
-            "part": meta.part,
-            "bytes": bytes,
-            "durationSeconds": (seconds * 1000.0).round() / 1000.0,
-            "startedAt": meta.started_at,
-        }),
-        LivePart::Finished(r) => {
-            let mut e = json!({
-                "url": r.url,
-                "userId": r.user_id,
-                "status": r.status,
-                "part": r.part,
-                "bytes": r.bytes,
-                "durationSeconds": (r.duration_seconds * 1000.0).round() / 1000.0,
-                "startedAt": r.started_at,
-                "endedAt": r.ended_at,
-            });
-            if !r.message.is_empty() {
-                e["message"] = json!(r.message);
-            }
-            e
-        }
-    };
-    e["pod"] = json!(pod);
-    e
+        } => FileStatus {
+            url: meta.url.clone(),
+            user_id: meta.user_id.clone(),
+            status: FileState::Recording,
+            message: String::new(),
+            part: meta.part,
+            bytes: *bytes,
+            duration_seconds: millis(*seconds),
+            started_at: Some(meta.started_at.clone()),
+            ended_at: None,
+            pod: Some(pod.into()),
+        },
+        LivePart::Finished(r) => FileStatus {
+            url: r.url.clone(),
+            user_id: r.user_id.clone(),
+            status: r.status,
+            message: r.message.clone(),
+            part: r.part,
+            bytes: r.bytes,
+            duration_seconds: millis(r.duration_seconds),
+            started_at: Some(r.started_at.clone()),
+            ended_at: Some(r.ended_at.clone()),
+            pod: Some(pod.into()),
+        },
+    }
 }
 
-fn live_entries(parts: &[LivePart], pod: &str) -> Vec<Value> {
+fn live_entries(parts: &[LivePart], pod: &str) -> Vec<FileStatus> {
     parts.iter().map(|p| entry(p, pod)).collect()
 }
 
 /// The manifest's parts, and any part whose upload had not completed at the end, as failed
 /// (its checkpoints stay in the journal for the next run).
-fn final_entries(manifest: &[PartRecord], live: &[LivePart], pod: &str) -> Vec<Value> {
+fn final_entries(manifest: &[PartRecord], live: &[LivePart], pod: &str) -> Vec<FileStatus> {
     let stored: HashSet<&str> = manifest.iter().map(|p| p.url.as_str()).collect();
-    let mut entries: Vec<Value> = manifest
+    let mut entries: Vec<FileStatus> = manifest
         .iter()
         .map(|p| entry(&LivePart::Finished(p.clone()), pod))
         .collect();
     for part in live.iter().filter(|p| !stored.contains(p.url())) {
         let mut e = entry(part, pod);
-        if e["status"] == "recording" {
-            e["status"] = json!("failed");
-            e["message"] = json!(
-                "not stored before the worker stopped; the next run rebuilds it from its checkpoints"
-            );
-            e["endedAt"] = json!(crate::now_rfc3339());
+        if e.status == FileState::Recording {
+            e.status = FileState::Failed;
+            e.message = "not stored before the worker stopped; the next run rebuilds it from its checkpoints".into();
+            e.ended_at = Some(crate::now_rfc3339());
         }
         entries.push(e);
     }
@@ -293,20 +284,21 @@ fn final_entries(manifest: &[PartRecord], live: &[LivePart], pod: &str) -> Vec<V
 
 /// The job's entries this pod wrote before (an earlier container of the same pod). One still
 /// `recording` was being written when that container ended and was not recovered.
-fn inherited_entries(job: &Value, pod: &str) -> Vec<Value> {
-    let Some(files) = job["status"]["files"].as_array() else {
+fn inherited_entries(job: &RecordingJob, pod: &str) -> Vec<FileStatus> {
+    let Some(status) = &job.status else {
         return Vec::new();
     };
-    files
+    status
+        .files
         .iter()
-        .filter(|f| f["pod"] == pod)
+        .filter(|f| f.pod.as_deref() == Some(pod))
         .cloned()
         .map(|mut f| {
-            if f["status"] == "recording" {
-                f["status"] = json!("failed");
-                f["message"] = json!(
+            if f.status == FileState::Recording {
+                f.status = FileState::Failed;
+                f.message =
                     "the worker restarted while recording this file and could not rebuild it"
-                );
+                        .into();
             }
             f
         })
@@ -314,17 +306,9 @@ fn inherited_entries(job: &Value, pod: &str) -> Vec<Value> {
 }
 
 /// This run's entries, then the inherited ones it does not replace.
-fn merge(mut entries: Vec<Value>, inherited: &[Value]) -> Vec<Value> {
-    let ours: HashSet<String> = entries
-        .iter()
-        .filter_map(|e| e["url"].as_str().map(String::from))
-        .collect();
-    entries.extend(
-        inherited
-            .iter()
-            .filter(|e| e["url"].as_str().is_none_or(|u| !ours.contains(u)))
-            .cloned(),
-    );
+fn merge(mut entries: Vec<FileStatus>, inherited: &[FileStatus]) -> Vec<FileStatus> {
+    let ours: HashSet<String> = entries.iter().map(|e| e.url.clone()).collect();
+    entries.extend(inherited.iter().filter(|e| !ours.contains(&e.url)).cloned());
     entries
 }
 
@@ -332,12 +316,12 @@ fn merge(mut entries: Vec<Value>, inherited: &[Value]) -> Vec<Value> {
 mod tests {
     use super::*;
     use crate::journal::PartMeta;
-    use crate::part::PartStatus;
+    use roomrec_api::FileState;
 
     fn record(part: u32, message: &str) -> PartRecord {
         PartRecord::from_meta(
             &PartMeta::example(part),
-            PartStatus::Succeeded,
+            FileState::Succeeded,
             message.into(),
             1000,
             9.87654,
@@ -381,12 +365,12 @@ mod tests {
             seconds: 1.23456,
         };
         assert_eq!(
-            entry(&open, "pod-a"),
+            json!(entry(&open, "pod-a")),
             json!({"url": "http://s3/b/p/2.mp4", "userId": "alice", "status": "recording",
                    "part": 2, "bytes": 5, "durationSeconds": 1.235,
                    "startedAt": "2026-01-01T00:00:00Z", "pod": "pod-a"})
         );
-        let done = entry(&LivePart::Finished(record(1, "")), "pod-a");
+        let done = json!(entry(&LivePart::Finished(record(1, "")), "pod-a"));
         assert_eq!(done["status"], "succeeded");
         assert_eq!(done["durationSeconds"], 9.877);
         assert!(
@@ -394,7 +378,7 @@ mod tests {
             "an empty message is left out"
         );
         assert!(done["endedAt"].is_string());
-        let noted = entry(&LivePart::Finished(record(1, "recovered")), "pod-a");
+        let noted = json!(entry(&LivePart::Finished(record(1, "recovered")), "pod-a"));
         assert_eq!(noted["message"], "recovered");
     }
 
@@ -408,7 +392,8 @@ mod tests {
                 seconds: 1.0,
             },
         ];
-        let entries = final_entries(&[record(1, "")], &live, "p");
+        let entries = json!(final_entries(&[record(1, "")], &live, "p"));
+        let entries = entries.as_array().unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0]["status"], "succeeded");
         assert_eq!(entries[1]["status"], "failed");
@@ -417,22 +402,34 @@ mod tests {
 
     #[test]
     fn entries_of_an_earlier_container_of_this_pod_stay_listed() {
-        let job = json!({"status": {"files": [
-            {"url": "u1", "status": "succeeded", "pod": "p"},
-            {"url": "u2", "status": "recording", "pod": "p"},
-            {"url": "u3", "status": "succeeded", "pod": "other"},
-        ]}});
-        let inherited = inherited_entries(&job, "p");
+        let file = |url: &str, status: &str, pod: &str| json!({"url": url, "userId": "alice", "status": status, "pod": pod});
+        let job = |files: Value| -> RecordingJob {
+            serde_json::from_value(json!({
+                "apiVersion": "roomrec.dev/v1alpha1", "kind": "RecordingJob",
+                "metadata": {"name": "j", "namespace": "n"},
+                "spec": {"source": {"url": "rtmp://h/live/a"}},
+                "status": {"files": files},
+            }))
+            .unwrap()
+        };
+        let with_files = job(json!([
+            file("u1", "succeeded", "p"),
+            file("u2", "recording", "p"),
+            file("u3", "succeeded", "other"),
+        ]));
+        let inherited = inherited_entries(&with_files, "p");
         assert_eq!(inherited.len(), 2);
-        assert_eq!(inherited[1]["status"], "failed");
-        let merged = merge(
-            vec![json!({"url": "u2", "status": "succeeded"})],
-            &inherited,
-        );
-        let urls: Vec<&str> = merged.iter().map(|e| e["url"].as_str().unwrap()).collect();
+        assert_eq!(inherited[1].status, FileState::Failed);
+        let ours: FileStatus = serde_json::from_value(file("u2", "succeeded", "p")).unwrap();
+        let merged = merge(vec![ours], &inherited);
+        let urls: Vec<&str> = merged.iter().map(|e| e.url.as_str()).collect();
         assert_eq!(urls, ["u2", "u1"]);
-        assert_eq!(merged[0]["status"], "succeeded", "this run's entry wins");
-        assert!(inherited_entries(&json!({}), "p").is_empty());
+        assert_eq!(
+            merged[0].status,
+            FileState::Succeeded,
+            "this run's entry wins"
+        );
+        assert!(inherited_entries(&job(json!([])), "p").is_empty());
         assert_eq!(files_status(Vec::new()), json!({}));
     }
 }

@@ -327,7 +327,7 @@ fn absolute(path: &str) -> Result<PathBuf, String> {
 fn encode_key(key: &str) -> String {
     use percent_encoding::utf8_percent_encode;
     key.split('/')
-        .map(|s| utf8_percent_encode(s, crate::URL_UNRESERVED).to_string())
+        .map(|s| utf8_percent_encode(s, roomrec_api::relay::URL_UNRESERVED).to_string())
         .collect::<Vec<_>>()
         .join("/")
 }

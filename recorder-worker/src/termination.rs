@@ -1,134 +1,26 @@
-//! The pod's termination message: a compact JSON result the kubelet copies into the container's
-//! status, so the operator learns how the worker ended without reading its logs. The kubelet
-//! keeps at most 4 KiB; the message is cut to fit well within it.
+//! The pod's termination message: the worker's result (`roomrec_api::WorkerResult`, which the
+//! operator reads back), so the operator learns how the worker ended without reading its logs.
 
-use crate::manifest::{Manifest, StopReason};
-use crate::part::PartStatus;
-use serde::Serialize;
+use crate::manifest::Manifest;
+use roomrec_api::worker_result::{WorkerResult, truncate};
 use std::path::Path;
 
-/// Most characters of the message kept.
-pub const MESSAGE_CHARS: usize = 1000;
-/// Most bytes of the message once escaped in JSON (control characters take 6 bytes each), so
-/// the whole result stays far below the kubelet's 4096.
-const MESSAGE_JSON_BYTES: usize = 2048;
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TerminationMessage {
-    pub status: PartStatus,
-    pub stop_reason: StopReason,
-    pub message: String,
-    pub retryable: bool,
-    pub parts: usize,
-    pub bytes: u64,
-    pub duration_seconds: f64,
-}
-
-impl TerminationMessage {
-    pub fn from_manifest(manifest: &Manifest) -> Self {
-        Self {
-            status: manifest.status.clone(),
-            stop_reason: manifest.stop_reason.clone(),
-            message: truncate(&manifest.message),
-            retryable: manifest.retryable,
-            parts: manifest.parts.len(),
-            bytes: manifest.bytes,
-            duration_seconds: manifest.duration_seconds,
-        }
-    }
-
-    /// The worker failed before recording anything (bad usage, unusable storage).
-    pub fn failed_at_start(message: &str, retryable: bool) -> Self {
-        Self {
-            status: PartStatus::Failed,
-            stop_reason: StopReason::Failed,
-            message: truncate(message),
-            retryable,
-            parts: 0,
-            bytes: 0,
-            duration_seconds: 0.0,
-        }
-    }
-
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("the termination message serializes")
-    }
-
-    /// Failing to write it must not change the outcome: logged, not returned.
-    pub fn write(&self, path: &Path) {
-        if let Err(e) = std::fs::write(path, self.to_json()) {
-            tracing::warn!(path = %path.display(), "cannot write the termination message: {e}");
-        }
+/// The result of a recording that ran.
+pub fn from_manifest(manifest: &Manifest) -> WorkerResult {
+    WorkerResult {
+        status: manifest.status,
+        stop_reason: manifest.stop_reason,
+        message: truncate(&manifest.message),
+        retryable: manifest.retryable,
+        parts: manifest.parts.len(),
+        bytes: manifest.bytes,
+        duration_seconds: manifest.duration_seconds,
     }
 }
 
-/// At most `MESSAGE_CHARS` characters and `MESSAGE_JSON_BYTES` escaped bytes, cut on a
-/// character boundary and marked with "…" when cut.
-pub fn truncate(message: &str) -> String {
-    let fits = message.chars().count() <= MESSAGE_CHARS
-        && message.chars().map(json_len).sum::<usize>() <= MESSAGE_JSON_BYTES;
-    if fits {
-        return message.to_string();
-    }
-    let ellipsis = '…';
-    let (mut chars, mut bytes) = (1, ellipsis.len_utf8());
-    let mut cut = String::new();
-    for c in message.chars() {
-        if chars + 1 > MESSAGE_CHARS || bytes + json_len(c) > MESSAGE_JSON_BYTES {
-            break;
-        }
-        chars += 1;
-        bytes += json_len(c);
-        cut.push(c);
-    }
-    cut.push(ellipsis);
-    cut
-}
-
-/// Bytes `c` takes inside a JSON string as serde_json writes it.
-fn json_len(c: char) -> usize {
-    match c {
-        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
-        c if (c as u32) < 0x20 => 6,
-        c => c.len_utf8(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_10_kib_message_is_cut_to_1000_chars_and_the_whole_stays_under_4_kib() {
-        for unit in ["x", "é", "语", "🎥", "\u{1}", "\"", "ab\n"] {
-            let long = unit.repeat(10 * 1024 / unit.len() + 1);
-            let t = TerminationMessage::failed_at_start(&long, false);
-            assert!(t.message.chars().count() <= MESSAGE_CHARS, "{unit:?}");
-            assert!(t.message.ends_with('…'), "{unit:?}");
-            assert!(long.starts_with(t.message.trim_end_matches('…')));
-            let json = t.to_json();
-            assert!(json.len() < 4096, "{unit:?}: {} bytes", json.len());
-            let back: serde_json::Value = serde_json::from_str(&json).unwrap();
-            assert_eq!(back["message"], t.message);
-            assert_eq!(back["retryable"], false);
-            assert_eq!(back["stopReason"], "failed");
-            assert_eq!(back["status"], "failed");
-        }
-        let plain = "x".repeat(10 * 1024);
-        assert_eq!(truncate(&plain).chars().count(), MESSAGE_CHARS);
-    }
-
-    #[test]
-    fn short_messages_are_kept_whole() {
-        assert_eq!(truncate(""), "");
-        assert_eq!(
-            truncate("the bucket does not exist"),
-            "the bucket does not exist"
-        );
-        let exact = "y".repeat(MESSAGE_CHARS);
-        assert_eq!(truncate(&exact), exact);
-        let over = "y".repeat(MESSAGE_CHARS + 1);
-        assert_eq!(truncate(&over).chars().count(), MESSAGE_CHARS);
+/// Failing to write it must not change the outcome: logged, not returned.
+pub fn write(result: &WorkerResult, path: &Path) {
+    if let Err(e) = std::fs::write(path, result.to_json()) {
+        tracing::warn!(path = %path.display(), "cannot write the termination message: {e}");
     }
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use roomrec_operator::crd::RecordingJob;
+use roomrec_api::crd::RecordingJob;
 use roomrec_testbed::media::{Publisher, StreamSpec, ffprobe};
 use roomrec_testbed::{BedInfo, shared, wait_until};
 use serde_json::{Value, json};
@@ -765,7 +765,7 @@ pub fn url_job(name: &str, source: &str, extra: Value) -> RecordingJob {
 }
 
 /// The S3 storage of a job made by `url_job`, to edit before it is created.
-pub fn s3_of(job: &mut RecordingJob) -> &mut roomrec_operator::crd::S3Storage {
+pub fn s3_of(job: &mut RecordingJob) -> &mut roomrec_api::crd::S3Storage {
     job.spec
         .storage
         .as_mut()
@@ -786,7 +786,7 @@ pub async fn s3_secret(namespace: &str) {
         .unwrap();
 }
 
-pub fn files(job: &RecordingJob) -> Vec<roomrec_operator::crd::FileStatus> {
+pub fn files(job: &RecordingJob) -> Vec<roomrec_api::crd::FileStatus> {
     job.status.clone().unwrap_or_default().files
 }
 
@@ -796,7 +796,7 @@ pub fn assert_files_play(job: &RecordingJob, codecs: &[&str]) -> f64 {
     assert!(!files.is_empty(), "no files: {}", status_json(job));
     let mut total = 0.0;
     for f in &files {
-        assert_eq!(f.status, "succeeded", "{}", status_json(job));
+        assert_eq!(f.status.as_str(), "succeeded", "{}", status_json(job));
         let (duration, found) = probe(&f.url);
         for codec in codecs {
             assert!(
@@ -827,9 +827,9 @@ pub async fn wait_recording_bytes(
         let Ok(job) = api.get(name).await else {
             return false;
         };
-        let recording = files(&job)
-            .iter()
-            .any(|f| f.status == "recording" && f.bytes > 0 && f.duration_seconds >= min_seconds);
+        let recording = files(&job).iter().any(|f| {
+            f.status.as_str() == "recording" && f.bytes > 0 && f.duration_seconds >= min_seconds
+        });
         *last.lock().unwrap() = Some(job);
         recording
     })

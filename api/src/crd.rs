@@ -6,6 +6,9 @@
 //! creation: changing what is being recorded halfway would split one recording across two
 //! meanings.
 
+pub use crate::mode::Mode;
+pub use crate::relay::{PlayProtocol, StreamKind};
+pub use crate::state::{FileState, StopReason, WorkerState};
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -22,7 +25,7 @@ use std::collections::BTreeMap;
     shortname = "rj",
     status = "RecordingJobStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
-    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".status.mode"}"#,
     printcolumn = r#"{"name":"User","type":"string","jsonPath":".status.users"}"#,
     printcolumn = r#"{"name":"Files","type":"integer","jsonPath":".status.fileCount"}"#,
     printcolumn = r#"{"name":"Recorded","type":"string","jsonPath":".status.recorded"}"#,
@@ -32,7 +35,7 @@ use std::collections::BTreeMap;
 // Per-field `self == oldSelf` rules do not run when a field is removed; these do.
 #[x_kube(validation = Rule::new("!has(oldSelf.mode) || has(self.mode)").message("spec.mode cannot be removed once set: delete the RecordingJob and create a new one"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.storage) || has(self.storage)").message("spec.storage cannot be removed once set: delete the RecordingJob and create a new one"))]
-#[x_kube(validation = Rule::new("!self.faststart || (has(self.mode) && self.mode != 'AudioMp3')").message("spec.faststart makes classic MP4 files: set spec.mode to VideoMp4 or AudioVideoMp4 (not AudioMp3, and not left to the operator's default), or leave faststart out"))]
+#[x_kube(validation = Rule::new("!self.faststart || (has(self.mode) && !(self.mode in ['AudioMp3', '00']))").message("spec.faststart makes classic MP4 files: set spec.mode to VideoMp4 or AudioVideoMp4 (not AudioMp3, and not left to the operator's default), or leave faststart out"))]
 #[serde(rename_all = "camelCase")]
 pub struct RecordingJobSpec {
     /// What to record: people in a TRTC room (`trtc`) or any stream URL (`url`). Set exactly one.
@@ -40,9 +43,10 @@ pub struct RecordingJobSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.source cannot change after the job is created: delete the RecordingJob and create a new one"))]
     pub source: Source,
 
-    /// AudioMp3 (MP3, audio only; heritage code 00), VideoMp4 (MP4, video only; 01) or
-    /// AudioVideoMp4 (MP4; 02). Left out: the operator fills in its default (chart value
-    /// `worker.defaults.mode`, AudioMp3 as the heritage template did). Immutable.
+    /// AudioMp3 (MP3, audio only), VideoMp4 (MP4, video only) or AudioVideoMp4 (MP4), or the
+    /// heritage codes 00, 01 and 02 for the same (status.mode shows the name). Left out: the
+    /// operator fills in its default (chart value `worker.defaults.mode`, AudioMp3 as the
+    /// heritage template did). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.mode cannot change after the job is created: delete the RecordingJob and create a new one"))]
     pub mode: Option<Mode>,
@@ -172,49 +176,6 @@ pub struct SecretKeyRef {
     /// The key within the Secret.
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
-}
-
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum PlayProtocol {
-    #[default]
-    Rtmp,
-    Flv,
-    Hls,
-}
-
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum StreamKind {
-    #[default]
-    Main,
-    Aux,
-}
-
-/// The heritage modes, by name.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
-)]
-pub enum Mode {
-    #[default]
-    AudioMp3,
-    VideoMp4,
-    AudioVideoMp4,
-}
-
-impl Mode {
-    /// The heritage code the worker also understands.
-    pub fn code(self) -> &'static str {
-        match self {
-            Mode::AudioMp3 => "00",
-            Mode::VideoMp4 => "01",
-            Mode::AudioVideoMp4 => "02",
-        }
-    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
@@ -362,6 +323,11 @@ pub struct RecordingJobStatus {
     /// Pending → Recording → Finalizing → Succeeded | Failed | Stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// The mode in use, by name: AudioMp3, VideoMp4 or AudioVideoMp4 (spec.mode may give a
+    /// heritage code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub mode: Option<Mode>,
     /// Recording (a worker records), Finished (the job ended: reason Succeeded, Failed or
     /// Stopped, and why), Valid (False while a referenced Secret is missing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -380,9 +346,10 @@ pub struct RecordingJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
     /// Why the job ended: source-ended, idle-timeout, max-duration, stop-requested, deleted,
-    /// failed (see the Ready condition's message).
+    /// failed (the Finished condition's message says more).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop_reason: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub stop_reason: Option<StopReason>,
     /// Worker pods started, all people together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
@@ -445,13 +412,14 @@ impl Phase {
 }
 
 /// One recorded person's worker history.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerStatus {
     /// The person (for a url source: the stream's name).
     pub user_id: String,
     /// Pending, Recording, Done or Failed.
-    pub state: String,
+    #[schemars(with = "String")]
+    pub state: WorkerState,
     /// Worker pods started for this person.
     pub attempts: u32,
     /// The person's latest worker pod.
@@ -459,7 +427,8 @@ pub struct WorkerStatus {
     pub pod: Option<String>,
     /// Why the person's recording ended (as the job's stopReason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop_reason: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub stop_reason: Option<StopReason>,
     /// What went wrong, or what is being waited for.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
@@ -474,7 +443,8 @@ pub struct FileStatus {
     /// Whose recording this is.
     pub user_id: String,
     /// recording (still being written), succeeded or failed.
-    pub status: String,
+    #[schemars(with = "String")]
+    pub status: FileState,
     /// Why it failed, or how it was stored (e.g. rebuilt from checkpoints).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,

@@ -1,9 +1,9 @@
-//! The pure build: a RecordingJob (plus the operator's settings) → the worker pods and the
-//! narrow RBAC that lets each worker report its own job's files. No API calls here, so every
+//! Build: a validated RecordingJob (plus the operator's settings) → the worker pods and the
+//! narrow RBAC that lets each worker report its own job's files. Pure, no API calls, so every
 //! rule below is unit-tested from fixtures.
 
-use crate::crd::{RecordingJob, Storage};
 use crate::settings::Settings;
+use crate::validate::ValidatedJob;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     LocalObjectReference, ObjectFieldSelector, PersistentVolumeClaimVolumeSource, Pod,
@@ -14,6 +14,9 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
+use roomrec_api::crd::{RecordingJob, Storage};
+use roomrec_api::relay::{RelayStream, StreamIdForm, stream_name};
+use roomrec_api::worker_env::{EnvValue, StorageTarget, WorkerEnv, WorkerSource};
 use std::collections::BTreeMap;
 
 pub const LABEL_JOB_UID: &str = "roomrec.dev/job-uid";
@@ -53,31 +56,6 @@ pub fn people(job: &RecordingJob) -> Vec<Person> {
             user_id: stream_name(url),
         }],
         (None, None) => Vec::new(),
-    }
-}
-
-/// The user id the worker gives a URL source's files: the last path segment without extension,
-/// with anything but `[A-Za-z0-9_.-]` replaced (the worker's `source::stream_name`).
-pub fn stream_name(url: &str) -> String {
-    let path = url.split(['?', '#']).next().unwrap_or(url);
-    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-    let name: String = last
-        .split('.')
-        .next()
-        .unwrap_or(last)
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if name.is_empty() {
-        "stream".into()
-    } else {
-        name
     }
 }
 
@@ -195,46 +173,105 @@ pub struct Resume {
     pub recorded_seconds: f64,
 }
 
-fn env(name: &str, value: impl ToString) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.to_string()),
-        ..Default::default()
+fn env_var(name: &str, value: &EnvValue) -> EnvVar {
+    match value {
+        EnvValue::Text(text) => EnvVar {
+            name: name.into(),
+            value: Some(text.clone()),
+            ..Default::default()
+        },
+        EnvValue::PodField(path) => EnvVar {
+            name: name.into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: (*path).into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
     }
+}
+
+/// What `person`'s worker is told: the job's validated values, what is left of its maximum
+/// duration, and where it reports.
+pub fn worker_env(
+    job: &RecordingJob,
+    validated: &ValidatedJob,
+    person: &Person,
+    resume: &Resume,
+    settings: &Settings,
+) -> WorkerEnv {
+    let spec = &job.spec;
+    let source = match &spec.source.trtc {
+        Some(trtc) => WorkerSource::Relay(RelayStream {
+            sdk_app_id: trtc.sdk_app_id,
+            room_id: trtc.room_id,
+            str_room_id: trtc
+                .room_id
+                .is_none()
+                .then(|| trtc.str_room_id.clone())
+                .flatten(),
+            user_id: person.user_id.clone(),
+            stream: trtc.stream,
+            stream_id: match trtc.legacy_biz_id {
+                Some(bizid) => StreamIdForm::Legacy { bizid },
+                None => StreamIdForm::Standard,
+            },
+            play_domain: trtc.play_domain.clone(),
+            protocol: trtc.protocol,
+        }),
+        None => WorkerSource::Url(spec.source.url.clone().unwrap_or_default()),
+    };
+    let grace = worker_grace_seconds(settings);
+    WorkerEnv {
+        source,
+        mode: validated.mode,
+        storage: storage_target(&validated.storage),
+        idle_timeout_seconds: validated.idle_timeout_seconds,
+        // A replacement records only what is left; at least a second so the value stays valid
+        // (the controller does not start a worker when nothing is left).
+        max_duration_seconds: spec
+            .max_duration_seconds
+            .map(|max| (f64::from(max) - resume.recorded_seconds).ceil().max(1.0) as u64),
+        segment_seconds: spec.segment.as_ref().and_then(|s| s.duration_seconds),
+        segment_size: spec.segment.as_ref().and_then(|s| s.size_bytes),
+        faststart_scratch_dir: spec.faststart.then(|| SCRATCH_DIR.into()),
+        session_start: resume.session_start.clone(),
+        spool_dir: SPOOL_DIR.into(),
+        shutdown_timeout_seconds: grace - 10,
+        report_job: format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
+        termination_message: "/dev/termination-log".into(),
+        metrics_address: (settings.worker_metrics_port != 0)
+            .then(|| format!("0.0.0.0:{}", settings.worker_metrics_port)),
+    }
+}
+
+/// The pods' termination grace period: at least 15 s, of which the worker gets all but 10 to
+/// close its files.
+fn worker_grace_seconds(settings: &Settings) -> u64 {
+    settings.worker_grace.as_secs().max(15)
 }
 
 /// The worker pod for `person`'s `attempt`-th run.
 pub fn pod(
     job: &RecordingJob,
+    validated: &ValidatedJob,
     person: &Person,
     attempt: u32,
     resume: &Resume,
     settings: &Settings,
 ) -> Pod {
     let spec = &job.spec;
-    // The controller fills these in before any worker starts; the operator's defaults are
-    // the same values it would have written.
-    let defaults = &settings.defaults;
-    let mode = spec.mode.unwrap_or(defaults.mode);
-    let mut env_vars = vec![env("ROOMREC_MODE", mode.code())];
-    if let Some(trtc) = &spec.source.trtc {
-        env_vars.push(env("ROOMREC_TRTC_SDK_APP_ID", trtc.sdk_app_id));
-        match (trtc.room_id, &trtc.str_room_id) {
-            (Some(room), _) => env_vars.push(env("ROOMREC_TRTC_ROOM_ID", room)),
-            (None, Some(room)) => env_vars.push(env("ROOMREC_TRTC_STR_ROOM_ID", room)),
-            (None, None) => {}
-        }
-        env_vars.push(env("ROOMREC_TRTC_USER_ID", &person.user_id));
-        env_vars.push(env("ROOMREC_TRTC_PLAY_DOMAIN", &trtc.play_domain));
-        env_vars.push(env("ROOMREC_TRTC_PROTOCOL", serde_plain(&trtc.protocol)));
-        env_vars.push(env("ROOMREC_TRTC_STREAM", serde_plain(&trtc.stream)));
-        if let Some(bizid) = trtc.legacy_biz_id {
-            env_vars.push(env("ROOMREC_TRTC_LEGACY_BIZID", bizid));
-        }
-    } else if let Some(url) = &spec.source.url {
-        env_vars.push(env("ROOMREC_SOURCE", url));
+    let mut env_vars: Vec<EnvVar> = worker_env(job, validated, person, resume, settings)
+        .vars()
+        .iter()
+        .map(|(name, value)| env_var(name, value))
+        .collect();
+    for (name, value) in &settings.worker_env {
+        env_vars.push(env_var(name, &EnvValue::Text(value.clone())));
     }
-
     let mut volumes = vec![
         Volume {
             name: "spool".into(),
@@ -257,32 +294,8 @@ pub fn pod(
         mount("spool", SPOOL_DIR, false),
         mount("tmp", "/tmp", false),
     ];
-    if let Some(storage) = spec.storage.as_ref().or(defaults.storage.as_ref()) {
-        storage_env(storage, &mut env_vars, &mut volumes, &mut mounts);
-    }
-
-    env_vars.push(env(
-        "ROOMREC_IDLE_TIMEOUT_SECONDS",
-        spec.idle_timeout_seconds
-            .unwrap_or(defaults.idle_timeout_seconds),
-    ));
-    if let Some(max) = spec.max_duration_seconds {
-        // A replacement records only what is left; at least a second so the value stays valid
-        // (the controller does not start a worker when nothing is left).
-        let left = (f64::from(max) - resume.recorded_seconds).ceil().max(1.0);
-        env_vars.push(env("ROOMREC_MAX_DURATION_SECONDS", left as u64));
-    }
-    if let Some(segment) = &spec.segment {
-        if let Some(seconds) = segment.duration_seconds {
-            env_vars.push(env("ROOMREC_SEGMENT_SECONDS", seconds));
-        }
-        if let Some(bytes) = segment.size_bytes {
-            env_vars.push(env("ROOMREC_SEGMENT_SIZE", bytes));
-        }
-    }
+    storage_volumes(&validated.storage, &mut volumes, &mut mounts);
     if spec.faststart {
-        env_vars.push(env("ROOMREC_FASTSTART", "true"));
-        env_vars.push(env("ROOMREC_SCRATCH_DIR", SCRATCH_DIR));
         // Its own emptyDir without a sizeLimit: exceeding a limit gets the pod evicted, while
         // the worker sees the disk's real free space and keeps a part that does not fit as
         // fragmented MP4.
@@ -293,35 +306,8 @@ pub fn pod(
         });
         mounts.push(mount("scratch", SCRATCH_DIR, false));
     }
-    let grace = settings.worker_grace.as_secs().max(15);
-    env_vars.extend([
-        env("ROOMREC_SESSION_START", &resume.session_start),
-        env("ROOMREC_SPOOL_DIR", SPOOL_DIR),
-        env("ROOMREC_SHUTDOWN_TIMEOUT_SECONDS", grace - 10),
-        env("ROOMREC_LOG_FORMAT", "json"),
-        env("ROOMREC_MANIFEST", "-"),
-        env(
-            "ROOMREC_REPORT_JOB",
-            format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
-        ),
-        EnvVar {
-            name: "ROOMREC_POD_NAME".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        env("ROOMREC_TERMINATION_MESSAGE", "/dev/termination-log"),
-    ]);
+    let grace = worker_grace_seconds(settings);
     let ports = (settings.worker_metrics_port != 0).then(|| {
-        env_vars.push(env(
-            "ROOMREC_METRICS_ADDRESS",
-            format!("0.0.0.0:{}", settings.worker_metrics_port),
-        ));
         vec![ContainerPort {
             name: Some("metrics".into()),
             container_port: settings.worker_metrics_port.into(),
@@ -329,9 +315,6 @@ pub fn pod(
             ..Default::default()
         }]
     });
-    for (name, value) in &settings.worker_env {
-        env_vars.push(env(name, value));
-    }
 
     let overrides = spec.worker.clone().unwrap_or_default();
     let mut metadata = meta(job, pod_name(job, person, attempt));
@@ -424,47 +407,39 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-/// `ROOMREC_STORAGE` and friends; credentials only as a mounted Secret (never copied).
-fn storage_env(
-    storage: &Storage,
-    env_vars: &mut Vec<EnvVar>,
-    volumes: &mut Vec<Volume>,
-    mounts: &mut Vec<VolumeMount>,
-) {
-    let mut credentials = None;
-    if let Some(cos) = &storage.cos {
-        env_vars.push(env(
-            "ROOMREC_STORAGE",
-            format!("cos://{}/{}", cos.bucket, trim_path(&cos.path)),
-        ));
-        env_vars.push(env("ROOMREC_REGION", &cos.region));
-        if let Some(endpoint) = &cos.endpoint {
-            env_vars.push(env("ROOMREC_ENDPOINT", endpoint));
-        }
-        credentials = cos.credentials_secret.clone();
+/// The worker's `--storage` flags for the job's storage.
+fn storage_target(storage: &Storage) -> StorageTarget {
+    let mut target = StorageTarget::default();
+    let credentials = if let Some(cos) = &storage.cos {
+        target.url = format!("cos://{}/{}", cos.bucket, trim_path(&cos.path));
+        target.region = Some(cos.region.clone());
+        target.endpoint = cos.endpoint.clone();
+        &cos.credentials_secret
     } else if let Some(s3) = &storage.s3 {
-        env_vars.push(env(
-            "ROOMREC_STORAGE",
-            format!("s3://{}/{}", s3.bucket, trim_path(&s3.path)),
-        ));
-        if let Some(region) = &s3.region {
-            env_vars.push(env("ROOMREC_REGION", region));
-        }
-        if let Some(endpoint) = &s3.endpoint {
-            env_vars.push(env("ROOMREC_ENDPOINT", endpoint));
-        }
-        if s3.virtual_host {
-            env_vars.push(env("ROOMREC_S3_VIRTUAL_HOST", "true"));
-        }
-        credentials = s3.credentials_secret.clone();
+        target.url = format!("s3://{}/{}", s3.bucket, trim_path(&s3.path));
+        target.region = s3.region.clone();
+        target.endpoint = s3.endpoint.clone();
+        target.virtual_host = s3.virtual_host;
+        &s3.credentials_secret
     } else if let Some(volume) = &storage.volume {
         let path = trim_path(&volume.path);
-        let dir = if path.is_empty() {
-            VOLUME_DIR.to_string()
+        target.url = if path.is_empty() {
+            format!("file://{VOLUME_DIR}")
         } else {
-            format!("{VOLUME_DIR}/{path}")
+            format!("file://{VOLUME_DIR}/{path}")
         };
-        env_vars.push(env("ROOMREC_STORAGE", format!("file://{dir}")));
+        &None
+    } else {
+        &None
+    };
+    target.credentials_dir = credentials.as_ref().map(|_| CREDENTIALS_DIR.into());
+    target
+}
+
+/// The volume a volume storage writes to, and the store's credentials: only ever a mounted
+/// Secret, never copied into the pod's spec.
+fn storage_volumes(storage: &Storage, volumes: &mut Vec<Volume>, mounts: &mut Vec<VolumeMount>) {
+    if let Some(volume) = &storage.volume {
         volumes.push(Volume {
             name: "recordings".into(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
@@ -475,8 +450,17 @@ fn storage_env(
         });
         mounts.push(mount("recordings", VOLUME_DIR, false));
     }
-    if let Some(secret) = credentials {
-        env_vars.push(env("ROOMREC_CREDENTIALS_DIR", CREDENTIALS_DIR));
+    let secret = storage
+        .cos
+        .as_ref()
+        .and_then(|c| c.credentials_secret.clone())
+        .or_else(|| {
+            storage
+                .s3
+                .as_ref()
+                .and_then(|s| s.credentials_secret.clone())
+        });
+    if let Some(secret) = secret {
         volumes.push(Volume {
             name: "storage-credentials".into(),
             secret: Some(SecretVolumeSource {
@@ -492,12 +476,4 @@ fn storage_env(
 
 fn trim_path(path: &Option<String>) -> String {
     path.as_deref().unwrap_or("").trim_matches('/').to_string()
-}
-
-/// An enum's serde name (`rtmp`, `main`).
-fn serde_plain<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }

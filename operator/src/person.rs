@@ -1,0 +1,341 @@
+//! The decision for one recorded person: given their worker pods, their earlier status and the
+//! time, what their state is and whether a worker should start, stop or be waited for.
+//!
+//! Per person the history is: worker attempts 1, 2, … (pods named by attempt, so a restarted
+//! operator finds the running one instead of starting a duplicate). A worker that ends on its
+//! own (source ended, idle, max duration) finishes that person; one that crashes, is evicted or
+//! disappears is replaced — its parts stay, the next worker continues with a new part — until
+//! the attempts run out or nothing is left to record.
+
+use crate::build::{self, LABEL_ATTEMPT, LABEL_PERSON, Person, Resume};
+use crate::progress::{Event, Stopping};
+use crate::settings::{Settings, backoff};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use roomrec_api::crd::{FileStatus, WorkerStatus};
+use roomrec_api::{FileState, StopReason, WorkerResult, WorkerState};
+use std::time::Duration;
+
+/// A worker pod as far as the decision is concerned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PodState {
+    /// Scheduled, starting or running (`running` once its container started).
+    Active { running: bool, deleting: bool },
+    Terminated {
+        exit_code: i32,
+        result: Option<WorkerResult>,
+        /// The raw termination message when it is not the worker's JSON (e.g. the log tail).
+        raw: String,
+        /// When it ended (or, when the runtime did not say, when it was created).
+        finished_at: Option<Timestamp>,
+    },
+}
+
+pub fn pod_state(pod: &Pod) -> PodState {
+    let deleting = pod.metadata.deletion_timestamp.is_some();
+    let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let status = pod.status.clone().unwrap_or_default();
+    let terminated = status
+        .container_statuses
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.name == build::CONTAINER)
+        .and_then(|c| c.state.and_then(|s| s.terminated));
+    let phase = status.phase.unwrap_or_default();
+    match terminated {
+        Some(t) if phase == "Succeeded" || phase == "Failed" || !deleting => {
+            let raw = t.message.clone().unwrap_or_default();
+            PodState::Terminated {
+                exit_code: t.exit_code,
+                result: WorkerResult::parse(&raw),
+                raw,
+                finished_at: t.finished_at.map(|f| f.0).or(created),
+            }
+        }
+        _ if phase == "Failed" || phase == "Succeeded" => PodState::Terminated {
+            exit_code: if phase == "Succeeded" { 0 } else { 1 },
+            result: None,
+            raw: status.message.unwrap_or_default(),
+            finished_at: created,
+        },
+        _ => PodState::Active {
+            running: phase == "Running",
+            deleting,
+        },
+    }
+}
+
+/// What the job's decision needs to know about everyone.
+pub struct Context<'a> {
+    pub stopping: Stopping,
+    pub settings: &'a Settings,
+    pub now: Timestamp,
+    /// The files reported so far.
+    pub files: &'a [FileStatus],
+    /// How many people the job records (with one, every file is theirs).
+    pub people: usize,
+    pub session_start: &'a str,
+    pub max_duration_seconds: Option<u32>,
+}
+
+/// The decision for one person.
+#[derive(Debug, Default, PartialEq)]
+pub struct Decision {
+    pub entry: WorkerStatus,
+    /// Start this attempt.
+    pub create: Option<(u32, Resume)>,
+    /// Stop this worker pod gracefully.
+    pub delete: Option<String>,
+    pub requeue_after: Option<Duration>,
+    pub events: Vec<Event>,
+    /// The worker started now replaces one that ended early.
+    pub replacement: bool,
+    /// A worker of theirs runs.
+    pub running: bool,
+}
+
+impl Decision {
+    fn settled(entry: WorkerStatus) -> Self {
+        Self {
+            entry,
+            ..Self::default()
+        }
+    }
+}
+
+/// How long an ended worker's files may stay `recording` before the job is judged without its
+/// last report.
+pub const LAST_REPORT_GRACE: Duration = Duration::from_secs(15);
+
+pub fn decide(
+    person: &Person,
+    previous: Option<&WorkerStatus>,
+    pods: &[Pod],
+    ctx: &Context,
+) -> Decision {
+    let mut mine: Vec<(u32, &Pod)> = pods
+        .iter()
+        .filter(|p| p.labels().get(LABEL_PERSON) == Some(&person.index.to_string()))
+        .filter_map(|p| Some((p.labels().get(LABEL_ATTEMPT)?.parse().ok()?, p)))
+        .collect();
+    mine.sort_by_key(|(attempt, _)| *attempt);
+    let attempts = previous
+        .map(|w| w.attempts)
+        .unwrap_or(0)
+        .max(mine.last().map(|(a, _)| *a).unwrap_or(0));
+    // A person's end is final: it is never reopened.
+    if let Some(previous) = previous.filter(|w| w.state.is_final()) {
+        return Decision::settled(previous.clone());
+    }
+    let mut entry = WorkerStatus {
+        user_id: person.user_id.clone(),
+        state: WorkerState::Pending,
+        attempts,
+        pod: previous.and_then(|w| w.pod.clone()),
+        stop_reason: previous.and_then(|w| w.stop_reason),
+        message: previous.map(|w| w.message.clone()).unwrap_or_default(),
+    };
+    let done = |mut entry: WorkerStatus, reason: StopReason, message: Option<String>| {
+        entry.state = WorkerState::Done;
+        entry.stop_reason = Some(reason);
+        if let Some(message) = message {
+            entry.message = message;
+        }
+        Decision::settled(entry)
+    };
+    let recorded = recorded_seconds(ctx.files, person, ctx.people);
+    let latest = mine
+        .iter()
+        .rev()
+        .find(|(a, _)| *a == attempts)
+        .map(|(_, p)| *p);
+    if let Some(pod) = latest {
+        entry.pod = Some(pod.name_any());
+    }
+    // Why the last worker is gone, if it is and should be replaced.
+    let ended: Option<(String, Option<Timestamp>)> = match latest.map(pod_state) {
+        None if attempts == 0 => {
+            if let Some(reason) = ctx.stopping.reason() {
+                return done(
+                    entry,
+                    reason,
+                    Some("stopped before a worker started".into()),
+                );
+            }
+            None
+        }
+        None => Some((
+            format!(
+                "worker pod {} disappeared (deleted or evicted)",
+                entry.pod.clone().unwrap_or_default()
+            ),
+            None,
+        )),
+        Some(PodState::Active { running, deleting }) => {
+            entry.state = if running {
+                WorkerState::Recording
+            } else {
+                WorkerState::Pending
+            };
+            let delete = (ctx.stopping != Stopping::No && !deleting)
+                .then(|| latest.expect("active pod").name_any());
+            return Decision {
+                entry,
+                delete,
+                running,
+                ..Decision::default()
+            };
+        }
+        Some(PodState::Terminated {
+            finished_at,
+            result: Some(_),
+            ..
+        }) if reports_pending(ctx.files, latest, finished_at, ctx.now) => {
+            // The worker wrote its result, so its last status report was on its way (it
+            // follows the result): wait a moment for it before judging how it ended. A
+            // crashed worker wrote no result and is replaced at once.
+            entry.state = WorkerState::Recording;
+            return Decision {
+                entry,
+                requeue_after: Some(Duration::from_secs(1)),
+                ..Decision::default()
+            };
+        }
+        Some(PodState::Terminated {
+            exit_code,
+            result,
+            raw,
+            finished_at,
+        }) => {
+            // The worker's own words; a log tail only when it left no result.
+            let message = match &result {
+                Some(r) => r.message.clone(),
+                None => raw.chars().take(1000).collect(),
+            };
+            // No readable result (killed, OOM, a crash before writing it): worth retrying.
+            let (stop_reason, retryable) = result
+                .map(|r| (Some(r.stop_reason), r.retryable))
+                .unwrap_or((None, true));
+            // The worker stopped on its own (even if something failed on the way, e.g.
+            // nothing arrived): the person is done; failed files show in the status.
+            if let Some(reason) = stop_reason.filter(|r| r.is_natural()) {
+                return done(entry, reason, Some(message));
+            }
+            if exit_code == 2 || !retryable {
+                entry.state = WorkerState::Failed;
+                entry.stop_reason = Some(StopReason::Failed);
+                entry.message = message;
+                let note = format!("{}: {}", person.user_id, entry.message);
+                return Decision {
+                    entry,
+                    events: vec![(true, "WorkerFailed", note)],
+                    ..Decision::default()
+                };
+            }
+            let why = if message.is_empty() {
+                format!("worker exited with code {exit_code}")
+            } else {
+                message
+            };
+            Some((why, finished_at))
+        }
+    };
+    // No worker runs for this person: start the first, or replace the last.
+    if let (Some((why, _)), Some(reason)) = (&ended, ctx.stopping.reason()) {
+        return done(entry, reason, Some(why.clone()));
+    }
+    if let Some(max) = ctx.max_duration_seconds
+        && recorded >= f64::from(max) - 0.5
+    {
+        return done(entry, StopReason::MaxDuration, None);
+    }
+    let mut decision = Decision::default();
+    if let Some((why, finished_at)) = &ended {
+        let settings = ctx.settings;
+        if attempts >= settings.max_attempts {
+            entry.state = WorkerState::Failed;
+            entry.stop_reason = Some(StopReason::Failed);
+            entry.message = format!("gave up after {attempts} worker runs; the last: {why}");
+            let note = format!("{}: {}", person.user_id, entry.message);
+            return Decision {
+                entry,
+                events: vec![(true, "GaveUp", note)],
+                ..Decision::default()
+            };
+        }
+        let wait = if attempts <= 1 {
+            Duration::ZERO
+        } else {
+            backoff(settings.retry_backoff, attempts - 1)
+        };
+        let since = finished_at
+            .map(|f| ctx.now.duration_since(f).unsigned_abs())
+            .unwrap_or(wait);
+        if since < wait {
+            // A fixed time, not a countdown: the status must not change on every pass.
+            let due = finished_at
+                .and_then(|f| f.checked_add(wait).ok())
+                .unwrap_or(ctx.now);
+            entry.message = format!("{why}; the next worker starts at {due}");
+            return Decision {
+                entry,
+                requeue_after: Some(wait - since),
+                ..Decision::default()
+            };
+        }
+        decision.events.push((
+            true,
+            "WorkerReplaced",
+            format!(
+                "{}: attempt {} of {}: {why}",
+                person.user_id,
+                attempts + 1,
+                settings.max_attempts
+            ),
+        ));
+        decision.replacement = true;
+        entry.message = why.clone();
+    }
+    let attempt = attempts + 1;
+    entry.attempts = attempt;
+    entry.state = WorkerState::Pending;
+    decision.create = Some((
+        attempt,
+        Resume {
+            session_start: ctx.session_start.to_string(),
+            recorded_seconds: recorded,
+        },
+    ));
+    decision.entry = entry;
+    decision
+}
+
+/// An ended worker still has `recording` entries, and it ended less than the grace ago.
+fn reports_pending(
+    files: &[FileStatus],
+    pod: Option<&Pod>,
+    finished_at: Option<Timestamp>,
+    now: Timestamp,
+) -> bool {
+    let Some(name) = pod.map(|p| p.name_any()) else {
+        return false;
+    };
+    let recent =
+        finished_at.is_none_or(|f| now.duration_since(f).unsigned_abs() < LAST_REPORT_GRACE);
+    recent
+        && files
+            .iter()
+            .any(|f| f.status == FileState::Recording && f.pod.as_deref() == Some(name.as_str()))
+}
+
+/// Media seconds already stored for `person` (every file, when one person is recorded: a URL
+/// source's files carry the stream name).
+fn recorded_seconds(files: &[FileStatus], person: &Person, people: usize) -> f64 {
+    files
+        .iter()
+        .filter(|f| people == 1 || f.user_id == person.user_id)
+        .filter(|f| f.status != FileState::Failed)
+        .map(|f| f.duration_seconds)
+        .sum()
+}

@@ -1,0 +1,202 @@
+//! Validate: what the schema cannot check, before a job starts — the operator's defaults
+//! filled in and every referenced Secret present — and, once the spec is complete, the
+//! `ValidatedJob` that the build takes (the values in force, with no defaulting left to do).
+
+use crate::build::{self, Person};
+use crate::defaults::{Defaulting, JobDefaults};
+use crate::error::{Error, Result};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, ResourceExt};
+use roomrec_api::Mode;
+use roomrec_api::crd::{RecordingJob, SecretKeyRef, Storage};
+use serde_json::Value;
+
+/// A job whose spec is complete: what its workers record, and how.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidatedJob {
+    pub mode: Mode,
+    pub idle_timeout_seconds: u32,
+    pub storage: Storage,
+    pub people: Vec<Person>,
+}
+
+impl ValidatedJob {
+    /// The values in force, once the operator's defaults are in the spec; `Err` names the field
+    /// still missing.
+    pub fn of(job: &RecordingJob) -> Result<Self, &'static str> {
+        let spec = &job.spec;
+        Ok(Self {
+            mode: spec.mode.ok_or("spec.mode")?,
+            idle_timeout_seconds: spec.idle_timeout_seconds.ok_or("spec.idleTimeoutSeconds")?,
+            storage: spec.storage.clone().ok_or("spec.storage")?,
+            people: build::people(job),
+        })
+    }
+}
+
+/// What a job that has not started yet needs before it can.
+#[derive(Debug, PartialEq)]
+pub enum Validation {
+    /// Ready: its workers may start.
+    Valid,
+    /// A merge patch of the spec that fills in the operator's defaults.
+    FillDefaults(Value),
+    /// It cannot start: the event reason and the problem, naming the field and the fix.
+    Invalid {
+        reason: &'static str,
+        problem: String,
+    },
+}
+
+/// The validate step for a job that has not started.
+pub async fn validate(
+    job: &RecordingJob,
+    defaults: &JobDefaults,
+    client: &Client,
+) -> Result<Validation> {
+    match defaults.apply_to(&job.spec) {
+        Defaulting::Complete => {}
+        Defaulting::Patch(patch) => return Ok(Validation::FillDefaults(patch)),
+        Defaulting::Impossible(problem) => {
+            return Ok(Validation::Invalid {
+                reason: "InvalidSpec",
+                problem,
+            });
+        }
+    }
+    let ns = job.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for wanted in referenced_secrets(job) {
+        if let Some(problem) = wanted.problem(&secrets, &ns).await? {
+            return Ok(Validation::Invalid {
+                reason: "InvalidReference",
+                problem,
+            });
+        }
+    }
+    Ok(Validation::Valid)
+}
+
+/// A Secret a job names, and the keys its reader needs (any one of the sets).
+#[derive(Debug, PartialEq)]
+pub struct WantedSecret {
+    pub field: &'static str,
+    pub name: String,
+    pub key_sets: Vec<Vec<String>>,
+}
+
+impl WantedSecret {
+    fn keyed(field: &'static str, reference: &SecretKeyRef) -> Self {
+        Self {
+            field,
+            name: reference.name.clone(),
+            key_sets: vec![vec![reference.key.clone()]],
+        }
+    }
+
+    /// What is wrong with it, naming the field and the fix; None when it is there.
+    async fn problem(&self, secrets: &Api<Secret>, ns: &str) -> Result<Option<String>> {
+        let (name, field) = (&self.name, self.field);
+        let wanted = self.key_sets[0].join(" and ");
+        let Some(secret) = secrets.get_opt(name).await.map_err(Error::Read)? else {
+            return Ok(Some(format!(
+                "Secret {name} ({field}) not found in namespace {ns}: create it with key(s) {wanted}"
+            )));
+        };
+        let data = secret.data.unwrap_or_default();
+        let complete = self
+            .key_sets
+            .iter()
+            .any(|keys| keys.iter().all(|k| data.contains_key(k)));
+        Ok((!complete).then(|| format!("Secret {name} ({field}) lacks key(s) {wanted}: add them")))
+    }
+}
+
+/// Every Secret the job names, with the keys the worker or the callback reads.
+pub fn referenced_secrets(job: &RecordingJob) -> Vec<WantedSecret> {
+    let pair = |a: &str, b: &str| vec![a.to_string(), b.to_string()];
+    let mut wanted = Vec::new();
+    let storage = job.spec.storage.clone().unwrap_or_default();
+    if let Some(name) = storage.cos.and_then(|c| c.credentials_secret) {
+        wanted.push(WantedSecret {
+            field: "spec.storage.cos.credentialsSecret",
+            name,
+            key_sets: vec![
+                pair("secretId", "secretKey"),
+                pair("accessKeyId", "secretAccessKey"),
+            ],
+        });
+    }
+    if let Some(name) = storage.s3.and_then(|c| c.credentials_secret) {
+        wanted.push(WantedSecret {
+            field: "spec.storage.s3.credentialsSecret",
+            name,
+            key_sets: vec![
+                pair("accessKeyId", "secretAccessKey"),
+                pair("secretId", "secretKey"),
+            ],
+        });
+    }
+    if let Some(r) = job
+        .spec
+        .callback
+        .as_ref()
+        .and_then(|c| c.signing_secret.as_ref())
+    {
+        wanted.push(WantedSecret::keyed("spec.callback.signingSecret", r));
+    }
+    if let Some(trtc) = &job.spec.source.trtc {
+        if let Some(r) = &trtc.user_sig_secret {
+            wanted.push(WantedSecret::keyed("spec.source.trtc.userSigSecret", r));
+        }
+        if let Some(r) = &trtc.secret_key_secret {
+            wanted.push(WantedSecret::keyed("spec.source.trtc.secretKeySecret", r));
+        }
+    }
+    wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(yaml: &str) -> RecordingJob {
+        serde_yaml::from_str(&format!(
+            "apiVersion: roomrec.dev/v1alpha1\nkind: RecordingJob\nmetadata: {{name: j, namespace: n}}\nspec:\n{yaml}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_complete_spec_is_validated_and_an_incomplete_one_names_the_field() {
+        let complete = job(
+            "  source: {url: rtmp://h/live/cam}\n  mode: \"02\"\n  idleTimeoutSeconds: 9\n  storage: {volume: {claimName: c}}",
+        );
+        let v = ValidatedJob::of(&complete).unwrap();
+        assert_eq!(v.mode, Mode::AudioVideoMp4);
+        assert_eq!(v.idle_timeout_seconds, 9);
+        assert_eq!(v.people[0].user_id, "cam");
+        let partial =
+            job("  source: {url: rtmp://h/live/cam}\n  mode: AudioMp3\n  idleTimeoutSeconds: 9");
+        assert_eq!(ValidatedJob::of(&partial), Err("spec.storage"));
+    }
+
+    #[test]
+    fn every_referenced_secret_is_wanted_with_its_keys() {
+        let j = job(
+            "  source: {trtc: {sdkAppId: 1400000000, roomId: 1, userId: rec, record: [a], playDomain: p, userSigSecret: {name: sig, key: userSig}}}\n  storage: {cos: {region: ap-shanghai, bucket: b-1250000000, credentialsSecret: cos-keys}}\n  callback: {url: 'http://h', signingSecret: {name: cb, key: k}}",
+        );
+        let wanted = referenced_secrets(&j);
+        let fields: Vec<&str> = wanted.iter().map(|w| w.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.storage.cos.credentialsSecret",
+                "spec.callback.signingSecret",
+                "spec.source.trtc.userSigSecret"
+            ]
+        );
+        assert_eq!(wanted[0].key_sets[0], ["secretId", "secretKey"]);
+        assert_eq!(wanted[2].key_sets, [["userSig"]]);
+    }
+}
