@@ -23,6 +23,7 @@ ARG SOURCE_DATE_EPOCH
 WORKDIR /src
 # Every workspace member, since cargo reads the whole workspace.
 COPY Cargo.toml Cargo.lock ./
+COPY api api
 COPY operator operator
 COPY recorder-worker recorder-worker
 COPY tests tests

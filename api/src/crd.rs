@@ -118,6 +118,10 @@ pub struct Source {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[x_kube(validation = Rule::new("has(self.roomId) || has(self.strRoomId)").message("spec.source.trtc: set roomId (a number) or strRoomId (a string); roomId wins when both are set"))]
 #[x_kube(validation = Rule::new("!(has(self.userSigSecret) && has(self.secretKeySecret))").message("spec.source.trtc: set userSigSecret or secretKeySecret, not both"))]
+#[x_kube(validation = Rule::new("self.relay != 'start' || has(self.pushDomain)").message("spec.source.trtc.pushDomain is required with relay: start (the CSS push domain the relay pushes to)"))]
+#[x_kube(validation = Rule::new("self.relay != 'start' || has(self.userSigSecret) || has(self.secretKeySecret)").message("spec.source.trtc: relay: start needs the recording identity's UserSig (userSigSecret) or the application's secret key to make one (secretKeySecret)"))]
+#[x_kube(validation = Rule::new("self.relay != 'start' || !has(self.userSigSecret) || self.record.size() == 1").message("spec.source.trtc.userSigSecret signs one identity, but relay: start with several people needs one agent per person: record one person, or give secretKeySecret so roomrec makes a UserSig for each agent"))]
+#[x_kube(validation = Rule::new("self.relay != 'start' || !has(self.legacyBizId)").message("spec.source.trtc.legacyBizId is for playing an existing relay; relay: start pushes under the standard stream id"))]
 #[serde(rename_all = "camelCase")]
 pub struct TrtcSource {
     /// The TRTC application (SdkAppId).
@@ -155,6 +159,26 @@ pub struct TrtcSource {
     /// For applications created before 2020-01-09: the bizid of the legacy MD5 stream ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legacy_biz_id: Option<u64>,
+    /// How the media leaves the room. existing (default): the application's relay to CDN is
+    /// switched on in the TRTC console; roomrec plays it from playDomain. start: roomrec
+    /// starts one server-side relay per person (StartPublishCdnStream, pass-through, no
+    /// transcoding) whose agent joins the room as the recording identity, pushes to pushDomain
+    /// and is stopped when the person's recording ends; needs userSigSecret or
+    /// secretKeySecret and the operator's TRTC API credentials (chart value trtc.api).
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.source.trtc.relay cannot change after the job is created"))]
+    pub relay: RelayMode,
+    /// relay: start only: the Cloud Streaming Services push domain the relay pushes to (its
+    /// streams play from playDomain), host name with an optional :port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9.-]+(:[0-9]{1,5})?$')").message("spec.source.trtc.pushDomain must be a host name (optionally with :port), without a scheme or path"))]
+    #[schemars(length(max = 253))]
+    pub push_domain: Option<String>,
+    /// relay: start only: the push domain's authentication key (CSS console → domain → push
+    /// authentication), from a Secret: each push URL carries txSecret/txTime made with it.
+    /// Leave out for a push domain without authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_key_secret: Option<SecretKeyRef>,
     /// The recording identity's UserSig, from a Secret. Only needed when roomrec itself asks
     /// TRTC to start the relay; playing an existing relay needs none. The operator checks that
     /// the key exists and never copies the value.
@@ -164,6 +188,18 @@ pub struct TrtcSource {
     /// userSigSecret. Same use and checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_secret: Option<SecretKeyRef>,
+}
+
+/// How a TRTC person's media reaches the worker: the application's relay to CDN, or a relay
+/// roomrec starts.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayMode {
+    #[default]
+    Existing,
+    Start,
 }
 
 /// A key of a Secret in the job's namespace.
@@ -346,7 +382,7 @@ pub struct RecordingJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
     /// Why the job ended: source-ended, idle-timeout, max-duration, stop-requested, deleted,
-    /// failed (the Finished condition's message says more).
+    /// removed, room-idle, room-dismissed, failed (the Finished condition's message says more).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub stop_reason: Option<StopReason>,
@@ -373,6 +409,33 @@ pub struct RecordingJobStatus {
     /// Delivery of the end-of-job callback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackStatus>,
+    /// What TRTC's room events said about this job's room (written by the operator's room
+    /// event receiver; the controller decides from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<RoomStatus>,
+}
+
+/// Room events that end recordings, as they arrived (the same event twice writes the same).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomStatus {
+    /// When the room was dismissed (event 102): every recording of the job ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dismissed_at: Option<String>,
+    /// Agents (recording identities) that left the room (event 104), by UserId.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agent_exits: BTreeMap<String, AgentExit>,
+}
+
+/// An agent's exit from the room.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentExit {
+    /// TRTC's exit reason: 1 normal, 2 timeout, 3 removed (RemoveUser), 4 link-mic cancelled,
+    /// 5 force-killed.
+    pub reason: u32,
+    /// When it left (the event's EventTs).
+    pub at: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
@@ -432,6 +495,25 @@ pub struct WorkerStatus {
     /// What went wrong, or what is being waited for.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// relay: start: the relay roomrec started for this person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayStatus>,
+}
+
+/// A relay roomrec started (StartPublishCdnStream), kept until it is stopped so that no relay
+/// is ever lost track of.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayStatus {
+    /// TRTC's TaskId of the relay.
+    pub task_id: String,
+    /// The agent's UserId in the room (the recording identity).
+    pub agent_user_id: String,
+    /// When it was started.
+    pub started_at: String,
+    /// When roomrec stopped it (StopPublishCdnStream answered, or TRTC had ended it already).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
 }
 
 /// One file (part) of a recording.

@@ -62,6 +62,13 @@ pub enum StopReason {
     StopRequested,
     /// The RecordingJob was deleted.
     Deleted,
+    /// TRTC: the recording identity (the relay's agent) was removed from the room
+    /// (RemoveUser / RemoveUserByStrRoomId).
+    Removed,
+    /// TRTC: no anchor published in the room for the idle time; the relay's agent left.
+    RoomIdle,
+    /// TRTC: the room was dismissed (DismissRoom, or it ended).
+    RoomDismissed,
     Failed,
 }
 
@@ -75,6 +82,9 @@ impl StopReason {
                 | StopReason::IdleTimeout
                 | StopReason::MaxDuration
                 | StopReason::StopRequested
+                | StopReason::Removed
+                | StopReason::RoomIdle
+                | StopReason::RoomDismissed
         )
     }
 
@@ -86,6 +96,9 @@ impl StopReason {
             StopReason::Signal => "signal",
             StopReason::StopRequested => "stop-requested",
             StopReason::Deleted => "deleted",
+            StopReason::Removed => "removed",
+            StopReason::RoomIdle => "room-idle",
+            StopReason::RoomDismissed => "room-dismissed",
             StopReason::Failed => "failed",
         }
     }
@@ -126,6 +139,9 @@ mod tests {
             StopReason::Signal,
             StopReason::StopRequested,
             StopReason::Deleted,
+            StopReason::Removed,
+            StopReason::RoomIdle,
+            StopReason::RoomDismissed,
             StopReason::Failed,
         ] {
             assert_eq!(json!(reason), reason.as_str());

@@ -7,12 +7,14 @@ use crate::http::{self, Probes};
 use crate::lease::LeaseLock;
 use crate::metrics::Metrics;
 use crate::settings::{self, CallbackSettings, Settings};
+use crate::trtc_api::{TrtcApiConfig, TrtcClient};
 use clap::Parser;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{Api, Client};
 use roomrec_api::crd::{Mode, Storage};
 use roomrec_api::defaults as job_defaults;
+use roomrec_api::trtc::tc3::Secret;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -81,6 +83,28 @@ pub struct Options {
     /// How long deleting a job waits for its workers to close their files.
     #[arg(long, env = "ROOMREC_FINALIZE_TIMEOUT_SECONDS", default_value_t = settings::FINALIZE_TIMEOUT_SECONDS)]
     pub finalize_timeout_seconds: u64,
+    /// The TRTC server API's endpoint, for relays roomrec starts (`relay: start`).
+    #[arg(long, env = "ROOMREC_TRTC_API_ENDPOINT", default_value = crate::trtc_api::DEFAULT_ENDPOINT)]
+    pub trtc_api_endpoint: String,
+    /// The TRTC API region (X-TC-Region): ap-guangzhou, ap-beijing, ap-singapore, ...
+    #[arg(long, env = "ROOMREC_TRTC_REGION", default_value = "ap-guangzhou")]
+    pub trtc_region: String,
+    /// A directory with files secretId and secretKey: the Tencent Cloud API credentials that
+    /// start and stop relays (a mounted Secret; never a flag's value). Unset: relay: start jobs
+    /// are refused.
+    #[arg(long, env = "ROOMREC_TRTC_CREDENTIALS_DIR")]
+    pub trtc_credentials_dir: Option<std::path::PathBuf>,
+    /// Serve TRTC's room event callback on this address (e.g. 0.0.0.0:8443); needs
+    /// --room-events-key-file. Unset: off.
+    #[arg(
+        long,
+        env = "ROOMREC_ROOM_EVENTS_ADDRESS",
+        requires = "room_events_key_file"
+    )]
+    pub room_events_address: Option<SocketAddr>,
+    /// A file holding the callback key set in the TRTC console (it signs every event).
+    #[arg(long, env = "ROOMREC_ROOM_EVENTS_KEY_FILE")]
+    pub room_events_key_file: Option<std::path::PathBuf>,
     /// Watch one namespace only (default: all).
     #[arg(long, env = "ROOMREC_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
@@ -134,6 +158,31 @@ fn parse_mode(s: &str) -> Result<Mode, String> {
 }
 
 impl Options {
+    /// The TRTC API access, from --trtc-credentials-dir.
+    pub fn trtc_api(&self) -> Result<Option<TrtcApiConfig>, StartError> {
+        let Some(dir) = &self.trtc_credentials_dir else {
+            return Ok(None);
+        };
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path)
+                .map(|v| v.trim().to_string())
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| StartError::TrtcCredentials(format!(
+                    "--trtc-credentials-dir: {} is missing or empty: mount a Secret with keys secretId and secretKey there",
+                    path.display()
+                )))
+        };
+        let mut config = TrtcApiConfig::new(
+            Secret::new(read("secretId")?),
+            Secret::new(read("secretKey")?),
+            &self.trtc_region,
+        );
+        config.endpoint = self.trtc_api_endpoint.clone();
+        Ok(Some(config))
+    }
+
     pub fn settings(&self) -> Settings {
         Settings {
             worker_resources: self.worker_resources.clone(),
@@ -156,6 +205,7 @@ impl Options {
                 ..Default::default()
             },
             finalize_timeout: Duration::from_secs(self.finalize_timeout_seconds),
+            trtc_api: None,
         }
     }
 
@@ -177,6 +227,18 @@ impl Options {
 pub enum StartError {
     #[error("cannot reach the Kubernetes API: {0}")]
     Kubernetes(#[source] kube::Error),
+    #[error("{0}")]
+    TrtcCredentials(String),
+    #[error("--trtc-api-endpoint: {0}")]
+    TrtcApi(#[source] crate::trtc_api::TrtcApiError),
+    #[error("--room-events-key-file: {0}")]
+    RoomEventsKey(String),
+    #[error("--room-events-address {address}: {source}")]
+    RoomEventsAddress {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("--metrics-address {address}: {source}")]
     MetricsAddress {
         address: SocketAddr,
@@ -187,6 +249,12 @@ pub enum StartError {
 
 /// Runs until SIGTERM/SIGINT; Err only when it cannot start.
 pub async fn run(options: Options) -> Result<(), StartError> {
+    let mut settings = options.settings();
+    settings.trtc_api = options.trtc_api()?;
+    if let Some(config) = &settings.trtc_api {
+        // Refuse a bad endpoint at start, not at the first relay.
+        TrtcClient::new(config.clone()).map_err(StartError::TrtcApi)?;
+    }
     let client = Client::try_default()
         .await
         .map_err(StartError::Kubernetes)?;
@@ -234,9 +302,29 @@ pub async fn run(options: Options) -> Result<(), StartError> {
         )
     });
     let lease = lease.map(Arc::new);
+    if let Some(address) = options.room_events_address {
+        let path = options.room_events_key_file.clone().unwrap_or_default();
+        let key = std::fs::read_to_string(&path)
+            .map(|k| k.trim().to_string())
+            .ok()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                StartError::RoomEventsKey(format!("{} is missing or empty", path.display()))
+            })?;
+        let receiver = crate::room_events::Receiver::new(
+            client.clone(),
+            options.namespace.clone(),
+            key.into_bytes(),
+            metrics.clone(),
+        );
+        let bound = crate::room_events::serve(address, receiver)
+            .await
+            .map_err(|source| StartError::RoomEventsAddress { address, source })?;
+        info!(address = %bound, "serving TRTC room events");
+    }
     let ctx = Arc::new(Context::new(
         client,
-        options.settings(),
+        settings,
         metrics.clone(),
         identity.clone(),
     ));

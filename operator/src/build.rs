@@ -229,7 +229,12 @@ pub fn worker_env(
         source,
         mode: validated.mode,
         storage: storage_target(&validated.storage),
-        idle_timeout_seconds: validated.idle_timeout_seconds,
+        idle_timeout_seconds: validated.idle_timeout_seconds
+            + if crate::relay::started_by_roomrec(job).is_some() {
+                crate::relay::VERDICT_GRACE_SECONDS
+            } else {
+                0
+            },
         // A replacement records only what is left; at least a second so the value stays valid
         // (the controller does not start a worker when nothing is left).
         max_duration_seconds: spec

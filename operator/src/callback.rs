@@ -10,13 +10,13 @@
 
 use crate::build;
 use crate::controller::Context;
+use crate::secrets;
 use crate::settings::backoff;
 use hmac::{Hmac, KeyInit, Mac};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, ResourceExt};
-use roomrec_api::FileState;
+use kube::ResourceExt;
 use roomrec_api::crd::{CallbackStatus, FileStatus, Phase, RecordingJob, RecordingJobStatus};
+use roomrec_api::{FileState, StopReason};
 use serde::Serialize;
 use sha2::Sha256;
 use std::time::Duration;
@@ -61,6 +61,23 @@ pub fn payload(job: &RecordingJob) -> Payload {
             .unwrap_or(usize::MAX)
     };
     files.sort_by(|a, b| (order(a), a.part, &a.url).cmp(&(order(b), b.part, &b.url)));
+    // The room's end of a person's recording (removed, room idle, room dismissed) is what the
+    // heritage users asked for: their stored files say so; any other end leaves it empty.
+    let room_end = |user_id: &str| -> String {
+        status
+            .workers
+            .iter()
+            .find(|w| people.len() == 1 || w.user_id == user_id)
+            .and_then(|w| w.stop_reason)
+            .filter(|r| {
+                matches!(
+                    r,
+                    StopReason::Removed | StopReason::RoomIdle | StopReason::RoomDismissed
+                )
+            })
+            .map(|r| r.as_str().to_string())
+            .unwrap_or_default()
+    };
     let mut out: Vec<PayloadFile> = files
         .iter()
         .map(|f| PayloadFile {
@@ -68,7 +85,7 @@ pub fn payload(job: &RecordingJob) -> Payload {
             record_file: f.url.clone(),
             status: u8::from(f.status == FileState::Succeeded),
             message: match f.status {
-                FileState::Succeeded => String::new(),
+                FileState::Succeeded => room_end(&f.user_id),
                 FileState::Recording if f.message.is_empty() => {
                     "the worker stopped before closing this file".into()
                 }
@@ -189,32 +206,15 @@ async fn signing_key(job: &RecordingJob, ctx: &Context) -> Result<Option<Vec<u8>
         .spec
         .callback
         .as_ref()
-        .and_then(|c| c.signing_secret.clone())
+        .and_then(|c| c.signing_secret.as_ref())
     else {
         return Ok(None);
     };
-    let secrets: Api<Secret> =
-        Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
-    let secret = secrets
-        .get_opt(&reference.name)
+    let ns = job.namespace().unwrap_or_default();
+    secrets::read_key(&ctx.client, &ns, reference, "spec.callback.signingSecret")
         .await
-        .map_err(|e| format!("reading Secret {} failed: {e}", reference.name))?
-        .ok_or_else(|| {
-            format!(
-                "Secret {} (spec.callback.signingSecret) not found: create it with key {}",
-                reference.name, reference.key
-            )
-        })?;
-    secret
-        .data
-        .and_then(|d| d.get(&reference.key).map(|v| v.0.clone()))
         .map(Some)
-        .ok_or_else(|| {
-            format!(
-                "Secret {} (spec.callback.signingSecret) has no key {}",
-                reference.name, reference.key
-            )
-        })
+        .map_err(|e| e.to_string())
 }
 
 /// `t={timestamp},v1={hex HMAC-SHA256(key, "{timestamp}.{body}")}`.

@@ -9,8 +9,10 @@ use crate::callback;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::progress;
+use crate::relay;
 use crate::settings::{Settings, backoff};
 use crate::status::{self, FIELD_MANAGER};
+use crate::trtc_api::TrtcClient;
 use crate::validate::{self, ValidatedJob, Validation};
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -29,6 +31,8 @@ use tracing::{Instrument, info, warn};
 
 pub struct Context {
     pub client: Client,
+    /// The TRTC API, when the operator has credentials for it.
+    pub trtc: Option<TrtcClient>,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
@@ -51,8 +55,14 @@ impl Context {
                 instance: Some(instance),
             },
         );
+        let trtc = settings.trtc_api.clone().and_then(|config| {
+            TrtcClient::new(config)
+                .inspect_err(|e| warn!(error = %e, "the TRTC API client cannot be built"))
+                .ok()
+        });
         Self {
             client,
+            trtc,
             settings,
             metrics,
             recorder,
@@ -184,7 +194,9 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
     let old = job.status.clone().unwrap_or_default();
     let terminal = old.phase.is_some_and(Phase::is_terminal);
     if !terminal && old.attempts.unwrap_or(0) == 0 && !deleting {
-        match validate::validate(job, &ctx.settings.defaults, &ctx.client).await? {
+        match validate::validate(job, &ctx.settings.defaults, &ctx.client, ctx.trtc.is_some())
+            .await?
+        {
             Validation::Valid => {}
             Validation::FillDefaults(patch) => {
                 if let Some(filled) = apply::fill_defaults(&jobs, job, patch).await? {
@@ -204,8 +216,12 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
                 }
                 ctx.metrics.observe(job, Some((Phase::Pending, 0)));
                 // A missing Secret may be created any time; a spec problem needs an edit.
+                // A Secret may be created or fixed any time (no event tells us); a spec
+                // problem needs an edit of the job, which does.
                 return Ok(match reason {
-                    "InvalidReference" => Action::requeue(Duration::from_secs(15)),
+                    "InvalidReference" | "InvalidUserSig" => {
+                        Action::requeue(Duration::from_secs(15))
+                    }
                     _ => Action::await_change(),
                 });
             }
@@ -220,7 +236,7 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
         .map_err(Error::Read)?
         .items;
     let now = Timestamp::now();
-    let plan = progress::plan(job, &pods, &ctx.settings, now);
+    let mut plan = progress::plan(job, &pods, &ctx.settings, now);
     tracing::debug!(
         pods = ?pods.iter().map(|p| (p.name_any(), progress::pod_state(p))).collect::<Vec<_>>(),
         files = ?old.files.iter().map(|f| (f.part, f.status)).collect::<Vec<_>>(),
@@ -231,6 +247,10 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
     );
 
     // Build and apply.
+    if !plan.create.is_empty() {
+        let validated = ValidatedJob::of(job).map_err(Error::MissingField)?;
+        start_relays(job, &validated, &mut plan, ctx, &jobs).await?;
+    }
     if !plan.create.is_empty() {
         let validated = ValidatedJob::of(job).map_err(Error::MissingField)?;
         apply::worker_rbac(&ctx.client, job).await?;
@@ -282,6 +302,8 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
     ctx.metrics
         .observe(job, Some((phase, progress::running(&status) as i64)));
 
+    stop_relays(job, &mut status, ctx, false).await?;
+
     // The callback, once the job has ended.
     let mut requeue = plan.requeue_after;
     if phase.is_terminal() && job.spec.callback.is_some() {
@@ -314,6 +336,13 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
                 )
                 .await;
             }
+            // No relay outlives its job.
+            let mut status = status;
+            let stopped = stop_relays(job, &mut status, ctx, true).await;
+            if !status::same(&old, &status) {
+                status::write(&jobs, &name, &status).await?;
+            }
+            stopped?;
             apply::remove_finalizer(&jobs, job).await?;
             ctx.metrics.observe(job, None);
             return Ok(Action::await_change());
@@ -326,4 +355,132 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
         // A safety net: pod and job events normally wake us first.
         (None, false) => Action::requeue(Duration::from_secs(60)),
     })
+}
+
+/// Starts the relay of each person about to get a worker (relay: start) unless theirs still
+/// runs (a replaced worker reuses it), and writes the TaskIds into the status before anything
+/// else: an operator that dies now finds them there. A person whose relay cannot start gets no
+/// worker: a retryable failure is tried again, a permanent one fails that person.
+async fn start_relays(
+    job: &RecordingJob,
+    validated: &ValidatedJob,
+    plan: &mut progress::Plan,
+    ctx: &Context,
+    jobs: &Api<RecordingJob>,
+) -> Result<()> {
+    if relay::started_by_roomrec(job).is_none() {
+        return Ok(());
+    }
+    let Some(api) = &ctx.trtc else {
+        return Err(Error::Relay(
+            "relay: start, but the operator has no TRTC API access".into(),
+        ));
+    };
+    let now = Timestamp::now().as_second();
+    let mut started = false;
+    let mut create = Vec::new();
+    for (person, attempt, resume) in std::mem::take(&mut plan.create) {
+        let entry = plan
+            .status
+            .workers
+            .iter_mut()
+            .find(|w| w.user_id == person.user_id)
+            .expect("every person to start has a status entry");
+        if entry.relay.as_ref().is_some_and(|r| r.stopped_at.is_none()) {
+            create.push((person, attempt, resume));
+            continue;
+        }
+        match relay::start(
+            api,
+            &ctx.client,
+            job,
+            &person,
+            validated.idle_timeout_seconds,
+            now,
+        )
+        .await
+        {
+            Ok(started_relay) => {
+                info!(user = %person.user_id, task = %started_relay.task_id, agent = %started_relay.agent_user_id, "relay started");
+                ctx.metrics.relays_started.inc();
+                let note = format!(
+                    "{}: relay {} started, agent {} in the room",
+                    person.user_id, started_relay.task_id, started_relay.agent_user_id
+                );
+                ctx.event(job, false, "RelayStarted", note).await;
+                entry.relay = Some(started_relay);
+                started = true;
+                create.push((person, attempt, resume));
+            }
+            Err(e) => {
+                ctx.metrics.relay_failures.inc();
+                // No worker was started: the attempt does not count.
+                entry.attempts = attempt - 1;
+                entry.message = format!("starting the relay failed: {e}");
+                if e.is_retryable() {
+                    plan.requeue_after = Some(
+                        plan.requeue_after
+                            .map_or(RELAY_RETRY, |r| r.min(RELAY_RETRY)),
+                    );
+                } else {
+                    entry.state = roomrec_api::WorkerState::Failed;
+                    entry.stop_reason = Some(roomrec_api::StopReason::Failed);
+                }
+                let note = format!("{}: {}", person.user_id, entry.message);
+                ctx.event(job, true, "RelayFailed", note).await;
+            }
+        }
+    }
+    plan.create = create;
+    if started {
+        status::write(jobs, &job.name_any(), &plan.status).await?;
+    }
+    Ok(())
+}
+
+/// Wait before trying a relay again after a failure a retry may help.
+const RELAY_RETRY: Duration = Duration::from_secs(5);
+
+/// Stops the relays whose person's recording has ended (every relay with `all`), recording
+/// each stop in the status.
+async fn stop_relays(
+    job: &RecordingJob,
+    status: &mut roomrec_api::RecordingJobStatus,
+    ctx: &Context,
+    all: bool,
+) -> Result<()> {
+    let Some(trtc) = &job.spec.source.trtc else {
+        return Ok(());
+    };
+    for worker in &mut status.workers {
+        let ended = all || worker.state.is_final();
+        let Some(running) = worker
+            .relay
+            .as_mut()
+            .filter(|r| r.stopped_at.is_none() && ended)
+        else {
+            continue;
+        };
+        let Some(api) = &ctx.trtc else {
+            return Err(Error::Relay(format!(
+                "relay {} of {} cannot be stopped: the operator has no TRTC API access",
+                running.task_id, worker.user_id
+            )));
+        };
+        match relay::stop(api, trtc.sdk_app_id, &running.task_id).await {
+            Ok(()) => {
+                info!(user = %worker.user_id, task = %running.task_id, "relay stopped");
+                ctx.metrics.relays_stopped.inc();
+                running.stopped_at = Some(Timestamp::now().to_string());
+            }
+            Err(e) => {
+                ctx.metrics.relay_failures.inc();
+                return Err(Error::Relay(format!(
+                    "stopping relay {} of {}: {e}",
+                    running.task_id, worker.user_id
+                )));
+            }
+        }
+    }
+    Ok(())
 }

@@ -23,16 +23,19 @@ pub enum Error {
     Finalizer(String),
     #[error("the object has no {0}")]
     MissingField(&'static str),
+    #[error("a TRTC relay: {0}")]
+    Relay(String),
 }
 
 /// Every value `Error::step` returns (metric series exist from the start).
-pub const STEPS: [&str; 6] = [
+pub const STEPS: [&str; 7] = [
     "read",
     "apply",
     "delete",
     "status",
     "finalizer",
     "invalid-object",
+    "relay",
 ];
 
 impl Error {
@@ -45,6 +48,7 @@ impl Error {
             Error::Status(_) => "status",
             Error::Finalizer(_) => "finalizer",
             Error::MissingField(_) => "invalid-object",
+            Error::Relay(_) => "relay",
         }
     }
 
@@ -56,6 +60,7 @@ impl Error {
             Error::Status(_) => "StatusFailed",
             Error::Finalizer(_) => "FinalizerFailed",
             Error::MissingField(_) => "InvalidObject",
+            Error::Relay(_) => "RelayFailed",
         }
     }
 }

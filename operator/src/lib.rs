@@ -11,6 +11,10 @@
 //! status    the operator's part of the status
 //! callback  the end-of-job callback and its retry state
 //! ```
+//!
+//! Beside the loop: `relay` starts and stops the TRTC relays of `relay: start` jobs (through
+//! `trtc_api`), `room_events` receives TRTC's room event callbacks into `status.room`, and
+//! `usersig_cmd` is `roomrec-operator usersig` for support work.
 
 pub mod app;
 pub mod apply;
@@ -26,6 +30,9 @@ pub mod metrics;
 pub mod person;
 pub mod phase;
 pub mod progress;
+pub mod relay;
+pub mod room_events;
+pub mod secrets;
 pub mod settings;
 pub mod status;
 pub mod trtc_api;

@@ -11,6 +11,16 @@ use roomrec_api::crd::{Phase, RecordingJob};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// What became of a room event: applied to a job, acknowledged without effect, or refused
+/// (bad signature, stale, malformed).
+pub const ROOM_EVENT_RESULTS: [&str; 5] = [
+    "applied",
+    "ignored",
+    "refused-signature",
+    "refused-stale",
+    "refused-malformed",
+];
+
 pub struct Metrics {
     registry: Registry,
     pub jobs: IntGaugeVec,
@@ -26,6 +36,12 @@ pub struct Metrics {
     pub recorded_bytes: IntCounter,
     pub recorded_seconds: prometheus::Counter,
     pub leader: IntGauge,
+    /// TRTC room events by what became of them (`ROOM_EVENT_RESULTS`).
+    pub room_events: IntCounterVec,
+    /// Relays roomrec started and stopped (relay: start).
+    pub relays_started: IntCounter,
+    pub relays_stopped: IntCounter,
+    pub relay_failures: IntCounter,
     /// Set at each scrape from `seen`, so it grows while a job waits.
     oldest_pending_age: prometheus::Gauge,
     /// Each job's last phase, running workers and creation time, to keep the gauges exact.
@@ -116,6 +132,32 @@ impl Metrics {
             "1 while this replica holds the leader lease",
         )
         .unwrap();
+        let room_events = IntCounterVec::new(
+            Opts::new(
+                "roomrec_room_events_total",
+                "TRTC room event callbacks received, by result",
+            ),
+            &["result"],
+        )
+        .unwrap();
+        for result in ROOM_EVENT_RESULTS {
+            room_events.with_label_values(&[result]);
+        }
+        let relays_started = IntCounter::new(
+            "roomrec_relays_started_total",
+            "TRTC relays started (StartPublishCdnStream) for relay: start jobs",
+        )
+        .unwrap();
+        let relays_stopped = IntCounter::new(
+            "roomrec_relays_stopped_total",
+            "TRTC relays stopped after their person's recording ended",
+        )
+        .unwrap();
+        let relay_failures = IntCounter::new(
+            "roomrec_relay_failures_total",
+            "Failed attempts to start or stop a TRTC relay",
+        )
+        .unwrap();
         let oldest_pending_age = prometheus::Gauge::new(
             "roomrec_oldest_pending_job_age_seconds",
             "Age of the oldest RecordingJob in phase Pending (no worker started yet), 0 when none",
@@ -135,6 +177,10 @@ impl Metrics {
             Box::new(recorded_bytes.clone()),
             Box::new(recorded_seconds.clone()),
             Box::new(leader.clone()),
+            Box::new(room_events.clone()),
+            Box::new(relays_started.clone()),
+            Box::new(relays_stopped.clone()),
+            Box::new(relay_failures.clone()),
             Box::new(oldest_pending_age.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -164,6 +210,10 @@ impl Metrics {
             recorded_bytes,
             recorded_seconds,
             leader,
+            room_events,
+            relays_started,
+            relays_stopped,
+            relay_failures,
             oldest_pending_age,
             seen: Mutex::default(),
         }

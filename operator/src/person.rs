@@ -13,7 +13,7 @@ use crate::settings::{Settings, backoff};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use roomrec_api::crd::{FileStatus, WorkerStatus};
+use roomrec_api::crd::{FileStatus, RoomStatus, WorkerStatus};
 use roomrec_api::{FileState, StopReason, WorkerResult, WorkerState};
 use std::time::Duration;
 
@@ -77,7 +77,36 @@ pub struct Context<'a> {
     pub people: usize,
     pub session_start: &'a str,
     pub max_duration_seconds: Option<u32>,
+    /// What TRTC's room events said (room dismissed, agents gone).
+    pub room: Option<&'a RoomStatus>,
 }
+
+/// Why the room ended this person's recording, if it did: the room dismissed, or their relay's
+/// agent gone (removed by RemoveUser, or left at MaxIdleTime: no anchor published). An exit
+/// from before the current relay started belongs to an earlier relay and is ignored.
+pub fn room_end(room: Option<&RoomStatus>, previous: Option<&WorkerStatus>) -> Option<StopReason> {
+    let room = room?;
+    if room.dismissed_at.is_some() {
+        return Some(StopReason::RoomDismissed);
+    }
+    let relay = previous?.relay.as_ref()?;
+    let exit = room.agent_exits.get(&relay.agent_user_id)?;
+    let after_start = match (
+        exit.at.parse::<Timestamp>(),
+        relay.started_at.parse::<Timestamp>(),
+    ) {
+        (Ok(at), Ok(started)) => at >= started,
+        _ => true,
+    };
+    after_start.then_some(if exit.reason == REMOVED_BY_REMOVE_USER {
+        StopReason::Removed
+    } else {
+        StopReason::RoomIdle
+    })
+}
+
+/// TRTC's exit reason for a user removed by RemoveUser.
+const REMOVED_BY_REMOVE_USER: u32 = 3;
 
 /// The decision for one person.
 #[derive(Debug, Default, PartialEq)]
@@ -135,7 +164,13 @@ pub fn decide(
         pod: previous.and_then(|w| w.pod.clone()),
         stop_reason: previous.and_then(|w| w.stop_reason),
         message: previous.map(|w| w.message.clone()).unwrap_or_default(),
+        relay: previous.and_then(|w| w.relay.clone()),
     };
+    // A stop of the job, or the room's end of this person's recording.
+    let stopping = ctx
+        .stopping
+        .reason()
+        .or_else(|| room_end(ctx.room, previous));
     let done = |mut entry: WorkerStatus, reason: StopReason, message: Option<String>| {
         entry.state = WorkerState::Done;
         entry.stop_reason = Some(reason);
@@ -156,7 +191,7 @@ pub fn decide(
     // Why the last worker is gone, if it is and should be replaced.
     let ended: Option<(String, Option<Timestamp>)> = match latest.map(pod_state) {
         None if attempts == 0 => {
-            if let Some(reason) = ctx.stopping.reason() {
+            if let Some(reason) = stopping {
                 return done(
                     entry,
                     reason,
@@ -178,8 +213,8 @@ pub fn decide(
             } else {
                 WorkerState::Pending
             };
-            let delete = (ctx.stopping != Stopping::No && !deleting)
-                .then(|| latest.expect("active pod").name_any());
+            let delete =
+                (stopping.is_some() && !deleting).then(|| latest.expect("active pod").name_any());
             return Decision {
                 entry,
                 delete,
@@ -242,7 +277,7 @@ pub fn decide(
         }
     };
     // No worker runs for this person: start the first, or replace the last.
-    if let (Some((why, _)), Some(reason)) = (&ended, ctx.stopping.reason()) {
+    if let (Some((why, _)), Some(reason)) = (&ended, stopping) {
         return done(entry, reason, Some(why.clone()));
     }
     if let Some(max) = ctx.max_duration_seconds
@@ -338,4 +373,70 @@ fn recorded_seconds(files: &[FileStatus], person: &Person, people: usize) -> f64
         .filter(|f| f.status != FileState::Failed)
         .map(|f| f.duration_seconds)
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roomrec_api::crd::{AgentExit, RelayStatus};
+
+    fn with_relay(agent: &str, started_at: &str) -> WorkerStatus {
+        WorkerStatus {
+            user_id: "alice".into(),
+            relay: Some(RelayStatus {
+                task_id: "task-1".into(),
+                agent_user_id: agent.into(),
+                started_at: started_at.into(),
+                stopped_at: None,
+            }),
+            ..WorkerStatus::default()
+        }
+    }
+
+    fn exit(agent: &str, reason: u32, at: &str) -> RoomStatus {
+        RoomStatus {
+            dismissed_at: None,
+            agent_exits: [(
+                agent.to_string(),
+                AgentExit {
+                    reason,
+                    at: at.into(),
+                },
+            )]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn the_room_ends_a_recording_by_dismissal_removal_or_idleness_of_its_own_relay() {
+        let worker = with_relay("recorder-1", "2026-12-07T10:00:00Z");
+        assert_eq!(room_end(None, Some(&worker)), None);
+        let removed = exit("recorder-1", 3, "2026-12-07T10:05:00Z");
+        assert_eq!(
+            room_end(Some(&removed), Some(&worker)),
+            Some(StopReason::Removed)
+        );
+        let idle = exit("recorder-1", 2, "2026-12-07T10:05:00Z");
+        assert_eq!(
+            room_end(Some(&idle), Some(&worker)),
+            Some(StopReason::RoomIdle)
+        );
+        // Another agent's exit, or an exit from before this relay started (an earlier relay
+        // ended by the new one's start), ends nothing.
+        let other = exit("recorder-1_2", 3, "2026-12-07T10:05:00Z");
+        assert_eq!(room_end(Some(&other), Some(&worker)), None);
+        let stale = exit("recorder-1", 5, "2026-12-07T09:59:59Z");
+        assert_eq!(room_end(Some(&stale), Some(&worker)), None);
+        // A dismissed room ends everyone, relay or not, and wins over an exit.
+        let mut dismissed = removed.clone();
+        dismissed.dismissed_at = Some("2026-12-07T10:05:01Z".into());
+        assert_eq!(
+            room_end(Some(&dismissed), Some(&worker)),
+            Some(StopReason::RoomDismissed)
+        );
+        assert_eq!(
+            room_end(Some(&dismissed), None),
+            Some(StopReason::RoomDismissed)
+        );
+    }
 }

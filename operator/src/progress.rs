@@ -88,6 +88,7 @@ pub fn plan(job: &RecordingJob, pods: &[Pod], settings: &Settings, now: Timestam
         people: people.len(),
         session_start: &session_start,
         max_duration_seconds: job.spec.max_duration_seconds,
+        room: old.room.as_ref(),
     };
     let mut plan = Plan::default();
     let mut workers = Vec::new();

@@ -41,6 +41,9 @@ pub struct Settings {
     pub finalize_timeout: Duration,
     /// Filled into jobs that leave mode, idle timeout or storage out.
     pub defaults: JobDefaults,
+    /// Access to the TRTC server API, for relays roomrec starts; None: `relay: start` jobs are
+    /// refused with the fix.
+    pub trtc_api: Option<crate::trtc_api::TrtcApiConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -66,6 +69,7 @@ impl Default for Settings {
             callback: CallbackSettings::default(),
             finalize_timeout: Duration::from_secs(FINALIZE_TIMEOUT_SECONDS),
             defaults: JobDefaults::default(),
+            trtc_api: None,
         }
     }
 }

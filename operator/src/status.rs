@@ -40,10 +40,12 @@ pub fn invalid(job: &RecordingJob, reason: &str, problem: &str) -> RecordingJobS
     }
 }
 
-/// The status without the workers' `files`, as the operator writes it.
+/// The status without the workers' `files` and the room events' `room`, as the reconcile
+/// writes it (those have writers of their own).
 pub fn same(old: &RecordingJobStatus, new: &RecordingJobStatus) -> bool {
     let mut old = old.clone();
     old.files.clear();
+    old.room = None;
     &old == new
 }
 

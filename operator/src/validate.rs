@@ -5,6 +5,8 @@
 use crate::build::{self, Person};
 use crate::defaults::{Defaulting, JobDefaults};
 use crate::error::{Error, Result};
+use crate::relay::{self, RelayError};
+use crate::secrets::SecretError;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 use roomrec_api::Mode;
@@ -48,11 +50,13 @@ pub enum Validation {
     },
 }
 
-/// The validate step for a job that has not started.
+/// The validate step for a job that has not started. `trtc_api`: whether the operator may
+/// call the TRTC API (relay: start needs it).
 pub async fn validate(
     job: &RecordingJob,
     defaults: &JobDefaults,
     client: &Client,
+    trtc_api: bool,
 ) -> Result<Validation> {
     match defaults.apply_to(&job.spec) {
         Defaulting::Complete => {}
@@ -72,6 +76,31 @@ pub async fn validate(
                 reason: "InvalidReference",
                 problem,
             });
+        }
+    }
+    if let Some(trtc) = relay::started_by_roomrec(job) {
+        if !trtc_api {
+            return Ok(Validation::Invalid {
+                reason: "NoTrtcApi",
+                problem: "spec.source.trtc.relay: start needs the operator's access to the TRTC API: set the chart value trtc.api.credentialsSecret (a Secret with secretId and secretKey; flag --trtc-credentials-dir), or use relay: existing".into(),
+            });
+        }
+        // The agents' UserSigs, checked before any relay or worker starts.
+        let now = jiff::Timestamp::now().as_second();
+        for person in build::people(job) {
+            let agent = relay::agent_user_id(trtc, &person);
+            match relay::agent_user_sig(client, job, trtc, &agent, now).await {
+                Ok(_) => {}
+                Err(RelayError::Secret(SecretError::Read { source, .. })) => {
+                    return Err(Error::Read(source));
+                }
+                Err(e) => {
+                    return Ok(Validation::Invalid {
+                        reason: "InvalidUserSig",
+                        problem: e.to_string(),
+                    });
+                }
+            }
         }
     }
     Ok(Validation::Valid)
@@ -146,6 +175,9 @@ pub fn referenced_secrets(job: &RecordingJob) -> Vec<WantedSecret> {
         wanted.push(WantedSecret::keyed("spec.callback.signingSecret", r));
     }
     if let Some(trtc) = &job.spec.source.trtc {
+        if let Some(r) = &trtc.push_key_secret {
+            wanted.push(WantedSecret::keyed("spec.source.trtc.pushKeySecret", r));
+        }
         if let Some(r) = &trtc.user_sig_secret {
             wanted.push(WantedSecret::keyed("spec.source.trtc.userSigSecret", r));
         }

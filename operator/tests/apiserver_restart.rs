@@ -3,12 +3,32 @@
 //! worker is started, and the job completes with its files. A bed of its own (restarting the
 //! shared one would disturb the other tests).
 
-mod support;
+/// The parts of `tests/support/` these tests use, and those they build on (each file says
+/// what it holds).
+mod support {
+    pub mod cluster;
+    pub mod jobs;
+    pub mod kubectl;
+    pub mod logs;
+    pub mod operator_process;
+    pub mod s3;
+    pub mod scene;
+    pub mod stored_files;
 
-use roomrec_testbed::TestBed;
+    pub use self::{cluster::*, jobs::*, scene::*, stored_files::*};
+}
+
+use roomrec_testbed::{BedInfo, TestBed};
 use serde_json::json;
 use std::time::Duration;
 use support::*;
+
+/// Makes every helper use `info` (a bed the test started itself, e.g. to restart its parts).
+fn use_bed(info: BedInfo) {
+    OWN_BED
+        .set(info)
+        .expect("use_bed is called once, before any other helper");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_survives_an_api_server_restart() {

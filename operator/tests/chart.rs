@@ -5,7 +5,24 @@
 //! ServiceAccount, non-root with a read-only root) records a job whose mode, idle timeout and
 //! storage all come from the chart's worker defaults; requests outside its RBAC are refused.
 
-mod support;
+/// The parts of `tests/support/` these tests use, and those they build on (each file says
+/// what it holds).
+mod support {
+    pub mod cluster;
+    pub mod jobs;
+    pub mod kubectl;
+    pub mod logs;
+    pub mod proc;
+    pub mod processes;
+    pub mod s3;
+    pub mod stored_files;
+    pub mod validation;
+
+    pub use self::{
+        cluster::*, jobs::*, kubectl::*, logs::*, proc::*, processes::*, s3::*, stored_files::*,
+        validation::*,
+    };
+}
 
 use kube::api::{Api, PostParams};
 use roomrec_api::crd::RecordingJob;
@@ -25,6 +42,36 @@ fn text(output: &Output) -> String {
 
 fn chart() -> String {
     repo().join("charts/roomrec").display().to_string()
+}
+
+/// The chart's operator, run by the node agent as a pod of the Deployment in `namespace`.
+struct OperatorPod {
+    namespace: String,
+}
+
+impl OperatorLog for OperatorPod {
+    fn log_text(&self) -> String {
+        let text: String = container_logs(&self.namespace, "operator")
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect();
+        tail(&text, 6000)
+    }
+}
+
+/// How a process really runs: (real uid, real gid, root filesystem read-only), from /proc.
+fn process_identity(pid: i32) -> (u32, u32, bool) {
+    let first_id = |key: &str| -> u32 {
+        proc_status(pid, key)
+            .split_whitespace()
+            .next()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} id in /proc/{pid}/status"))
+    };
+    let root_read_only = mount_options(pid)
+        .get("/")
+        .is_some_and(|options| options.iter().any(|o| o == "ro"));
+    (first_id("Uid"), first_id("Gid"), root_read_only)
 }
 
 #[test]

@@ -4,7 +4,26 @@
 //! checks COS signatures). The operator runs as a process under the chart's ServiceAccount, so
 //! every test also proves the chart's RBAC is enough.
 
-mod support;
+/// The parts of `tests/support/` these tests use, and those they build on (each file says
+/// what it holds).
+mod support {
+    pub mod callbacks;
+    pub mod cluster;
+    pub mod examples;
+    pub mod jobs;
+    pub mod kubectl;
+    pub mod logs;
+    pub mod operator_process;
+    pub mod processes;
+    pub mod s3;
+    pub mod scene;
+    pub mod stored_files;
+
+    pub use self::{
+        callbacks::*, cluster::*, examples::*, jobs::*, kubectl::*, logs::*, operator_process::*,
+        processes::*, s3::*, scene::*, stored_files::*,
+    };
+}
 
 use hmac::{Hmac, KeyInit, Mac};
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -15,6 +34,39 @@ use roomrec_testbed::wait_until;
 use serde_json::{Value, json};
 use std::time::Duration;
 use support::*;
+
+/// What only these tests do with an operator process.
+impl Operator {
+    /// One replica without leader election (`--leader-elect` off, as with `replicas: 1`).
+    async fn start_single(namespace: &str, extra: &[&str]) -> Self {
+        Self::start_with(namespace, extra, false).await
+    }
+
+    /// Started and serving /healthz, but not (yet) leading.
+    async fn start_unready(namespace: &str) -> Self {
+        let op = Self::spawn(namespace, &[], true).await;
+        let url = op.url("/healthz");
+        wait_until(Duration::from_secs(30), || async {
+            reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the operator did not start: {}", op.log_text()));
+        op
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// A client authenticated as the chart's operator ServiceAccount.
+async fn operator_client() -> kube::Client {
+    roomrec_testbed::control_plane::client_from_kubeconfig(&operator_kubeconfig().await)
+        .await
+        .unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_example_records_into_the_bucket() {
@@ -152,7 +204,7 @@ async fn quickstart_example_records_into_the_bucket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trtc_example_records_each_person_into_cos_and_calls_back_once() {
+async fn existing_relay_example_records_each_person_into_cos_and_calls_back_once() {
     cluster().await;
     let ns = bed().namespace("trtc").await.unwrap();
     let buckets = bed().s3_bucket_dir.parent().unwrap();

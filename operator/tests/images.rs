@@ -5,7 +5,24 @@
 //! program the node agent runs for that image — and, on the test bed, a worker pod started by
 //! the real operator runs as 65532 on a read-only root.
 
-mod support;
+/// The parts of `tests/support/` these tests use, and those they build on (each file says
+/// what it holds).
+mod support {
+    pub mod cluster;
+    pub mod jobs;
+    pub mod kubectl;
+    pub mod logs;
+    pub mod operator_process;
+    pub mod proc;
+    pub mod processes;
+    pub mod s3;
+    pub mod scene;
+    pub mod stored_files;
+
+    pub use self::{
+        cluster::*, jobs::*, kubectl::*, proc::*, processes::*, scene::*, stored_files::*,
+    };
+}
 
 use roomrec_operator::build::{self, Resume, WORKER_UID};
 use roomrec_operator::settings::Settings;

@@ -4,7 +4,21 @@
 //! holds; promtool checks the rule groups; the API server validates the monitoring objects
 //! against prometheus-operator's CRDs.
 
-mod support;
+/// The parts of `tests/support/` these tests use, and those they build on (each file says
+/// what it holds).
+mod support {
+    pub mod cluster;
+    pub mod jobs;
+    pub mod kubectl;
+    pub mod logs;
+    pub mod operator_process;
+    pub mod s3;
+    pub mod validation;
+
+    pub use self::{
+        cluster::*, jobs::*, kubectl::*, logs::*, operator_process::*, s3::*, validation::*,
+    };
+}
 
 use kube::api::{DeleteParams, PostParams};
 use roomrec_testbed::wait_until;

@@ -1,16 +1,19 @@
 //! The TRTC API client against a local stand-in for Tencent's cloud API (trtc.tencentcloudapi.com
 //! cannot be reached from here): a hyper HTTP/1 server that checks every request as strictly as
-//! Tencent would (TC3-HMAC-SHA256 signature with the verifier of `roomrec-api`, X-TC-* headers,
-//! the action's JSON fields and their types, the agent's UserSig) and answers with success or a
-//! chosen error code.
+//! Tencent would, with the test bed's shared checker (`roomrec_testbed::trtc::check::Checker`:
+//! TC3-HMAC-SHA256 signature with the verifier of `roomrec-api`, X-TC-* headers, the action's
+//! JSON fields and their types, the agent's UserSig) — the same one the test bed's TRTC stand-in
+//! uses — and answers with success or a chosen error code. One test also drives the test bed's
+//! whole TRTC stand-in (`roomrec_testbed::trtc::TrtcStandIn`) with the client.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
-use roomrec_api::trtc::tc3::{self, IncomingRequest, Secret};
+use roomrec_api::trtc::tc3::Secret;
 use roomrec_api::trtc::usersig;
 use roomrec_operator::trtc_api::*;
-use serde_json::{Map, Value, json};
+use roomrec_testbed::trtc::check::{Checker, HttpRequest};
+use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -160,17 +163,20 @@ async fn handle(
         state.next_id += 1;
         format!("req-{:04}", state.next_id)
     };
-    let checked = check_request(
-        parts.method.as_str(),
-        parts.uri.path(),
-        parts.uri.query().unwrap_or(""),
-        &headers,
-        &body,
-        host,
+    let checked = checker(host).check(
+        &HttpRequest {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
+            headers: &headers,
+            body: &body,
+        },
+        now(),
     );
     let mut state = state.lock().unwrap();
     let text = String::from_utf8_lossy(&body).into_owned();
-    if let Err((code, message)) = checked {
+    if let Err(refusal) = checked {
+        let (code, message) = (refusal.code, refusal.message);
         state.seen.push(Seen {
             action,
             body: text,
@@ -213,260 +219,16 @@ async fn handle(
     }
 }
 
-type Refusal = (String, String);
-
-fn refuse(code: &str, message: impl Into<String>) -> Refusal {
-    (code.to_string(), message.into())
-}
-
-/// Everything Tencent checks before acting, in its order: transport, signature, common headers,
-/// then the action's parameters.
-fn check_request(
-    method: &str,
-    path: &str,
-    query: &str,
-    headers: &[(String, String)],
-    body: &[u8],
-    host: &str,
-) -> Result<(), Refusal> {
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    };
-    if method != "POST" || path != "/" || !query.is_empty() {
-        return Err(refuse("InvalidRequest", format!("{method} {path}?{query}")));
+/// Everything Tencent checks before acting (transport, signature, common headers, the action's
+/// parameters and the agent's UserSig): the test bed's shared checker, knowing this test's
+/// credential, application and regions, for requests to `host`.
+fn checker(host: &str) -> Checker {
+    Checker {
+        credentials: [(SECRET_ID.to_string(), SECRET_KEY.to_string())].into(),
+        apps: [(SDK_APP_ID, APP_KEY.to_string())].into(),
+        regions: REGIONS.map(String::from).to_vec(),
+        host: Some(host.to_string()),
     }
-    if header("Content-Type") != Some("application/json") {
-        return Err(refuse(
-            "InvalidRequest",
-            format!("Content-Type {:?}", header("Content-Type")),
-        ));
-    }
-    if header("Host") != Some(host) {
-        return Err(refuse(
-            "InvalidRequest",
-            format!("Host {:?}", header("Host")),
-        ));
-    }
-    let request = IncomingRequest {
-        method,
-        path,
-        query,
-        headers,
-        body,
-    };
-    let verified = tc3::verify(
-        &request,
-        "trtc",
-        |id| (id == SECRET_ID).then(|| Secret::new(SECRET_KEY)),
-        now(),
-    )
-    .map_err(|e| refuse(e.code(), e.to_string()))?;
-    if verified.version != "2019-07-22" {
-        return Err(refuse("NoSuchVersion", verified.version));
-    }
-    match verified.region.as_deref() {
-        None => return Err(refuse("MissingParameter", "X-TC-Region")),
-        Some(region) if !REGIONS.contains(&region) => {
-            return Err(refuse("UnsupportedRegion", region));
-        }
-        Some(_) => {}
-    }
-    let params: Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
-        refuse(
-            "InvalidParameter",
-            format!("body is not a JSON object: {e}"),
-        )
-    })?;
-    match verified.action.as_str() {
-        "StartPublishCdnStream" => check_start(&params),
-        "StopPublishCdnStream" => {
-            only(&params, &["SdkAppId", "TaskId"])?;
-            app(&params)?;
-            nonempty_string(&params, "TaskId")?;
-            Ok(())
-        }
-        "RemoveUser" => {
-            only(&params, &["SdkAppId", "RoomId", "UserIds"])?;
-            app(&params)?;
-            uint(&params, "RoomId", 1, u64::from(u32::MAX))?;
-            user_ids(&params)
-        }
-        "RemoveUserByStrRoomId" => {
-            only(&params, &["SdkAppId", "RoomId", "UserIds"])?;
-            app(&params)?;
-            nonempty_string(&params, "RoomId")?;
-            user_ids(&params)
-        }
-        "DismissRoom" => {
-            only(&params, &["SdkAppId", "RoomId"])?;
-            app(&params)?;
-            uint(&params, "RoomId", 1, u64::from(u32::MAX))?;
-            Ok(())
-        }
-        "DismissRoomByStrRoomId" => {
-            only(&params, &["SdkAppId", "RoomId"])?;
-            app(&params)?;
-            nonempty_string(&params, "RoomId")?;
-            Ok(())
-        }
-        other => Err(refuse("InvalidAction", other)),
-    }
-}
-
-fn only(params: &Map<String, Value>, allowed: &[&str]) -> Result<(), Refusal> {
-    match params.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(unknown) => Err(refuse("UnknownParameter", unknown.clone())),
-        None => Ok(()),
-    }
-}
-
-fn get<'a>(params: &'a Map<String, Value>, name: &str) -> Result<&'a Value, Refusal> {
-    params
-        .get(name)
-        .ok_or_else(|| refuse("MissingParameter", name))
-}
-
-fn uint(params: &Map<String, Value>, name: &str, min: u64, max: u64) -> Result<u64, Refusal> {
-    let value = get(params, name)?
-        .as_u64()
-        .ok_or_else(|| refuse("InvalidParameter", format!("{name} is not an integer")))?;
-    if !(min..=max).contains(&value) {
-        return Err(refuse(
-            "InvalidParameterValue",
-            format!("{name} {value} outside {min}..={max}"),
-        ));
-    }
-    Ok(value)
-}
-
-fn nonempty_string<'a>(params: &'a Map<String, Value>, name: &str) -> Result<&'a str, Refusal> {
-    let value = get(params, name)?
-        .as_str()
-        .ok_or_else(|| refuse("InvalidParameter", format!("{name} is not a string")))?;
-    if value.is_empty() {
-        return Err(refuse("InvalidParameterValue", format!("{name} is empty")));
-    }
-    Ok(value)
-}
-
-fn object<'a>(
-    params: &'a Map<String, Value>,
-    name: &str,
-) -> Result<&'a Map<String, Value>, Refusal> {
-    get(params, name)?
-        .as_object()
-        .ok_or_else(|| refuse("InvalidParameter", format!("{name} is not an object")))
-}
-
-fn app(params: &Map<String, Value>) -> Result<(), Refusal> {
-    let app = uint(params, "SdkAppId", 1, u64::from(u32::MAX))?;
-    if app != SDK_APP_ID {
-        return Err(refuse("InvalidParameterValue.SdkAppId", app.to_string()));
-    }
-    Ok(())
-}
-
-fn user_ids(params: &Map<String, Value>) -> Result<(), Refusal> {
-    let ids = get(params, "UserIds")?
-        .as_array()
-        .ok_or_else(|| refuse("InvalidParameter", "UserIds is not an array"))?;
-    if ids.is_empty() || ids.len() > 10 {
-        return Err(refuse("InvalidParameterValue", "UserIds: 1 to 10"));
-    }
-    if ids.iter().any(|id| id.as_str().is_none_or(str::is_empty)) {
-        return Err(refuse("InvalidParameter", "UserIds holds a non-string"));
-    }
-    Ok(())
-}
-
-fn room(params: &Map<String, Value>) -> Result<(), Refusal> {
-    let room_id = nonempty_string(params, "RoomId")?;
-    let room_id_type = uint(params, "RoomIdType", 0, 1)?;
-    if room_id_type == 0 && room_id.parse::<u32>().is_err() {
-        return Err(refuse(
-            "InvalidParameterValue.RoomId",
-            format!("{room_id:?} with RoomIdType 0"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_start(params: &Map<String, Value>) -> Result<(), Refusal> {
-    only(
-        params,
-        &[
-            "SdkAppId",
-            "RoomId",
-            "RoomIdType",
-            "AgentParams",
-            "WithTranscoding",
-            "AudioParams",
-            "VideoParams",
-            "SingleSubscribeParams",
-            "PublishCdnParams",
-            "SeiParams",
-            "FeedBackRoomParams",
-        ],
-    )?;
-    app(params)?;
-    room(params)?;
-
-    let agent = object(params, "AgentParams")?;
-    only(agent, &["UserId", "UserSig", "MaxIdleTime"])?;
-    let agent_user = nonempty_string(agent, "UserId")?;
-    let agent_sig = nonempty_string(agent, "UserSig")?;
-    if agent.contains_key("MaxIdleTime") {
-        uint(agent, "MaxIdleTime", 5, 86400)?;
-    }
-    usersig::verify(agent_sig, SDK_APP_ID, agent_user, APP_KEY.as_bytes(), now())
-        .map_err(|e| refuse("InvalidParameter.UserSig", e.to_string()))?;
-
-    let transcoding = uint(params, "WithTranscoding", 0, 1)?;
-
-    let audio = object(params, "AudioParams")?;
-    only(audio, &["AudioEncode", "SubscribeAudioList"])?;
-    let encode = object(audio, "AudioEncode")?;
-    only(encode, &["SampleRate", "Channel", "BitRate", "Codec"])?;
-    uint(encode, "SampleRate", 1, 96000)?;
-    uint(encode, "Channel", 1, 2)?;
-    uint(encode, "BitRate", 8, 500)?;
-    if encode.contains_key("Codec") {
-        uint(encode, "Codec", 0, 2)?;
-    }
-
-    if transcoding == 0 || params.contains_key("SingleSubscribeParams") {
-        let single = object(params, "SingleSubscribeParams")?;
-        only(single, &["UserMediaStream"])?;
-        let stream = object(single, "UserMediaStream")?;
-        only(stream, &["UserInfo", "StreamType"])?;
-        let user = object(stream, "UserInfo")?;
-        only(user, &["UserId", "RoomId", "RoomIdType"])?;
-        nonempty_string(user, "UserId")?;
-        room(user)?;
-        uint(stream, "StreamType", 0, 1)?;
-    }
-
-    let cdns = get(params, "PublishCdnParams")?
-        .as_array()
-        .ok_or_else(|| refuse("InvalidParameter", "PublishCdnParams is not an array"))?;
-    if cdns.is_empty() || cdns.len() > 10 {
-        return Err(refuse("InvalidParameterValue", "PublishCdnParams: 1 to 10"));
-    }
-    for cdn in cdns {
-        let cdn = cdn
-            .as_object()
-            .ok_or_else(|| refuse("InvalidParameter", "PublishCdnParams holds a non-object"))?;
-        only(cdn, &["PublishCdnUrl", "IsTencentCdn"])?;
-        let url = nonempty_string(cdn, "PublishCdnUrl")?;
-        if !url.starts_with("rtmp://") {
-            return Err(refuse("InvalidParameterValue.PublishCdnUrl", url));
-        }
-        uint(cdn, "IsTencentCdn", 0, 1)?;
-    }
-    Ok(())
 }
 
 fn agent_usersig() -> String {
@@ -953,4 +715,101 @@ async fn trtc_api_transport_errors_are_retried_for_idempotent_calls() {
         "not retried"
     );
     assert!(!err.to_string().contains(SECRET_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trtc_api_client_drives_the_test_beds_trtc_stand_in() {
+    use roomrec_testbed::media::StreamSpec;
+    use roomrec_testbed::trtc::{EndReason, StandInConfig, TrtcStandIn};
+    const PUSH_KEY: &str = "e12c46f2612d5106e2034781ab261ca3";
+    let dir = tempfile::tempdir().unwrap();
+    let stand_in = TrtcStandIn::start(
+        StandInConfig::new(dir.path())
+            .app(SDK_APP_ID, APP_KEY)
+            .credential(SECRET_ID, SECRET_KEY)
+            .push_key(PUSH_KEY),
+    )
+    .await
+    .unwrap();
+    let mut config = TrtcApiConfig::new(
+        Secret::new(SECRET_ID),
+        Secret::new(SECRET_KEY),
+        "ap-guangzhou",
+    );
+    config.endpoint = stand_in.endpoint();
+    let client = TrtcClient::new(config).unwrap();
+
+    // The operator's exact StartPublishCdnStream, with a push URL signed for the stand-in's CSS.
+    let stream = "1400000000_43474_teacher_1_main";
+    let mut request = start_request(agent_usersig());
+    request.publish_cdn_params[0].publish_cdn_url =
+        stand_in.push_url(stream, (now() + 3600) as u32);
+    let started = client.start_publish_cdn_stream(&request).await.unwrap();
+    assert_eq!(stand_in.room_users(SDK_APP_ID, 43474), ["roomrec_agent_1"]);
+    let teacher = stand_in.anchor(SDK_APP_ID, 43474, "teacher_1");
+    teacher
+        .publish(StreamSpec {
+            width: 320,
+            height: 240,
+            fps: 15,
+            video_kbps: 300,
+            ..StreamSpec::default()
+        })
+        .unwrap();
+    // CSS takes the relay's push: the txSecret the operator's way of signing makes verifies.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !stand_in
+        .publish_checks()
+        .iter()
+        .any(|c| c.stream == stream && c.accepted)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay's push was not taken: {:?} {:?}",
+            stand_in.publish_checks(),
+            stand_in.relay(&started.task_id)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Stopped once for real; stopping again meets TRTC's answer for a task that no longer runs,
+    // which `relay::stop` counts as stopped.
+    roomrec_operator::relay::stop(&client, SDK_APP_ID, &started.task_id)
+        .await
+        .unwrap();
+    let task = stand_in.relay(&started.task_id).unwrap();
+    assert_eq!(task.end_reason(), Some(&EndReason::Stopped));
+    let err = client
+        .stop_publish_cdn_stream(&StopPublishCdnStreamRequest {
+            sdk_app_id: SDK_APP_ID,
+            task_id: started.task_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("ResourceNotFound"));
+    assert!(!err.is_retryable());
+    roomrec_operator::relay::stop(&client, SDK_APP_ID, &started.task_id)
+        .await
+        .unwrap();
+
+    client
+        .remove_user(&RemoveUserRequest {
+            sdk_app_id: SDK_APP_ID,
+            room_id: 43474,
+            user_ids: vec!["teacher_1".into()],
+        })
+        .await
+        .unwrap();
+    assert!(stand_in.room_users(SDK_APP_ID, 43474).is_empty());
+    let err = client
+        .dismiss_room(&DismissRoomRequest {
+            sdk_app_id: SDK_APP_ID,
+            room_id: 43474,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("FailedOperation.RoomNotExist"));
+    let requests = stand_in.requests();
+    assert_eq!(requests.len(), 6);
+    assert!(requests.iter().all(|r| r.verified), "{requests:?}");
 }

@@ -4,7 +4,18 @@
 //! into the real worker (running as 65532 with fsGroup 65532 and a read-only root). Claims the
 //! node agent cannot follow keep the pod's container waiting with a message that says why.
 
-mod support;
+/// The parts of `tests/support/` these tests use, and those they build on (each file says
+/// what it holds).
+mod support {
+    pub mod cluster;
+    pub mod examples;
+    pub mod jobs;
+    pub mod kubectl;
+    pub mod logs;
+    pub mod operator_process;
+
+    pub use self::{cluster::*, examples::*, jobs::*, operator_process::*};
+}
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, PostParams};

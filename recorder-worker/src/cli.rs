@@ -1,14 +1,16 @@
-//! `roomrec-worker record …`: flags (each also readable from a `ROOMREC_*` environment
-//! variable, which is how the operator configures a worker pod) → `RecordConfig`.
-//! Every mistake names the flag and how to fix it, and exits with code 2.
+//! The command line: `roomrec-worker record …`'s flags → `RecordConfig`.
+//!
+//! Each flag is also readable from a `ROOMREC_*` environment variable, which is how the
+//! operator configures a worker pod. Every mistake names the flag and how to fix it, and exits
+//! with code 2.
 
-use crate::ffmpeg::Tools;
-use crate::keys::{DEFAULT_TEMPLATE, KeyTemplate};
-use crate::part::SpoolLimits;
-use crate::recorder::RecordConfig;
-use crate::report::JobRef;
-use crate::source::Source;
-use crate::storage::{RetryPolicy, StorageConfig, load_credentials};
+use crate::config::RecordConfig;
+use crate::report::job::JobRef;
+use crate::source::ffmpeg::Tools;
+use crate::source::input::Source;
+use crate::store::keys::{DEFAULT_TEMPLATE, KeyTemplate};
+use crate::store::spool::SpoolLimits;
+use crate::store::storage::{RetryPolicy, StorageConfig, load_credentials};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use roomrec_api::Mode;
 use roomrec_api::defaults;
@@ -444,7 +446,7 @@ impl RecordArgs {
         let storage_url = self.storage.ok_or_else(|| usage("--storage is required: file:///DIR, cos://BUCKET-APPID/PREFIX or s3://BUCKET/PREFIX".into()))?;
         let mut storage = StorageConfig::parse(&storage_url, self.region.as_deref())
             .map_err(|e| usage(format!("--storage: {e}")))?;
-        if let crate::storage::StorageKind::S3 { virtual_host, .. } = &mut storage.kind {
+        if let crate::store::storage::StorageKind::S3 { virtual_host, .. } = &mut storage.kind {
             *virtual_host = self.s3_virtual_host;
         }
         storage.endpoint = self.endpoint;

@@ -11,36 +11,28 @@
 //!                                └─▶ checkpoint journal every N s (small complete objects)
 //! ```
 //! A part's journal is deleted once its object is complete; a killed worker's journal is
-//! rebuilt into the object by the next run (`journal`). With `--faststart` a local copy of each
-//! MP4 part (`scratch`) is remuxed into a classic MP4 that replaces the part's object
-//! (`faststart`).
+//! rebuilt into the object by the next run (`store::journal`). With `--faststart` a local copy
+//! of each MP4 part (`store::scratch`) is remuxed into a classic MP4 that replaces the part's
+//! object (`store::faststart`).
+//!
+//! The folders follow that path: `source` (ffmpeg on the source), `media` (the cutter), `store`
+//! (the part writer, its uploads and journal), `report` (what the recording tells the world),
+//! with `shared` under them all. Imports point one way, down the declarations below: `cli` and
+//! `recorder` (the loop) use what they need below them; `report` uses `config`, `source` and
+//! `shared`; `config` uses `source` and `store`; `store` uses `media`, `source` (ffmpeg, for
+//! `--faststart`) and `shared`; `media` and `source` use only their own modules; `shared` uses
+//! nothing of the crate.
 
 pub mod cli;
-pub mod cutter;
-pub mod faststart;
-pub mod ffmpeg;
-pub mod fmp4;
-pub mod journal;
-pub mod keys;
-pub mod live;
-pub mod manifest;
-pub mod metrics;
-pub mod mp3;
-pub mod numbering;
-pub mod part;
-pub mod plan;
-pub mod readbuf;
 pub mod recorder;
-pub mod report;
-pub mod scratch;
-pub mod source;
-pub mod storage;
-pub mod termination;
 
-/// The current time as RFC 3339 with seconds precision (`2025-11-24T16:00:00Z`).
-pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .unwrap_or_else(|_| jiff::Timestamp::now())
-        .to_string()
-}
+pub mod report;
+
+pub mod config;
+
+pub mod store;
+
+pub mod media;
+pub mod source;
+
+pub mod shared;

@@ -1,5 +1,7 @@
-//! `roomrec-worker`: parse the command line, record, write the manifest (and, when asked, the
-//! RecordingJob's status and the pod's termination message), and exit:
+//! `roomrec-worker`: parse the command line, record, write the results, and exit with a code.
+//!
+//! The results are the manifest and, when asked, the RecordingJob's status and the pod's
+//! termination message. The exit codes:
 //!
 //! * 0: recorded, every part stored;
 //! * 1: failed, and running again may help (the store unreachable, the stream never started,
@@ -12,10 +14,11 @@
 use clap::Parser;
 use roomrec_api::{StopReason, WorkerResult};
 use roomrec_worker::cli::{Cli, Command, LogFormat};
-use roomrec_worker::manifest::{human_bytes, human_seconds};
-use roomrec_worker::recorder::{Recorder, Status};
-use roomrec_worker::report::Reporter;
-use roomrec_worker::termination;
+use roomrec_worker::recorder::Recorder;
+use roomrec_worker::report::job::Reporter;
+use roomrec_worker::report::termination;
+use roomrec_worker::shared::format::{human_bytes, human_seconds};
+use roomrec_worker::shared::live::Status;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -75,7 +78,7 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     runtime.block_on(async move {
         let metrics_server = match reporting.metrics_address {
-            Some(address) => match roomrec_worker::metrics::serve(address).await {
+            Some(address) => match roomrec_worker::shared::metrics::serve(address).await {
                 Ok((bound, task)) => {
                     tracing::info!(address = %bound, "serving /metrics");
                     Some(task)

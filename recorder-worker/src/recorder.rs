@@ -1,85 +1,44 @@
-//! The recording loop: connect (start ffmpeg, check the plan against its input report), cut
-//! its output into whole units, stream them into parts, rotate parts (by duration, size,
-//! reconnect), and stop for a reason: the source ended, no media for the idle timeout, the
-//! maximum duration, a signal, or a stop request. Leftover journals of earlier runs are
-//! rebuilt first.
+//! The recording loop (`Recorder`): from the first connection to the manifest.
+//!
+//! Connect (start ffmpeg, check the plan against its input report), cut its output into whole
+//! units, stream them into parts, rotate parts (by duration, size, reconnect), and stop for a
+//! reason: the source ended, no media for the idle timeout, the maximum duration, a signal, or
+//! a stop request. Leftover journals of earlier runs are rebuilt first.
 
-use crate::cutter::{Cutter, Piece};
-use crate::faststart::Faststart;
-use crate::ffmpeg::{self, LogLine, Recording, Tools};
-use crate::fmp4;
-use crate::journal::{self, PartMeta};
-use crate::keys::{KeyTemplate, compact_time};
-pub use crate::live::Status;
-use crate::manifest::{Failure, Manifest};
-use crate::metrics::metrics;
-use crate::numbering::{KeyMaker, PartNumbers};
-use crate::part::{PartRecord, PartWriter, Spool, SpoolLimits, UploadSettings};
-use crate::plan::{self, Plan};
-use crate::scratch::{self, Scratch};
-use crate::source::Source;
-use crate::storage::{RetryPolicy, StorageConfig};
+use crate::config::{MAX_CHUNKS, RecordConfig};
+use crate::media::cutter::{Cutter, Piece};
+use crate::media::fmp4;
+use crate::report::manifest::{Failure, Manifest};
+use crate::shared::live::Status;
+use crate::shared::metrics::metrics;
+use crate::shared::part::{PartMeta, PartRecord};
+use crate::source::ffmpeg::{self, LogLine, Recording};
+use crate::source::input::redact;
+use crate::source::plan::{self, Plan};
+use crate::store::faststart::Faststart;
+use crate::store::journal;
+use crate::store::keys::compact_time;
+use crate::store::numbering::{KeyMaker, PartNumbers};
+use crate::store::part_writer::{PartWriter, UploadSettings};
+use crate::store::scratch::{self, Scratch};
+use crate::store::spool::{Spool, upload_spooled};
+use crate::store::stopping::Stopping;
+use crate::store::storage::{StorageConfig, StorageKind};
 use opendal::Operator;
 use roomrec_api::Mode;
 use roomrec_api::{FileState, StopReason};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-#[derive(Debug, Clone)]
-pub struct RecordConfig {
-    pub source: Source,
-    pub mode: Mode,
-    pub storage: StorageConfig,
-    pub key_template: KeyTemplate,
-    pub session_start: jiff::Timestamp,
-    pub segment_duration: Option<Duration>,
-    pub segment_bytes: Option<u64>,
-    pub reconnect_grace: Duration,
-    pub idle_timeout: Duration,
-    /// A connection that delivers nothing for this long counts as dropped (and reconnects).
-    pub stall_timeout: Duration,
-    pub max_duration: Option<Duration>,
-    pub stop_file: Option<PathBuf>,
-    pub shutdown_timeout: Duration,
-    pub checkpoint: Duration,
-    pub spool: SpoolLimits,
-    pub tools: Tools,
-    pub retry: RetryPolicy,
-    /// Used only to size multipart chunks for the longest expected part.
-    pub expected_bitrate: u64,
-    /// --faststart: the scratch directory; each MP4 part is stored as a classic MP4.
-    pub faststart: Option<PathBuf>,
-}
-
-/// S3 allows 10,000 parts per multipart upload; keep a margin.
-const MAX_CHUNKS: u64 = 9_500;
-const MIN_CHUNK: u64 = 5 * 1024 * 1024;
-
-impl RecordConfig {
-    /// Multipart chunk size such that the longest part fits within the part limit.
-    pub fn chunk_size(&self) -> usize {
-        let longest = self
-            .segment_duration
-            .or(self.max_duration)
-            .unwrap_or(Duration::from_secs(24 * 3600))
-            .as_secs();
-        let bytes = self.expected_bitrate / 8 * longest.max(1);
-        let needed = bytes.div_ceil(MAX_CHUNKS);
-        let mib = 1024 * 1024;
-        needed.max(MIN_CHUNK).div_ceil(mib) as usize * mib as usize
-    }
-}
-
 pub struct Recorder {
     config: RecordConfig,
     op: Operator,
     status: Arc<Status>,
     spool: Arc<Spool>,
-    stopping: Arc<crate::part::Stopping>,
+    stopping: Arc<Stopping>,
     /// --faststart: each part's local copy and its conversion to a classic MP4.
     faststart: Option<Arc<Faststart>>,
     finishing: Vec<JoinHandle<PartRecord>>,
@@ -163,7 +122,7 @@ impl Recorder {
     }
 
     pub async fn run(mut self, mut stop: watch::Receiver<Option<StopReason>>) -> Manifest {
-        let started_at = crate::now_rfc3339();
+        let started_at = crate::shared::format::now_rfc3339();
         let started = Instant::now();
         if let Some(f) = &self.faststart {
             scratch::sweep(f.scratch_dir());
@@ -606,7 +565,7 @@ impl Recorder {
             key,
             user_id: self.config.source.user_id(),
             mode: self.config.mode,
-            started_at: crate::now_rfc3339(),
+            started_at: crate::shared::format::now_rfc3339(),
             video_codec: plan.output_video.clone(),
             audio_codec: plan.output_audio.clone(),
         };
@@ -669,11 +628,12 @@ impl Recorder {
     }
 
     /// Rebuilds the parts of earlier runs that did not finish: first their checkpoints left in
-    /// the spool directory go to the journal, then every journal is assembled. With
+    /// the spool directory go to the journal, then every journal of this recording (this
+    /// stream and session) is assembled. With
     /// --faststart a rebuilt MP4 part becomes a classic MP4 in the background.
     async fn recover(&mut self) -> Vec<PartRecord> {
         if let Some(dir) = &self.config.spool.dir {
-            match crate::part::upload_spooled(&self.op, dir).await {
+            match upload_spooled(&self.op, dir).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(
                     files = n,
@@ -692,7 +652,13 @@ impl Recorder {
             }
         };
         let mut records = Vec::new();
-        for dir in dirs {
+        // Only this recording's own parts: another recording under the same prefix may be
+        // writing its journal right now.
+        let ours: Vec<String> = dirs
+            .into_iter()
+            .filter(|d| self.numbers.owns_journal(d))
+            .collect();
+        for dir in ours {
             let mut scratch = self
                 .faststart
                 .as_ref()
@@ -758,7 +724,7 @@ async fn check_storage(op: &Operator, storage: &StorageConfig) -> Result<(), Fai
         Ok(_) => Ok(()),
         Err(e)
             if e.kind() == opendal::ErrorKind::NotFound
-                && matches!(storage.kind, crate::storage::StorageKind::Dir(_)) =>
+                && matches!(storage.kind, StorageKind::Dir(_)) =>
         {
             Ok(())
         }
@@ -814,13 +780,5 @@ async fn wait_stop(
             changed = stop.changed() => if changed.is_err() { std::future::pending::<()>().await },
             _ = poll => {}
         }
-    }
-}
-
-/// A URL without its query (which may hold tokens), for logs and messages.
-pub fn redact(url: &str) -> String {
-    match url.split_once('?') {
-        Some((base, _)) => format!("{base}?…"),
-        None => url.to_string(),
     }
 }

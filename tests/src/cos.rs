@@ -705,10 +705,7 @@ fn amz_date(unix: u64) -> String {
 mod tests {
     use super::*;
 
-    const VECTORS: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/cos-sign.json"
-    );
+    const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/vectors/cos-sign.json");
 
     fn pairs(object: &serde_json::Value) -> Vec<(String, String)> {
         object

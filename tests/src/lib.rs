@@ -8,6 +8,9 @@
 //! | object store | versitygw (S3 with SigV4 checking) on a POSIX directory | `object_store` |
 //! | metrics | Prometheus with file-based target discovery | `prometheus` |
 //!
+//! `crds` applies a CustomResourceDefinition (the repository's RecordingJob CRD, or any other)
+//! and waits until it is Established.
+//!
 //! `bed::shared()` gives the tests of one binary one bed; `bed::TestBed::start()` a private one.
 //! docs/testing.md tells the whole story.
 
@@ -15,6 +18,7 @@ pub mod bed;
 pub mod binaries;
 pub mod control_plane;
 pub mod cos;
+pub mod crds;
 pub mod error;
 pub mod media;
 pub mod node_agent;
@@ -22,6 +26,7 @@ pub mod object_store;
 pub mod ports;
 pub mod process;
 pub mod prometheus;
+pub mod trtc;
 
 pub use bed::{BedInfo, TestBed, shared, wait_until};
 pub use error::{Result, TestbedError};

@@ -19,6 +19,18 @@ pub struct RtmpServer {
 
 impl RtmpServer {
     pub async fn start(dir: &Path) -> Result<Self> {
+        Self::start_with_on_publish(dir, None).await
+    }
+
+    /// Like [`RtmpServer::start`], with `on_publish {url}` in the `live` application when
+    /// `on_publish` is given: nginx-rtmp then POSTs a form (`call=publish`, `app`, `name`, …, and
+    /// the push URL's own query string appended as sent) to `url` before taking a push, and
+    /// drops the push unless the answer is 2xx. `None` gives exactly [`RtmpServer::start`]'s
+    /// configuration.
+    pub async fn start_with_on_publish(dir: &Path, on_publish: Option<&str>) -> Result<Self> {
+        let live_notify = on_publish
+            .map(|url| format!(" on_publish {url};"))
+            .unwrap_or_default();
         let hls = dir.join("hls");
         std::fs::create_dir_all(&hls).map_err(file_error(&hls))?;
         let (rtmp_port, http_port) = (free_port(), free_port());
@@ -37,7 +49,7 @@ rtmp {{
     chunk_size 4096;
     # live: any stream key is accepted and fanned out to every player. Like a CDN, playing a
     # stream nobody publishes is refused, and players are disconnected when the publisher goes.
-    application live {{ live on; record off; idle_streams off; }}
+    application live {{ live on; record off; idle_streams off;{live_notify} }}
     # hls: also cut into HLS segments, served over HTTP at /hls/{{key}}.m3u8.
     application hls {{ live on; record off; hls on; hls_path {hls}; hls_fragment 2s; hls_playlist_length 30s; }}
   }}

@@ -64,7 +64,6 @@ fn terminal(pod: &Pod) -> bool {
 #[tokio::test]
 async fn crd_is_established_and_objects_are_validated_by_the_api_server() {
     let client = bed().client().await.unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd: CustomResourceDefinition = serde_json::from_value(json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -80,26 +79,9 @@ async fn crd_is_established_and_objects_are_validated_by_the_api_server() {
         }
     }))
     .unwrap();
-    crds.patch(
-        "widgets.smoke.roomrec.dev",
-        &PatchParams::apply("testbed-smoke").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    wait_until(Duration::from_secs(30), || async {
-        crds.get("widgets.smoke.roomrec.dev")
-            .await
-            .ok()
-            .and_then(|c| c.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            })
-    })
-    .await
-    .expect("CRD established");
+    roomrec_testbed::crds::apply_crd(&client, &crd)
+        .await
+        .expect("CRD established");
 
     let ns = bed().namespace("smoke-crd").await.unwrap();
     let resource =

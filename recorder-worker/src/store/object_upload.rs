@@ -1,0 +1,182 @@
+//! The part's object: stored as chunk objects the store assembles, or streamed into one upload.
+
+use crate::shared::part::PartMeta;
+use crate::store::spool::Spool;
+use bytes::Bytes;
+use opendal::{Buffer, Operator, Writer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::mpsc;
+
+/// Streams the part into its object. After an error, or when it is abandoned under memory
+/// pressure, it keeps draining (and releasing) the queue: the journal holds the data, and
+/// `finish` assembles the object from it.
+pub(super) async fn upload_main(
+    op: Operator,
+    meta: PartMeta,
+    journal_dir: String,
+    chunk: usize,
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    spool: Arc<Spool>,
+    abandoned: Arc<AtomicBool>,
+) -> Result<(), String> {
+    if op.info().capability().write_can_copy_from {
+        upload_by_chunk_objects(op, meta, journal_dir, chunk, rx, spool, abandoned).await
+    } else {
+        upload_streaming(op, meta, chunk, rx, spool, abandoned).await
+    }
+}
+
+/// For stores that copy ranges server-side (S3's UploadPartCopy): each full chunk is stored at
+/// once as an object of its own in the part's journal directory, and at the part's end the
+/// part's object is assembled from them by the store, with only the last partial chunk sent
+/// again. One chunk is in memory at a time: opendal's multipart writer keeps the last chunk it
+/// was given until the next one (so a one-chunk file can be a single PUT), which with S3's
+/// 5 MiB minimum part held two. The chunks go with the journal when the part is complete.
+async fn upload_by_chunk_objects(
+    op: Operator,
+    meta: PartMeta,
+    journal_dir: String,
+    chunk: usize,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    spool: Arc<Spool>,
+    abandoned: Arc<AtomicBool>,
+) -> Result<(), String> {
+    let mut failure: Option<String> = None;
+    let mut filling: Vec<Bytes> = Vec::new();
+    let mut filled = 0usize;
+    let mut stored: Vec<(String, u64)> = Vec::new();
+    while let Some(data) = rx.recv().await {
+        let len = data.len();
+        give_way(&abandoned, &mut failure);
+        if failure.is_none() {
+            filled += len;
+            filling.push(data);
+            if filled >= chunk {
+                let key = format!("{journal_dir}{:05}.chunk", stored.len() + 1);
+                let buffer = Buffer::from(std::mem::take(&mut filling));
+                match op.write(&key, buffer).await {
+                    Ok(_) => stored.push((key, filled as u64)),
+                    Err(e) => {
+                        tracing::warn!(key = %meta.key, "streaming upload failed, the journal keeps the data: {e}");
+                        failure = Some(e.to_string());
+                    }
+                }
+                filled = 0;
+            }
+        }
+        spool.release(len);
+    }
+    // Abandoned after the last queued write: the object must not be assembled short.
+    give_way(&abandoned, &mut failure);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    // Parts as they come, not cut to `chunk`: with an exact chunk size opendal copies only
+    // whole chunks natively and downloads and re-uploads the rest of each stored chunk (they
+    // run a little over `chunk`, ending on a unit), which moved nearly every byte twice more.
+    let mut writer = object_writer(&op, &meta, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let assembled = async {
+        for (key, len) in &stored {
+            writer.copy_from(key, 0..*len).await?;
+        }
+        writer.write(Buffer::from(filling)).await?;
+        writer.close().await
+    }
+    .await;
+    match assembled {
+        Ok(_) => {
+            if !stored.is_empty() {
+                tracing::info!(key = %meta.key, chunks = stored.len(), "part assembled by the store from its stored chunks");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let _ = writer.abort().await;
+            Err(e.to_string())
+        }
+    }
+}
+
+/// For other stores: the part streams into opendal's multipart writer as it is recorded.
+async fn upload_streaming(
+    op: Operator,
+    meta: PartMeta,
+    chunk: usize,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    spool: Arc<Spool>,
+    abandoned: Arc<AtomicBool>,
+) -> Result<(), String> {
+    let mut failure: Option<String> = None;
+    let mut writer = match object_writer(&op, &meta, Some(chunk)).await {
+        Ok(w) => Some(w),
+        Err(e) => {
+            failure = Some(e.to_string());
+            None
+        }
+    };
+    while let Some(data) = rx.recv().await {
+        let len = data.len();
+        if give_way(&abandoned, &mut failure)
+            && let Some(mut w) = writer.take()
+        {
+            let _ = w.abort().await;
+        }
+        if let Some(w) = writer.as_mut()
+            && let Err(e) = w.write(data).await
+        {
+            tracing::warn!(key = %meta.key, "streaming upload failed, the journal keeps the data: {e}");
+            failure = Some(e.to_string());
+            if let Some(mut w) = writer.take() {
+                let _ = w.abort().await;
+            }
+        }
+        spool.release(len);
+    }
+    // Abandoned after the last queued write: the object must not be completed short.
+    if give_way(&abandoned, &mut failure)
+        && let Some(mut w) = writer.take()
+    {
+        let _ = w.abort().await;
+    }
+    match (writer, failure) {
+        (Some(mut w), None) => match w.close().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let _ = w.abort().await;
+                Err(e.to_string())
+            }
+        },
+        (_, Some(e)) => Err(e),
+        (None, None) => Err("no writer".into()),
+    }
+}
+
+/// The writer of the part's object: in chunks of exactly `chunk` bytes when given, else in
+/// parts of any size the store accepts (for a store that copies ranges, the stored chunks' own
+/// sizes).
+async fn object_writer(
+    op: &Operator,
+    meta: &PartMeta,
+    chunk: Option<usize>,
+) -> opendal::Result<Writer> {
+    let writer = op
+        .writer_with(&meta.key)
+        .content_type(meta.mode.content_type());
+    match chunk {
+        Some(chunk) => writer.chunk(chunk).await,
+        None => writer.await,
+    }
+}
+
+/// Whether the streaming upload gave way to the checkpoints just now (the spool was under
+/// pressure): the first time, `failure` records why, and the object must not be completed.
+fn give_way(abandoned: &AtomicBool, failure: &mut Option<String>) -> bool {
+    let first = abandoned.load(Ordering::Relaxed) && failure.is_none();
+    if first {
+        *failure = Some("it gave way to the checkpoints while the store was slow".into());
+    }
+    first
+}

@@ -1,0 +1,302 @@
+//! `PartWriter`: writes one part, unit by unit, and closes it into its `PartRecord`.
+//!
+//! One part of a recording on its way to storage: the bytes stream into the part's object
+//! through opendal's multipart writer and, every checkpoint interval, into the journal
+//! (see `journal`). Both run as tasks fed through queues, so a slow or unreachable store never
+//! stalls ffmpeg; the queues are the spool, bounded by `SpoolLimits`.
+
+use crate::shared::live::Status;
+use crate::shared::metrics::metrics;
+use crate::shared::part::{PartMeta, PartRecord};
+use crate::store::journal;
+use crate::store::journal_upload::{Checkpoint, upload_journal};
+use crate::store::object_upload::upload_main;
+use crate::store::spool::{Block, Spool, keep_undelivered, spill};
+use crate::store::stopping::Stopping;
+use bytes::Bytes;
+use opendal::{Buffer, Operator};
+use roomrec_api::FileState;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    /// Multipart chunk size: sized so the longest recording fits in 10,000 parts.
+    pub chunk: usize,
+    pub checkpoint: Duration,
+}
+
+pub struct PartWriter {
+    meta: PartMeta,
+    op: Operator,
+    settings: UploadSettings,
+    spool: Arc<Spool>,
+    journal_dir: String,
+    main_tx: mpsc::UnboundedSender<Bytes>,
+    main_task: JoinHandle<Result<(), String>>,
+    /// Set when the streaming upload gives way to the journal (memory pressure).
+    main_abandoned: Arc<AtomicBool>,
+    stopping: Arc<Stopping>,
+    journal_tx: mpsc::UnboundedSender<Checkpoint>,
+    journal_task: JoinHandle<Vec<(u32, Block)>>,
+    /// Units since the last checkpoint.
+    pending: Vec<Bytes>,
+    /// Units written (the init segment counts as one).
+    units: u32,
+    next_seq: u32,
+    last_checkpoint: Instant,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+impl PartWriter {
+    pub fn open(
+        op: Operator,
+        prefix: &str,
+        meta: PartMeta,
+        settings: UploadSettings,
+        spool: Arc<Spool>,
+        stopping: Arc<Stopping>,
+        status: Arc<Status>,
+    ) -> Self {
+        let journal_dir = journal::journal_dir(prefix, &meta.key);
+        let (main_tx, main_rx) = mpsc::unbounded_channel();
+        let main_abandoned = Arc::new(AtomicBool::new(false));
+        let main_task = tokio::spawn(upload_main(
+            op.clone(),
+            meta.clone(),
+            journal_dir.clone(),
+            settings.chunk,
+            main_rx,
+            spool.clone(),
+            main_abandoned.clone(),
+        ));
+        let (journal_tx, journal_rx) = mpsc::unbounded_channel();
+        let meta_json = Bytes::from(serde_json::to_vec(&meta).expect("PartMeta serializes"));
+        let journal_task = tokio::spawn(upload_journal(
+            op.clone(),
+            journal_dir.clone(),
+            meta_json,
+            journal_rx,
+            spool.clone(),
+            stopping.clone(),
+            {
+                let part = meta.part;
+                move |bytes, seconds| status.open_durable(part, bytes, seconds)
+            },
+        ));
+        Self {
+            meta,
+            op,
+            settings,
+            spool,
+            journal_dir,
+            main_tx,
+            main_task,
+            main_abandoned,
+            stopping,
+            journal_tx,
+            journal_task,
+            pending: Vec::new(),
+            units: 0,
+            next_seq: 0,
+            last_checkpoint: Instant::now(),
+            bytes: 0,
+            seconds: 0.0,
+        }
+    }
+
+    pub fn meta(&self) -> &PartMeta {
+        &self.meta
+    }
+
+    /// Appends whole units (fragments, frames, or the init segment).
+    pub fn write(&mut self, data: Bytes) {
+        self.units += 1;
+        self.bytes += data.len() as u64;
+        // The journal and the streaming upload share the unit; the spool counts it once per
+        // queue it waits in, so its memory limit errs on the safe side.
+        self.pending.push(data.clone());
+        if self.spool.under_pressure() && !self.main_abandoned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(key = %self.meta.key, "the store is slow: the streaming upload gives way, the file will be assembled from its checkpoints");
+        }
+        if !self.main_abandoned.load(Ordering::Relaxed) {
+            self.spool.hold(data.len());
+            let _ = self.main_tx.send(data);
+        }
+        self.checkpoint_if_due();
+    }
+
+    /// Checkpoints when the interval has passed (called on a timer too, for slow streams), and
+    /// at once for a part's first media: a live source opens with a burst of several seconds
+    /// (the server's GOP cache), and until a part has a checkpoint a restarted worker would
+    /// not know it existed and would reuse its number.
+    pub fn checkpoint_if_due(&mut self) {
+        let first_media = self.next_seq == 0 && self.units > self.meta.mode.header_units();
+        if first_media || self.last_checkpoint.elapsed() >= self.settings.checkpoint {
+            self.checkpoint();
+        }
+    }
+
+    /// When a stream that went quiet after `last_media` must checkpoint what it left pending.
+    /// Given when nothing is pending too, so that media only ever moves the recorder's deadline
+    /// later: a timer moved earlier than the one tokio's driver last waited for makes the
+    /// driver wake itself (an eventfd write and another epoll_wait), at every other fragment.
+    pub fn checkpoint_due(&self, last_media: Instant) -> Instant {
+        last_media.max(self.last_checkpoint) + self.settings.checkpoint
+    }
+
+    /// Sends what is pending to the journal now: in memory, or spilled to the spool directory
+    /// when memory is past its limit.
+    pub fn checkpoint(&mut self) {
+        self.last_checkpoint = Instant::now();
+        if self.pending.is_empty() {
+            return;
+        }
+        let data = Buffer::from(std::mem::take(&mut self.pending));
+        let block = match (&self.spool.limits.dir, self.spool.under_pressure()) {
+            (Some(dir), true) => {
+                match spill(
+                    dir,
+                    &self.journal_dir,
+                    self.next_seq,
+                    data.clone(),
+                    &self.meta,
+                ) {
+                    Ok(path) => {
+                        self.spool.spilled(data.len() as u64);
+                        Block::Disk(path, data.len() as u64)
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot spill to the spool directory: {e}");
+                        self.spool.hold(data.len());
+                        Block::Memory(data)
+                    }
+                }
+            }
+            _ => {
+                self.spool.hold(data.len());
+                Block::Memory(data)
+            }
+        };
+        let _ = self.journal_tx.send(Checkpoint {
+            seq: self.next_seq,
+            block,
+            bytes: self.bytes,
+            seconds: self.seconds,
+        });
+        self.next_seq += 1;
+    }
+
+    /// Closes the part: the journal is flushed, the upload completed (or, if it failed, the
+    /// object rebuilt from the journal), and the journal deleted once the object is whole.
+    /// Checkpoints the store never confirmed are kept in the spool directory, never dropped.
+    pub async fn finish(mut self) -> PartRecord {
+        self.checkpoint();
+        let PartWriter {
+            meta,
+            op,
+            settings,
+            spool,
+            journal_dir,
+            main_tx,
+            mut main_task,
+            journal_tx,
+            journal_task,
+            bytes,
+            seconds,
+            stopping,
+            ..
+        } = self;
+        drop(main_tx);
+        drop(journal_tx);
+        // The journal task bounds itself once the recording is stopping.
+        let undelivered = journal_task.await.unwrap_or_default();
+        let main = tokio::select! {
+            result = &mut main_task => result.unwrap_or_else(|e| Err(e.to_string())),
+            _ = stopping.passed() => {
+                main_task.abort();
+                Err("the streaming upload did not complete before the shutdown timeout".into())
+            }
+        };
+        if !undelivered.is_empty() {
+            if main.is_ok() {
+                // The object is whole; only its journal could not be written, so the bytes
+                // the journal did not confirm are confirmed now.
+                metrics()
+                    .recorded_bytes
+                    .inc_by(undelivered.iter().map(|(_, b)| b.len()).sum());
+                for (_, block) in &undelivered {
+                    if let Block::Disk(path, _) = block {
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+                let _ = op.delete_with(&journal_dir).recursive(true).await;
+                return PartRecord::from_meta(
+                    &meta,
+                    FileState::Succeeded,
+                    String::new(),
+                    bytes,
+                    seconds,
+                    false,
+                );
+            }
+            let kept = keep_undelivered(&spool.limits.dir, &journal_dir, &meta, undelivered);
+            let message = match (main, kept) {
+                (Err(e), Ok(dir)) => format!(
+                    "the object store stayed unreachable ({e}); the unsent checkpoints are kept in {} and the next run with the same --spool-dir uploads and assembles them",
+                    dir.display()
+                ),
+                (Err(e), Err(lost)) => format!("the object store stayed unreachable ({e}); {lost}"),
+                (Ok(()), _) => unreachable!("handled above"),
+            };
+            return PartRecord::from_meta(&meta, FileState::Failed, message, bytes, seconds, false);
+        }
+        // Everything reached the journal: the part's spill directory (if any) is done with.
+        if let Some(dir) = &spool.limits.dir {
+            let _ = std::fs::remove_dir_all(dir.join(&journal_dir));
+        }
+        match main {
+            Ok(()) => {
+                if let Err(e) = op.delete_with(&journal_dir).recursive(true).await {
+                    tracing::warn!(journal = %journal_dir, "could not delete the journal of a complete part: {e}");
+                }
+                PartRecord::from_meta(
+                    &meta,
+                    FileState::Succeeded,
+                    String::new(),
+                    bytes,
+                    seconds,
+                    false,
+                )
+            }
+            Err(upload_error) => {
+                match journal::salvage(&op, &journal_dir, settings.chunk, None).await {
+                    Ok(s) => PartRecord::from_meta(
+                        &meta,
+                        FileState::Succeeded,
+                        format!(
+                            "the streaming upload did not complete ({upload_error}); the file was assembled from its checkpoints"
+                        ),
+                        s.bytes,
+                        s.seconds,
+                        true,
+                    ),
+                    Err(e) => PartRecord::from_meta(
+                        &meta,
+                        FileState::Failed,
+                        format!(
+                            "the upload failed ({upload_error}) and assembling from checkpoints failed too ({e}); the checkpoints are kept under {journal_dir}"
+                        ),
+                        bytes,
+                        seconds,
+                        false,
+                    ),
+                }
+            }
+        }
+    }
+}

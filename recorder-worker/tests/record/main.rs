@@ -1,0 +1,30 @@
+//! roomrec-worker against the real test bed: nginx-rtmp with a live ffmpeg publisher, the S3
+//! object store (versitygw, SigV4), local directories, and ffprobe on every file produced.
+//!
+//! One test binary (one shared bed), its tests by topic:
+//!
+//! | module | what its tests show |
+//! |---|---|
+//! | `modes` | each mode into each backend; codecs copied or encoded; a missing track refused |
+//! | `source` | a source that never starts, stalls, or drops and returns |
+//! | `stopping` | SIGTERM and `--stop-file` finish a playable file |
+//! | `segments` | parts cut by duration and by size; a part of several upload chunks |
+//! | `durability` | SIGKILL: the next run rebuilds the part from its checkpoints |
+//! | `outages` | the object store unreachable: spooled, spilled, kept, or the spool full |
+//! | `failures` | bad credentials, a missing bucket, an unreachable store, bad arguments |
+//! | `reporting` | metrics, the RecordingJob status, the termination message |
+//! | `faststart` | classic MP4 parts, and what happens when the scratch directory fails |
+//!
+//! `support` holds what they share: running the worker, its storage, and checking the files.
+
+mod support;
+
+mod durability;
+mod failures;
+mod faststart;
+mod modes;
+mod outages;
+mod reporting;
+mod segments;
+mod source;
+mod stopping;
