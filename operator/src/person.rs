@@ -248,6 +248,7 @@ pub fn decide(
                 Some(r) => r.message.clone(),
                 None => raw.chars().take(1000).collect(),
             };
+            let nothing_recorded = result.as_ref().is_some_and(|r| r.parts == 0);
             // No readable result (killed, OOM, a crash before writing it): worth retrying.
             let (stop_reason, retryable) = result
                 .map(|r| (Some(r.stop_reason), r.retryable))
@@ -255,6 +256,17 @@ pub fn decide(
             // The worker stopped on its own (even if something failed on the way, e.g.
             // nothing arrived): the person is done; failed files show in the status.
             if let Some(reason) = stop_reason.filter(|r| r.is_natural()) {
+                let message = match (&entry.relay, reason, nothing_recorded) {
+                    // A relay that started but whose stream never arrived: the push domain may
+                    // have refused its push (TRTC does not say), or the person never published.
+                    (Some(_), StopReason::IdleTimeout, true) => format!(
+                        "{message}; no media came through the relay: check that {} publishes, \
+                         and spec.source.trtc.pushDomain and pushKeySecret (a push domain that \
+                         refuses the relay's push looks the same from here)",
+                        person.user_id
+                    ),
+                    _ => message,
+                };
                 return done(entry, reason, Some(message));
             }
             if exit_code == 2 || !retryable {

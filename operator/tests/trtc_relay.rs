@@ -13,10 +13,12 @@ mod support {
     pub mod kubectl;
     pub mod logs;
     pub mod operator_process;
+    pub mod processes;
     pub mod stored_files;
 
     pub use self::{
-        callbacks::*, cluster::*, examples::*, jobs::*, operator_process::*, stored_files::*,
+        callbacks::*, cluster::*, examples::*, jobs::*, operator_process::*, processes::*,
+        stored_files::*,
     };
 }
 
@@ -609,6 +611,20 @@ async fn relay_start_an_operator_killed_while_relays_run_loses_and_doubles_none(
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(world.trtc.relays().len(), 1, "{:#?}", world.trtc.relays());
     assert!(world.trtc.relays()[0].is_running());
+    // A crashed worker's replacement plays the relay that runs: still no second one.
+    let first = worker_pods(&world).await[0].metadata.name.clone().unwrap();
+    let pid = worker_pid(&first).expect("the worker's process");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_for("a replacement worker", &world, || async {
+        world.api.get("heritage-43474").await.is_ok_and(|job| {
+            job.status.is_some_and(|s| {
+                s.workers[0].attempts == 2 && s.workers[0].state == WorkerState::Recording
+            })
+        })
+    })
+    .await;
+    assert_eq!(world.trtc.relays().len(), 1, "{:#?}", world.trtc.relays());
+    assert!(world.trtc.relays()[0].is_running());
     // A stop ends it: the relay is stopped exactly once, the files are stored.
     world
         .api
@@ -645,4 +661,55 @@ async fn relay_start_an_operator_killed_while_relays_run_loses_and_doubles_none(
             .stopped_at
             .is_some()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_start_a_wrong_push_key_ends_naming_it_and_leaves_no_relay() {
+    let world = world("pushkey", SECRET_KEY).await;
+    let anchor = world.trtc.anchor(APP, ROOM, "anchor-1");
+    anchor.publish(camera()).unwrap();
+    let sig = usersig::generate(APP, "recorder-1", APP_KEY.as_bytes(), now(), 86400, None);
+    let yaml = relay_example(
+        &world,
+        &sig,
+        &[
+            (PUSH_KEY, "0123456789abcdef0123456789abcdef".into()),
+            ("idleTimeoutSeconds: 300 ", "idleTimeoutSeconds: 5 ".into()),
+        ],
+    );
+    apply_in(&world.ns, &yaml);
+    // The CSS server refuses the relay's push: its txSecret was made with another key.
+    wait_for("a refused push", &world, || async {
+        world.trtc.publish_checks().iter().any(|c| !c.accepted)
+    })
+    .await;
+    let job = ended_as(
+        &world.api,
+        "heritage-43474",
+        "Failed",
+        Duration::from_secs(90),
+        &world.op,
+    )
+    .await;
+    let status = job.status.clone().unwrap();
+    let finished = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Finished")
+        .unwrap();
+    assert!(
+        finished.message.contains("pushKeySecret")
+            && finished.message.contains("nothing was recorded"),
+        "{}",
+        finished.message
+    );
+    assert!(
+        status.workers[0]
+            .relay
+            .as_ref()
+            .unwrap()
+            .stopped_at
+            .is_some()
+    );
+    assert!(world.trtc.relays().iter().all(|r| !r.is_running()));
 }
