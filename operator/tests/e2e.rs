@@ -668,8 +668,84 @@ async fn invalid_resources_are_refused_with_the_field_and_the_fix() {
             json!({"source": {"url": "rtmp://h/live/a"}, "storage": s3, "faststart": true}),
             "not left to the operator's default",
         ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": s3, "segment": {"sizeBytes": 1000}}),
+            "spec.segment.sizeBytes must be at least 1048576",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "record": ["a"], "playDomain": "p.example.com", "userSigSecret": {"name": "s", "key": "k"}, "secretKeySecret": {"name": "s", "key": "k"}}}, "storage": s3}),
+            "set userSigSecret or secretKeySecret, not both",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "record": ["a"], "playDomain": "p.example.com", "relay": "start", "secretKeySecret": {"name": "s", "key": "k"}}}, "storage": s3}),
+            "pushDomain is required with relay: start",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "record": ["a"], "playDomain": "p.example.com", "relay": "start", "pushDomain": "push.example.com"}}, "storage": s3}),
+            "relay: start needs the recording identity's UserSig",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "record": ["a", "b"], "playDomain": "p.example.com", "relay": "start", "pushDomain": "push.example.com", "userSigSecret": {"name": "s", "key": "k"}}}, "storage": s3}),
+            "userSigSecret signs one identity",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "record": ["a"], "playDomain": "p.example.com", "relay": "start", "pushDomain": "push.example.com", "secretKeySecret": {"name": "s", "key": "k"}, "legacyBizId": 8888}}, "storage": s3}),
+            "legacyBizId is for playing an existing relay",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "record": ["a"], "playDomain": "p.example.com", "relay": "start", "pushDomain": "rtmp://push.example.com", "secretKeySecret": {"name": "s", "key": "k"}}}, "storage": s3}),
+            "pushDomain must be a host name",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 0, "userId": "bot", "record": ["a"], "playDomain": "p.example.com"}}, "storage": s3}),
+            "roomId must be between 1 and 4294967294",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "strRoomId": "math/7", "userId": "bot", "record": ["a"], "playDomain": "p.example.com"}}, "storage": s3}),
+            "strRoomId must be 1 to 64 characters",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "the bot", "record": ["a"], "playDomain": "p.example.com"}}, "storage": s3}),
+            "userId must be 1 to 32 letters",
+        ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": {"cos": {"region": "ap-shanghai", "bucket": "class-1250000000", "endpoint": "cos.internal"}}}),
+            "spec.storage.cos.endpoint must be http(s)://host[:port]",
+        ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": {"s3": {"bucket": "Recordings"}}}),
+            "spec.storage.s3.bucket must be a valid bucket name",
+        ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": {"s3": {"bucket": "recordings", "endpoint": "minio:9000"}}}),
+            "spec.storage.s3.endpoint must be http(s)://host[:port]",
+        ),
+        (
+            json!({"source": {"url": "rtmp://h/live/a"}, "storage": s3, "mode": "00", "faststart": true}),
+            "spec.faststart makes classic MP4 files: set spec.mode to VideoMp4 or AudioVideoMp4",
+        ),
     ];
-    assert!(cases.len() >= 10);
+    // Every CEL rule of spec has a case here that trips it (immutability is tested below): a
+    // rule added without one fails this test.
+    let mut messages = Vec::new();
+    collect_rule_messages(
+        &roomrec_api::crdgen::crd_value()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+            ["spec"],
+        &mut messages,
+    );
+    let untested: Vec<&String> = messages
+        .iter()
+        .filter(|m| {
+            !["cannot change", "cannot be removed", "cannot go back"]
+                .iter()
+                .any(|i| m.contains(i))
+        })
+        .filter(|m| !cases.iter().any(|(_, expected)| m.contains(expected)))
+        .collect();
+    assert!(
+        untested.is_empty(),
+        "CEL rules no case trips: {untested:#?}"
+    );
     let resource = kube::api::ApiResource::erase::<RecordingJob>(&());
     let raw: Api<kube::api::DynamicObject> =
         Api::namespaced_with(bed().client().await.unwrap(), &ns, &resource);
@@ -898,4 +974,103 @@ async fn a_callback_that_keeps_failing_stops_after_its_retry_budget() {
             .await
             .contains("roomrec_callback_failures_total 3")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_job_whose_worker_ignores_sigterm_is_released_at_the_finalize_timeout() {
+    cluster().await;
+    let ns = bed().namespace("stubborn").await.unwrap();
+    s3_secret(&ns).await;
+    // A "worker" that ignores SIGTERM (an ignored signal stays ignored across exec), found by
+    // the node agent under its image's name in cargo's target directory.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"));
+    let program = target.join("debug/roomrec-worker-ignores-sigterm");
+    std::fs::write(&program, "#!/bin/sh\ntrap '' TERM\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let op = Operator::start(&ns, &["--finalize-timeout-seconds", "5"]).await;
+    let api = jobs(&ns).await;
+    let mut job = url_job("stubborn", "rtmp://127.0.0.1:1/live/never", json!({}));
+    job.spec.worker = Some(roomrec_api::crd::WorkerOverrides {
+        image: Some("ghcr.io/roomrec/roomrec-worker-ignores-sigterm:e2e".into()),
+        ..Default::default()
+    });
+    api.create(&PostParams::default(), &job).await.unwrap();
+    wait_phase(
+        &api,
+        "stubborn",
+        &["Recording"],
+        Duration::from_secs(60),
+        &op,
+    )
+    .await;
+
+    api.delete("stubborn", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deleted = std::time::Instant::now();
+    // Held while the worker should be closing its files…
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        api.get_opt("stubborn").await.unwrap().is_some(),
+        "released before the finalize timeout"
+    );
+    // …and released once the timeout passed, with a warning saying what was left.
+    let gone = wait_until(Duration::from_secs(30), || async {
+        matches!(api.get_opt("stubborn").await, Ok(None))
+    })
+    .await;
+    assert!(
+        gone.is_ok(),
+        "the job was never released: {}",
+        op.log_text()
+    );
+    let took = deleted.elapsed();
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(20),
+        "released after {took:?}"
+    );
+    let events = kubectl(
+        &["get", "events.events.k8s.io", "-n", &ns, "-o", "json"],
+        None,
+    );
+    let events: Value = serde_json::from_slice(&events.stdout).unwrap();
+    let timeout = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["reason"] == "FinalizeTimeout")
+        .unwrap_or_else(|| panic!("no FinalizeTimeout event: {events:#}"));
+    assert_eq!(timeout["type"], "Warning");
+    assert!(
+        timeout["note"]
+            .as_str()
+            .unwrap()
+            .contains("did not close their files within 5 s"),
+        "{timeout:#}"
+    );
+}
+
+/// Every `x-kubernetes-validations` message under `schema`.
+fn collect_rule_messages(schema: &Value, out: &mut Vec<String>) {
+    match schema {
+        Value::Object(map) => {
+            for rule in map
+                .get("x-kubernetes-validations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                out.extend(rule["message"].as_str().map(str::to_string));
+            }
+            map.values().for_each(|v| collect_rule_messages(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_rule_messages(v, out)),
+        _ => {}
+    }
 }

@@ -111,7 +111,32 @@ fn a_worker_pod_carries_the_job_as_env_and_secrets_only_by_reference() {
         .find_map(|v| v.secret.clone())
         .unwrap();
     assert_eq!(secret.secret_name.as_deref(), Some("cos-keys"));
-    assert!(!serde_json::to_string(&pod).unwrap().contains("secretKey"));
+    // What could leak a credential: an environment variable from a Secret (it would show in
+    // /proc/PID/environ and `kubectl describe`), or a writable or world-readable mount.
+    let container = &spec.containers[0];
+    assert!(
+        container.env.iter().flatten().all(|e| e
+            .value_from
+            .as_ref()
+            .is_none_or(|f| f.secret_key_ref.is_none())),
+        "a Secret reaches the worker as an environment variable"
+    );
+    assert!(
+        container.env_from.is_none(),
+        "envFrom could import a whole Secret"
+    );
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == "/var/run/secrets/roomrec/storage")
+        .unwrap();
+    assert_eq!(mount.read_only, Some(true));
+    assert_eq!(
+        secret.default_mode,
+        Some(0o440),
+        "readable by the worker's group only"
+    );
     // Hardened by default.
     let security = spec.containers[0].security_context.clone().unwrap();
     assert_eq!(security.read_only_root_filesystem, Some(true));
