@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 use roomrec_api::crd::{RecordingJob, Storage};
-use roomrec_api::relay::{RelayStream, StreamIdForm, stream_name};
+use roomrec_api::relay::stream_name;
 use roomrec_api::worker_env::{EnvValue, StorageTarget, WorkerEnv, WorkerSource};
 use std::collections::BTreeMap;
 
@@ -205,23 +205,7 @@ pub fn worker_env(
 ) -> WorkerEnv {
     let spec = &job.spec;
     let source = match &spec.source.trtc {
-        Some(trtc) => WorkerSource::Relay(RelayStream {
-            sdk_app_id: trtc.sdk_app_id,
-            room_id: trtc.room_id,
-            str_room_id: trtc
-                .room_id
-                .is_none()
-                .then(|| trtc.str_room_id.clone())
-                .flatten(),
-            user_id: person.user_id.clone(),
-            stream: trtc.stream,
-            stream_id: match trtc.legacy_biz_id {
-                Some(bizid) => StreamIdForm::Legacy { bizid },
-                None => StreamIdForm::Standard,
-            },
-            play_domain: trtc.play_domain.clone(),
-            protocol: trtc.protocol,
-        }),
+        Some(trtc) => WorkerSource::Relay(crate::relay::stream(trtc, person)),
         None => WorkerSource::Url(spec.source.url.clone().unwrap_or_default()),
     };
     let grace = worker_grace_seconds(settings);

@@ -23,28 +23,38 @@ pub async fn serve(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
+    let task = spawn_server(listener, move |request| {
+        let response = answer(&probes, request.uri().path());
+        async move { response }
+    });
+    Ok((bound, task))
+}
+
+/// Serves HTTP/1 on `listener`, a task per connection, `handler` answering each request, until
+/// the returned task is dropped or aborted.
+pub fn spawn_server<H, F>(listener: TcpListener, handler: H) -> tokio::task::JoinHandle<()>
+where
+    H: Fn(Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let probes = probes.clone();
+            let handler = handler.clone();
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let probes = probes.clone();
-                        async move {
-                            Ok::<_, std::convert::Infallible>(answer(&probes, request.uri().path()))
-                        }
-                    });
+                let service = hyper::service::service_fn(move |request| {
+                    let response = handler(request);
+                    async move { Ok::<_, std::convert::Infallible>(response.await) }
+                });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(io, service)
                     .await;
             });
         }
-    });
-    Ok((bound, task))
+    })
 }
 
 fn answer(probes: &Probes, path: &str) -> Response<Full<Bytes>> {

@@ -155,7 +155,9 @@ fn trim_newline(bytes: &[u8]) -> &[u8] {
     &bytes[..end]
 }
 
-/// The stream the relay pushes and the worker plays: the relay's standard stream id.
+/// `person`'s stream on the relay: what a relay roomrec starts pushes (the standard stream id;
+/// the CRD refuses a legacy bizid with relay: start) and what the worker plays. The room id
+/// wins over a string room id; the worker is told only the one in force.
 pub fn stream(trtc: &TrtcSource, person: &Person) -> RelayStream {
     RelayStream {
         sdk_app_id: trtc.sdk_app_id,
@@ -167,7 +169,10 @@ pub fn stream(trtc: &TrtcSource, person: &Person) -> RelayStream {
             .flatten(),
         user_id: person.user_id.clone(),
         stream: trtc.stream,
-        stream_id: StreamIdForm::Standard,
+        stream_id: match trtc.legacy_biz_id {
+            Some(bizid) => StreamIdForm::Legacy { bizid },
+            None => StreamIdForm::Standard,
+        },
         play_domain: trtc.play_domain.clone(),
         protocol: trtc.protocol,
     }

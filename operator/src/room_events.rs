@@ -223,26 +223,9 @@ fn signed(key: &[u8], sign: Option<&str>, body: &[u8]) -> bool {
 pub async fn serve(address: SocketAddr, receiver: Receiver) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let receiver = receiver.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let receiver = receiver.clone();
-                        async move {
-                            Ok::<_, std::convert::Infallible>(answer(&receiver, request).await)
-                        }
-                    });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await;
-            });
-        }
+    crate::http::spawn_server(listener, move |request| {
+        let receiver = receiver.clone();
+        async move { answer(&receiver, request).await }
     });
     Ok(bound)
 }

@@ -9,6 +9,7 @@
 mod support {
     pub mod callbacks;
     pub mod cluster;
+    pub mod cos;
     pub mod examples;
     pub mod jobs;
     pub mod kubectl;
@@ -20,8 +21,8 @@ mod support {
     pub mod stored_files;
 
     pub use self::{
-        callbacks::*, cluster::*, examples::*, jobs::*, kubectl::*, logs::*, operator_process::*,
-        processes::*, s3::*, scene::*, stored_files::*,
+        callbacks::*, cluster::*, cos::*, examples::*, jobs::*, kubectl::*, logs::*,
+        operator_process::*, processes::*, s3::*, scene::*, stored_files::*,
     };
 }
 
@@ -207,22 +208,8 @@ async fn quickstart_example_records_into_the_bucket() {
 async fn existing_relay_example_records_each_person_into_cos_and_calls_back_once() {
     cluster().await;
     let ns = bed().namespace("trtc").await.unwrap();
-    let buckets = bed().s3_bucket_dir.parent().unwrap();
-    std::fs::create_dir_all(buckets.join("class-1250000000")).unwrap();
-    // Test double: Tencent COS cannot run here. The stand-in checks every request's COS
-    // signature against the example's key pair and stores into the S3 server.
-    let cos = roomrec_testbed::cos::CosStandIn::start(roomrec_testbed::cos::CosStandInConfig {
-        secret_id: "AKIDEXAMPLEEXAMPLEEXAMPLE".into(),
-        secret_key: "example-secret-key".into(),
-        upstream_endpoint: bed().s3_endpoint.clone(),
-        upstream_access_key: bed().s3_access_key.clone(),
-        upstream_secret_key: bed().s3_secret_key.clone(),
-        upstream_region: bed().s3_region.clone(),
-        require_signed_host: false,
-    })
-    .await
-    .unwrap();
-    let port = cos.endpoint().rsplit(':').next().unwrap().to_string();
+    // Test double: Tencent COS cannot run here (support/cos.rs).
+    let (cos, port) = examples_cos().await;
     let receiver = Receiver::start(1).await;
     let op = Operator::start(
         &ns,

@@ -8,6 +8,7 @@
 mod support {
     pub mod callbacks;
     pub mod cluster;
+    pub mod cos;
     pub mod examples;
     pub mod jobs;
     pub mod kubectl;
@@ -17,7 +18,7 @@ mod support {
     pub mod stored_files;
 
     pub use self::{
-        callbacks::*, cluster::*, examples::*, jobs::*, operator_process::*, processes::*,
+        callbacks::*, cluster::*, cos::*, examples::*, jobs::*, operator_process::*, processes::*,
         stored_files::*,
     };
 }
@@ -31,7 +32,7 @@ use roomrec_api::{StopReason, WorkerState};
 use roomrec_operator::trtc_api::{
     DismissRoomRequest, RemoveUserRequest, TrtcApiConfig, TrtcClient,
 };
-use roomrec_testbed::cos::{CosStandIn, CosStandInConfig};
+use roomrec_testbed::cos::CosStandIn;
 use roomrec_testbed::media::StreamSpec;
 use roomrec_testbed::trtc::{StandInConfig, TrtcStandIn};
 use roomrec_testbed::wait_until;
@@ -71,20 +72,7 @@ async fn world(prefix: &str, secret_key: &str) -> World {
     cluster().await;
     let ns = bed().namespace(prefix).await.unwrap();
     let dir = bed().scratch(&format!("trtc-{ns}")).unwrap();
-    let buckets = bed().s3_bucket_dir.parent().unwrap();
-    std::fs::create_dir_all(buckets.join("class-1250000000")).unwrap();
-    let cos = CosStandIn::start(CosStandInConfig {
-        secret_id: "AKIDEXAMPLEEXAMPLEEXAMPLE".into(),
-        secret_key: "example-secret-key".into(),
-        upstream_endpoint: bed().s3_endpoint.clone(),
-        upstream_access_key: bed().s3_access_key.clone(),
-        upstream_secret_key: bed().s3_secret_key.clone(),
-        upstream_region: bed().s3_region.clone(),
-        require_signed_host: false,
-    })
-    .await
-    .unwrap();
-    let cos_port = cos.endpoint().rsplit(':').next().unwrap().to_string();
+    let (cos, cos_port) = examples_cos().await;
     let events_port = roomrec_testbed::ports::free_port();
     let trtc = TrtcStandIn::start(
         StandInConfig::new(&dir)
@@ -154,6 +142,11 @@ fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
+/// A day's UserSig of the recording identity `recorder-1`, made with the application's key.
+fn recorder_sig() -> String {
+    usersig::generate(APP, "recorder-1", APP_KEY.as_bytes(), now(), 86400, None)
+}
+
 /// The application calling TRTC, as the heritage users do (RemoveUser, DismissRoom).
 fn application(world: &World) -> TrtcClient {
     let mut config = TrtcApiConfig::new(
@@ -191,6 +184,24 @@ fn relay_example(world: &World, user_sig: &str, edits: &[(&str, String)]) -> Str
     example("trtc-relay.yaml", &all)
 }
 
+/// The job ended in `phase` within `seconds`; every relay of the stand-in has ended too.
+async fn ended(world: &World, name: &str, phase: &str, seconds: u64) -> RecordingJob {
+    let job = ended_as(
+        &world.api,
+        name,
+        phase,
+        Duration::from_secs(seconds),
+        &world.op,
+    )
+    .await;
+    assert!(
+        world.trtc.relays().iter().all(|r| !r.is_running()),
+        "a relay still runs: {:#?}",
+        world.trtc.relays()
+    );
+    job
+}
+
 async fn wait_for<F, Fut>(what: &str, world: &World, condition: F)
 where
     F: FnMut() -> Fut,
@@ -216,7 +227,7 @@ async fn relay_start_heritage_request_records_into_cos_and_remove_user_ends_it()
     let world = world("relay", SECRET_KEY).await;
     let anchor = world.trtc.anchor(APP, ROOM, "anchor-1");
     anchor.publish(camera()).unwrap();
-    let sig = usersig::generate(APP, "recorder-1", APP_KEY.as_bytes(), now(), 86400, None);
+    let sig = recorder_sig();
     apply_in(&world.ns, &relay_example(&world, &sig, &[]));
     let job = wait_recording_bytes(&world.api, "heritage-43474", 3.0, &world.op).await;
 
@@ -251,14 +262,7 @@ async fn relay_start_heritage_request_records_into_cos_and_remove_user_ends_it()
         })
         .await
         .unwrap();
-    let job = ended_as(
-        &world.api,
-        "heritage-43474",
-        "Succeeded",
-        Duration::from_secs(60),
-        &world.op,
-    )
-    .await;
+    let job = ended(&world, "heritage-43474", "Succeeded", 60).await;
     let took = removed_at.elapsed();
     let status = job.status.clone().unwrap();
     assert_eq!(
@@ -289,7 +293,6 @@ async fn relay_start_heritage_request_records_into_cos_and_remove_user_ends_it()
     );
 
     // No relay is left: TRTC ended it, and roomrec recorded its stop.
-    assert!(world.trtc.relays().iter().all(|r| !r.is_running()));
     assert!(
         status.workers[0]
             .relay
@@ -390,14 +393,7 @@ async fn relay_start_dismiss_room_ends_a_two_person_job_with_every_file_stored()
         })
         .await
         .unwrap();
-    let job = ended_as(
-        &world.api,
-        "class-dismissed",
-        "Succeeded",
-        Duration::from_secs(60),
-        &world.op,
-    )
-    .await;
+    let job = ended(&world, "class-dismissed", "Succeeded", 60).await;
     let status = job.status.clone().unwrap();
     assert_eq!(
         status.stop_reason,
@@ -415,7 +411,6 @@ async fn relay_start_dismiss_room_ends_a_two_person_job_with_every_file_stored()
     for person in ["alice", "bob"] {
         assert!(files(&job).iter().any(|f| f.user_id == person), "{person}");
     }
-    assert!(world.trtc.relays().iter().all(|r| !r.is_running()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,7 +418,7 @@ async fn relay_start_an_anchor_who_stops_publishing_ends_it_as_room_idle() {
     let world = world("idle", SECRET_KEY).await;
     let anchor = world.trtc.anchor(APP, ROOM, "anchor-1");
     anchor.publish(camera()).unwrap();
-    let sig = usersig::generate(APP, "recorder-1", APP_KEY.as_bytes(), now(), 86400, None);
+    let sig = recorder_sig();
     let yaml = relay_example(
         &world,
         &sig,
@@ -433,14 +428,7 @@ async fn relay_start_an_anchor_who_stops_publishing_ends_it_as_room_idle() {
     wait_recording_bytes(&world.api, "heritage-43474", 3.0, &world.op).await;
     // The anchor stops publishing: TRTC's agent leaves at MaxIdleTime (the idle timeout).
     anchor.stop_publishing().unwrap();
-    let job = ended_as(
-        &world.api,
-        "heritage-43474",
-        "Succeeded",
-        Duration::from_secs(60),
-        &world.op,
-    )
-    .await;
+    let job = ended(&world, "heritage-43474", "Succeeded", 60).await;
     let status = job.status.clone().unwrap();
     assert_eq!(
         status.stop_reason,
@@ -448,7 +436,6 @@ async fn relay_start_an_anchor_who_stops_publishing_ends_it_as_room_idle() {
         "{}",
         status_json(&job)
     );
-    assert!(world.trtc.relays().iter().all(|r| !r.is_running()));
     assert_files_play(&job, &["h264", "aac"]);
 }
 
@@ -537,21 +524,13 @@ async fn relay_start_refuses_a_wrong_or_expired_usersig_and_a_wrong_api_key_leav
         ],
     );
     apply_in(&world.ns, &yaml);
-    let job = ended_as(
-        &world.api,
-        "forged",
-        "Failed",
-        Duration::from_secs(60),
-        &world.op,
-    )
-    .await;
+    let job = ended(&world, "forged", "Failed", 60).await;
     let worker = &job.status.unwrap().workers[0];
     assert!(worker.message.contains("UserSig"), "{}", worker.message);
-    assert!(world.trtc.relays().iter().all(|r| !r.is_running()));
 
     // The operator's API key is wrong: StartPublishCdnStream is refused, named, not retried.
     let wrong = world_with_wrong_api_key(&world).await;
-    let sig = usersig::generate(APP, "recorder-1", APP_KEY.as_bytes(), now(), 86400, None);
+    let sig = recorder_sig();
     let yaml = relay_example(
         &world,
         &sig,
@@ -600,7 +579,7 @@ async fn relay_start_an_operator_killed_while_relays_run_loses_and_doubles_none(
     let mut world = world("restart", SECRET_KEY).await;
     let anchor = world.trtc.anchor(APP, ROOM, "anchor-1");
     anchor.publish(camera()).unwrap();
-    let sig = usersig::generate(APP, "recorder-1", APP_KEY.as_bytes(), now(), 86400, None);
+    let sig = recorder_sig();
     apply_in(&world.ns, &relay_example(&world, &sig, &[]));
     wait_recording_bytes(&world.api, "heritage-43474", 2.0, &world.op).await;
     world.op.child.start_kill().unwrap();
@@ -635,14 +614,7 @@ async fn relay_start_an_operator_killed_while_relays_run_loses_and_doubles_none(
         )
         .await
         .unwrap();
-    let job = ended_as(
-        &world.api,
-        "heritage-43474",
-        "Stopped",
-        Duration::from_secs(60),
-        &world.op,
-    )
-    .await;
+    let job = ended(&world, "heritage-43474", "Stopped", 60).await;
     assert_files_play(&job, &["h264", "aac"]);
     assert_eq!(world.trtc.relays().len(), 1);
     assert!(!world.trtc.relays()[0].is_running());
@@ -668,7 +640,7 @@ async fn relay_start_a_wrong_push_key_ends_naming_it_and_leaves_no_relay() {
     let world = world("pushkey", SECRET_KEY).await;
     let anchor = world.trtc.anchor(APP, ROOM, "anchor-1");
     anchor.publish(camera()).unwrap();
-    let sig = usersig::generate(APP, "recorder-1", APP_KEY.as_bytes(), now(), 86400, None);
+    let sig = recorder_sig();
     let yaml = relay_example(
         &world,
         &sig,
@@ -683,14 +655,7 @@ async fn relay_start_a_wrong_push_key_ends_naming_it_and_leaves_no_relay() {
         world.trtc.publish_checks().iter().any(|c| !c.accepted)
     })
     .await;
-    let job = ended_as(
-        &world.api,
-        "heritage-43474",
-        "Failed",
-        Duration::from_secs(90),
-        &world.op,
-    )
-    .await;
+    let job = ended(&world, "heritage-43474", "Failed", 90).await;
     let status = job.status.clone().unwrap();
     let finished = status
         .conditions
@@ -711,5 +676,4 @@ async fn relay_start_a_wrong_push_key_ends_naming_it_and_leaves_no_relay() {
             .stopped_at
             .is_some()
     );
-    assert!(world.trtc.relays().iter().all(|r| !r.is_running()));
 }
