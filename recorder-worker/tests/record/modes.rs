@@ -9,6 +9,8 @@ use roomrec_testbed::media::StreamSpec;
 async fn every_mode_into_every_backend() {
     let _publisher = publish("modes", StreamSpec::default()).await;
     let url = bed().rtmp_url("modes");
+    // COS through its stand-in (a test double that checks every request's COS signature).
+    let cos = cos_stand_in().await;
     let mut runs = Vec::new();
     for (mode, video, audio) in [
         ("00", None, Some("mp3")),
@@ -17,6 +19,11 @@ async fn every_mode_into_every_backend() {
     ] {
         for storage in [
             Storage::s3(&format!("modes/{mode}")),
+            Storage::Cos {
+                port: cos.port,
+                prefix: format!("modes/{mode}"),
+                bucket_dir: bed().s3_bucket_dir.parent().unwrap().join(COS_BUCKET),
+            },
             Storage::dir(&format!("modes-{mode}")),
         ] {
             let child = start(&mut worker(&url, mode, &storage, &["--max-duration", "4"]));
@@ -48,6 +55,17 @@ async fn every_mode_into_every_backend() {
             ),
         }
     }
+    let requests = cos.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "PUT" || r.method == "POST"),
+        "nothing was written to COS"
+    );
+    assert!(
+        requests.iter().all(|r| r.status != 403),
+        "the COS stand-in refused a signature: {requests:?}"
+    );
 }
 
 #[tokio::test]
