@@ -7,7 +7,7 @@
 #   hack/testbed.sh --print    print the bin directory only (nothing is built)
 #
 # The bin directory (exported by the Makefile as ROOMREC_TESTBED_BIN) holds:
-#   kube-apiserver kube-controller-manager kubectl etcd helm versitygw
+#   kube-apiserver kube-controller-manager kubectl etcd helm versitygw mediamtx node-media-server
 # and its sibling monitoring-crds/ the prometheus-operator CRDs the chart's monitoring uses.
 set -euo pipefail
 
@@ -16,6 +16,8 @@ ETCD_VERSION=v3.7.3          # the etcd minor k8s v1.37 requires (go.mod: go.etc
 HELM_VERSION=v3.22.0
 VERSITYGW_VERSION=v1.8.0
 PROMETHEUS_OPERATOR_VERSION=v0.85.0   # its CRDs: the chart's ServiceMonitor, PodMonitor, PrometheusRule
+MEDIAMTX_VERSION=v1.12.3               # the RTSP and SRT server of the worker's protocol tests
+NODE_MEDIA_SERVER_VERSION=4.4.3        # the HTTP-FLV server (npm registry; runs on the machine's Node.js)
 DEBIAN_PACKAGES=(ffmpeg nginx-light libnginx-mod-rtmp prometheus openssl util-linux)
 
 CACHE=${ROOMREC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/roomrec}
@@ -142,6 +144,33 @@ fi
 if [[ ! -x "$BIN/versitygw" ]]; then
   log "building versitygw $VERSITYGW_VERSION"
   GOBIN="$BIN" go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+fi
+
+# MediaMTX's module cannot be `go install`ed: its go.mod replaces two pion modules (replaces
+# count only in the main module) and it embeds two files its release process generates (the
+# version, and hls.js for its HLS server's browser page, downloaded by `go generate`). So its
+# module source is copied and built as the main module, with the version written and the page's
+# script left out (the tests read HLS with ffmpeg, never that page).
+if ! "$BIN/mediamtx" --version 2>/dev/null | grep -qx "$MEDIAMTX_VERSION"; then
+  log "building mediamtx $MEDIAMTX_VERSION"
+  module_dir=$(GOFLAGS= go mod download -json "github.com/bluenviron/mediamtx@$MEDIAMTX_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  src="$CACHE/testbed/src/mediamtx-$MEDIAMTX_VERSION"
+  rm -rf "$src" && mkdir -p "$(dirname "$src")" && cp -r "$module_dir" "$src" && chmod -R u+w "$src"
+  echo "$MEDIAMTX_VERSION" > "$src/internal/core/VERSION"
+  echo "// hls.js is left out of roomrec's test build: the browser page is not used" > "$src/internal/servers/hls/hls.min.js"
+  (cd "$src" && go build -o "$BIN/mediamtx.new" . && mv -f "$BIN/mediamtx.new" "$BIN/mediamtx")
+fi
+
+# Node-Media-Server from the npm registry, run by a launcher in the bin directory.
+NMS_DIR="$CACHE/testbed/node-media-server-$NODE_MEDIA_SERVER_VERSION"
+if [[ ! -f "$NMS_DIR/node_modules/node-media-server/bin/app.js" || ! -x "$BIN/node-media-server" ]]; then
+  log "installing node-media-server $NODE_MEDIA_SERVER_VERSION"
+  command -v npm >/dev/null || { echo "npm is missing: Node-Media-Server runs on Node.js (20 or newer)" >&2; exit 1; }
+  mkdir -p "$NMS_DIR"
+  (cd "$NMS_DIR" && npm install --no-audit --no-fund --loglevel=error "node-media-server@$NODE_MEDIA_SERVER_VERSION" >/dev/null)
+  printf '#!/bin/sh\n# Written by roomrec hack/testbed.sh: Node-Media-Server %s.\nexec node "%s/node_modules/node-media-server/bin/app.js" "$@"\n' \
+    "$NODE_MEDIA_SERVER_VERSION" "$NMS_DIR" > "$BIN/node-media-server.new"
+  chmod 0755 "$BIN/node-media-server.new" && mv -f "$BIN/node-media-server.new" "$BIN/node-media-server"
 fi
 
 # Only the CRDs of prometheus-operator, from its Go module (no build): tests dry-run the chart's

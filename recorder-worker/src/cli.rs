@@ -169,7 +169,9 @@ pub struct RecordArgs {
         help_heading = "Parts and stopping"
     )]
     pub reconnect_grace: Option<u64>,
-    /// A connection that delivers no media for this long counts as dropped and is reopened.
+    /// A connection that delivers no media for this long counts as dropped and is reopened (a
+    /// return after it is a new part). Not for HLS: ffmpeg's HLS client waits for its playlist
+    /// to grow, and --reconnect-grace ends the wait.
     #[arg(
         long,
         env = var::STALL_SECONDS,

@@ -13,7 +13,7 @@ use crate::shared::live::Status;
 use crate::shared::metrics::metrics;
 use crate::shared::part::{PartMeta, PartRecord};
 use crate::source::ffmpeg::{self, LogLine, Recording};
-use crate::source::input::redact;
+use crate::source::input::{DropRule, Protocol, redact, retry_delay};
 use crate::source::plan::{self, Plan};
 use crate::store::faststart::Faststart;
 use crate::store::journal;
@@ -53,13 +53,30 @@ pub struct Recorder {
     /// had: a part can only be cut at a keyframe, so it must leave room for the GOP's rest.
     gop_tail: u64,
     largest_gop_tail: u64,
+    /// What counts as a drop for this source (`Source::drop_rule`).
+    rule: DropRule,
+    /// How long an open connection may deliver nothing before the source counts as gone.
+    quiet: Duration,
+    /// When ffmpeg reported that the source's timeline restarted inside the connection: the
+    /// next part begins at the first keyframe after it.
+    timeline_restarted: Option<Instant>,
 }
 
 /// Why the inner read loop returned.
 enum Ended {
     SourceGone(Option<String>),
+    /// The open connection delivered nothing for the drop rule's quiet time.
+    Quiet,
+    /// A track the recording lacked appeared: ffmpeg must be started again to record it.
+    TracksChanged(&'static str),
     Stop(StopReason),
 }
+
+/// A fragment that begins a keyframe this long after ffmpeg reported a restarted timeline
+/// belongs to the new timeline: the fragment ffmpeg writes out as the restart arrives (the
+/// end of the old one) follows the report at once, the new timeline's first one only once it
+/// holds a keyframe interval or a second of media.
+const AFTER_RESTART: Duration = Duration::from_millis(300);
 
 impl Recorder {
     /// Connects to storage and checks it is usable, so bad credentials or a missing bucket fail
@@ -90,7 +107,18 @@ impl Recorder {
             user: config.source.user_id(),
             start,
         };
+        let rule = config.source.drop_rule(config.stall_timeout);
+        // Without a quiet rule (HLS), a source that delivers nothing for the reconnect grace
+        // is gone (the grace 0, which ends a recording at its first drop: the stall time).
+        let quiet = rule.quiet.unwrap_or(if config.reconnect_grace.is_zero() {
+            config.stall_timeout
+        } else {
+            config.reconnect_grace
+        });
         Ok(Self {
+            rule,
+            quiet,
+            timeline_restarted: None,
             numbers: PartNumbers::new(op.clone(), keys),
             config,
             op,
@@ -133,7 +161,7 @@ impl Recorder {
         let mut last_media = Instant::now();
         let mut ever_connected = false;
         let mut failure: Option<Failure> = None;
-        let reason = loop {
+        let reason = 'connect: loop {
             // Connect: ffmpeg waits for a live source to start, bounded by the idle timeout
             // (or, after a drop, by the reconnect grace). It starts with the likely plan and
             // reports its input's tracks before it writes anything.
@@ -144,50 +172,77 @@ impl Recorder {
             }
             let url = self.config.source.url();
             let options = self.config.source.input_options();
-            let likely = Plan::likely(self.config.mode);
-            let mut recording = match self.start_reading(&url, &options, &likely) {
+            // Mode 02 starts with both tracks optional: a person with the camera (or the
+            // microphone) off is recorded by the same ffmpeg, from the first moment.
+            let likely = Plan::likely(self.config.mode)
+                .with_adts_audio(self.rule.adts_audio)
+                .with_optional_tracks(self.config.mode == Mode::AudioVideoMp4);
+            let mut running = likely;
+            let mut recording = match self.start_reading(&url, &options, &running) {
                 Ok(r) => r,
                 Err(message) => {
                     failure = Some(Failure::retryable(message));
                     break StopReason::Failed;
                 }
             };
-            let reported = tokio::select! {
-                r = tokio::time::timeout(budget, recording.input_tracks()) => r,
-                reason = wait_stop(&mut stop, self.config.stop_file.as_deref()) => break reason,
-            };
-            let tracks = match reported {
-                Err(_) => break expired,
-                Ok(Err(error)) => {
-                    let message = format!("cannot read the source {}: {error}", redact(&url));
-                    // A file that cannot be read will not become readable by trying again.
-                    if !self.config.source.is_live() {
+            let mut restarts = 0;
+            let plan = loop {
+                let reported = tokio::select! {
+                    r = tokio::time::timeout(budget, recording.input_tracks()) => r,
+                    reason = wait_stop(&mut stop, self.config.stop_file.as_deref()) => break 'connect reason,
+                };
+                let tracks = match reported {
+                    Err(_) => break 'connect expired,
+                    Ok(Err(error)) => {
+                        let message = format!("cannot read the source {}: {error}", redact(&url));
+                        // A file that cannot be read will not become readable by trying again.
+                        if !self.config.source.is_live() {
+                            failure = Some(Failure::permanent(message));
+                            break 'connect StopReason::Failed;
+                        }
+                        tracing::info!("source not available yet: {message}");
+                        // Soon again: a server that refuses players while nobody publishes is
+                        // joined only after the publisher is back, and every moment is media
+                        // lost.
+                        tokio::select! {
+                            _ = tokio::time::sleep(retry_delay(last_media.elapsed())) => continue 'connect,
+                            reason = wait_stop(&mut stop, self.config.stop_file.as_deref()) => break 'connect reason,
+                        }
+                    }
+                    // An HLS playlist that has ended (it has a length now) is not the source
+                    // back after a drop: it is what was recorded, read again from its start.
+                    Ok(Ok(tracks))
+                        if ever_connected
+                            && self.config.source.protocol() == Protocol::Hls
+                            && tracks.duration.is_some() =>
+                    {
+                        tracing::info!("the HLS playlist has ended; waiting for it to go on");
+                        drop(recording);
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue 'connect,
+                            reason = wait_stop(&mut stop, self.config.stop_file.as_deref()) => break 'connect reason,
+                        }
+                    }
+                    // The source is there: the idle clock restarts with the connection.
+                    Ok(Ok(tracks)) => {
+                        last_media = Instant::now();
+                        tracks
+                    }
+                };
+                let plan = match plan::plan_present(self.config.mode, &tracks, &redact(&url)) {
+                    Ok(plan) => plan.with_adts_audio(self.rule.adts_audio),
+                    // The source lacks a track the mode needs.
+                    Err(message) => {
                         failure = Some(Failure::permanent(message));
-                        break StopReason::Failed;
+                        break 'connect StopReason::Failed;
                     }
-                    tracing::info!("source not available yet: {message}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        reason = wait_stop(&mut stop, self.config.stop_file.as_deref()) => break reason,
-                    }
+                };
+                if plan.same_command(&running.as_run_on(&tracks)) || restarts == 3 {
+                    break plan;
                 }
-                // The source is there: the idle clock restarts with the connection.
-                Ok(Ok(tracks)) => {
-                    last_media = Instant::now();
-                    tracks
-                }
-            };
-            let plan = match plan::plan(self.config.mode, &tracks, &redact(&url)) {
-                Ok(plan) => plan,
-                // The source lacks a track the mode needs.
-                Err(message) => {
-                    failure = Some(Failure::permanent(message));
-                    break StopReason::Failed;
-                }
-            };
-            if !plan.same_command(&likely) {
                 // An unusual source (audio to encode, MP3 to copy, old FLV video): ffmpeg
-                // starts again, the right way, before anything it wrote is used.
+                // starts again, the right way, before anything it wrote is used. It reports
+                // the tracks again: one may have appeared meanwhile.
                 tracing::info!(
                     ?tracks,
                     "the source needs another ffmpeg command; restarting it"
@@ -197,11 +252,16 @@ impl Recorder {
                     Ok(r) => r,
                     Err(message) => {
                         failure = Some(Failure::retryable(message));
-                        break StopReason::Failed;
+                        break 'connect StopReason::Failed;
                     }
                 };
-            }
+                running = plan;
+                restarts += 1;
+            };
             tracing::info!(video = ?plan.output_video, audio = ?plan.output_audio, copy = plan.copies_everything(), "recording {}", redact(&url));
+            if let Some((_, note)) = &plan.missing {
+                tracing::warn!("{note}");
+            }
             self.status.connected.store(true, Ordering::Relaxed);
             metrics().recording.set(1);
             let ended = self
@@ -223,6 +283,21 @@ impl Recorder {
                     break StopReason::Failed;
                 }
                 Ended::Stop(reason) => break reason,
+                Ended::TracksChanged(track) => {
+                    // Read again at once, for every track: the connection is still good.
+                    tracing::info!(
+                        track,
+                        "a track the recording lacked appeared; reading the source again to record it"
+                    );
+                    last_media = Instant::now();
+                    continue;
+                }
+                Ended::Quiet if self.config.reconnect_grace.is_zero() => {
+                    break StopReason::SourceEnded;
+                }
+                Ended::Quiet => {
+                    tracing::info!(grace = ?self.config.reconnect_grace, "the source went quiet; waiting for it to return");
+                }
                 Ended::SourceGone(error) => {
                     if !self.config.source.is_live() || self.config.reconnect_grace.is_zero() {
                         if let Some(e) = error.filter(|_| !ever_connected) {
@@ -308,6 +383,7 @@ impl Recorder {
         let mut cutter = Cutter::new(self.config.mode);
         let mut part: Option<OpenPart> = None;
         self.pending_init = None;
+        self.timeline_restarted = None;
         let mut last_error: Option<String> = None;
         let mut delivered = false;
         // One future for the whole run: not a new one (and a stat of the stop file) per chunk.
@@ -360,7 +436,18 @@ impl Recorder {
                 },
                 line = recording.log.recv() => match line {
                     Some(LogLine::Error(message)) => last_error = Some(message),
-                    Some(LogLine::Tracks(_)) | None => {}
+                    Some(LogLine::TimelineRestart) if self.rule.restarts_in_connection && delivered => {
+                        // A publisher that left and came back while the server kept this
+                        // connection: ffmpeg joins its timeline onto the old one (nothing is
+                        // lost), and its first keyframe begins a new part.
+                        tracing::info!("the source's timeline restarted (its publisher returned); a new part begins at its first keyframe");
+                        metrics().source_reconnects.inc();
+                        self.timeline_restarted = Some(Instant::now());
+                    }
+                    Some(LogLine::NewTrack(track)) if plan.missing.as_ref().is_some_and(|(m, _)| *m == track) => {
+                        break Ended::TracksChanged(track);
+                    }
+                    Some(LogLine::Tracks(_) | LogLine::TimelineRestart | LogLine::NewTrack(_)) | None => {}
                 },
                 reason = &mut stop_requested => break Ended::Stop(reason),
                 _ = &mut deadline => {
@@ -368,10 +455,9 @@ impl Recorder {
                     if now >= *last_media + self.config.idle_timeout {
                         break Ended::Stop(StopReason::IdleTimeout);
                     }
-                    if delivered && now >= *last_media + self.config.stall_timeout {
-                        tracing::warn!(stall = ?self.config.stall_timeout, "the source stalled; reconnecting");
-                        recording.kill();
-                        break Ended::SourceGone(Some(format!("no media for {} s", self.config.stall_timeout.as_secs())));
+                    if delivered && now >= *last_media + self.quiet {
+                        tracing::warn!(quiet = ?self.quiet, "no media on the open connection: the source counts as gone");
+                        break Ended::Quiet;
                     }
                     if let Some(p) = part.as_mut() {
                         p.writer.checkpoint_if_due();
@@ -383,17 +469,34 @@ impl Recorder {
                 }
             }
         };
-        if matches!(&ended, Ended::Stop(r) if *r != StopReason::MaxDuration) {
-            // Let ffmpeg finish its last fragment, then take what it wrote.
+        let graceful = match &ended {
+            Ended::Stop(r) => *r != StopReason::MaxDuration,
+            Ended::Quiet | Ended::TracksChanged(_) => true,
+            Ended::SourceGone(_) => false,
+        };
+        if graceful {
+            // Let ffmpeg finish its last fragment, then take what it wrote. One that waits for
+            // a source gone quiet hears the request only when media comes; asked twice, it
+            // gives up the wait (and what it held).
             recording.request_stop();
-            let drain_until = tokio::time::Instant::now() + Duration::from_secs(5);
-            while let Ok(Ok(1..)) = tokio::time::timeout_at(
-                drain_until,
-                ffmpeg::read_output(&mut recording.stdout, cutter.read_buffer()),
-            )
-            .await
-            {
-                self.consume(&mut cutter, &mut part, plan).await;
+            let now = tokio::time::Instant::now();
+            let (mut nudge, drain_until) = (
+                Some(now + Duration::from_secs(1)),
+                now + Duration::from_secs(5),
+            );
+            loop {
+                let until = nudge.map_or(drain_until, |n| n.min(drain_until));
+                match tokio::time::timeout_at(
+                    until,
+                    ffmpeg::read_output(&mut recording.stdout, cutter.read_buffer()),
+                )
+                .await
+                {
+                    Ok(Ok(1..)) => self.consume(&mut cutter, &mut part, plan).await,
+                    Ok(_) => break,
+                    Err(_) if nudge.take().is_some() => recording.interrupt(),
+                    Err(_) => break,
+                }
             }
         } else if matches!(&ended, Ended::Stop(StopReason::MaxDuration)) {
             // Enough is recorded: what ffmpeg reads from here on would only be thrown away.
@@ -419,7 +522,7 @@ impl Recorder {
     ) -> Instant {
         let mut at = last_media + self.config.idle_timeout;
         if delivered {
-            at = at.min(last_media + self.config.stall_timeout);
+            at = at.min(last_media + self.quiet);
         }
         if let Some(due) = part.as_ref().map(|p| p.writer.checkpoint_due(last_media)) {
             at = at.min(due);
@@ -467,10 +570,16 @@ impl Recorder {
                     self.gop_tail += incoming;
                     0
                 };
+                let restarted = self
+                    .timeline_restarted
+                    .is_some_and(|at| at.elapsed() >= AFTER_RESTART);
                 let rotate = part
                     .as_ref()
-                    .is_some_and(|p| self.should_rotate(p, incoming + reserve))
+                    .is_some_and(|p| restarted || self.should_rotate(p, incoming + reserve))
                     && fragment.starts_with_keyframe;
+                if restarted && fragment.starts_with_keyframe {
+                    self.timeline_restarted = None;
+                }
                 if rotate && let Some(open) = part.take() {
                     self.close(open);
                 }
@@ -568,6 +677,7 @@ impl Recorder {
             started_at: crate::shared::format::now_rfc3339(),
             video_codec: plan.output_video.clone(),
             audio_codec: plan.output_audio.clone(),
+            note: plan.missing.as_ref().map(|(_, note)| note.clone()),
         };
         tracing::info!(part, key = %meta.key, "part started");
         let scratch = self.faststart.as_ref().map(|f| f.scratch(&meta.key));

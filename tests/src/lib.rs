@@ -20,12 +20,14 @@ pub mod control_plane;
 pub mod cos;
 pub mod crds;
 pub mod error;
+pub mod flv;
 pub mod media;
 pub mod node_agent;
 pub mod object_store;
 pub mod ports;
 pub mod process;
 pub mod prometheus;
+pub mod rtsp;
 pub mod trtc;
 
 pub use bed::{BedInfo, TestBed, shared, wait_until};

@@ -50,6 +50,10 @@ rtmp {{
     # live: any stream key is accepted and fanned out to every player. Like a CDN, playing a
     # stream nobody publishes is refused, and players are disconnected when the publisher goes.
     application live {{ live on; record off; idle_streams off;{live_notify} }}
+    # idle: nginx-rtmp's default (idle_streams on), as a user's own server has it: playing a
+    # stream nobody publishes is accepted and waits, players stay connected while the
+    # publisher is away, and a returning publisher's timestamps start again from 0.
+    application idle {{ live on; record off; }}
     # hls: also cut into HLS segments, served over HTTP at /hls/{{key}}.m3u8.
     application hls {{ live on; record off; hls on; hls_path {hls}; hls_fragment 2s; hls_playlist_length 30s; }}
   }}
@@ -99,6 +103,12 @@ http {{
         format!("rtmp://127.0.0.1:{}/live/{key}", self.rtmp_port)
     }
 
+    /// `rtmp://127.0.0.1:{port}/idle/{key}`: the application with nginx-rtmp's default
+    /// `idle_streams on` (players wait for a publisher and stay connected while it is away).
+    pub fn idle_url(&self, key: &str) -> String {
+        rtmp_app_url(self.rtmp_port, "idle", key)
+    }
+
     /// A stream published here (`rtmp://…/hls/{key}`) is also readable as HLS at this URL.
     pub fn hls_url(&self, key: &str) -> String {
         format!("http://127.0.0.1:{}/hls/{key}.m3u8", self.http_port)
@@ -111,6 +121,13 @@ http {{
     pub fn process(&mut self) -> &mut Supervised {
         &mut self.process
     }
+}
+
+/// `rtmp://127.0.0.1:{port}/{app}/{key}` on the bed's nginx-rtmp: `live` (players are
+/// refused and disconnected while nobody publishes), `idle` (nginx-rtmp's default, players wait
+/// and stay connected) or `hls` (also cut to HLS).
+pub fn rtmp_app_url(port: u16, app: &str, key: &str) -> String {
+    format!("rtmp://127.0.0.1:{port}/{app}/{key}")
 }
 
 /// What the synthetic publisher sends. The default is the reference stream: H.264
@@ -227,6 +244,21 @@ impl Publisher {
         ffmpeg.args(spec.ffmpeg_args(url));
         let mut process = Supervised::spawn("publisher (ffmpeg)", ffmpeg, log)?;
         // Give ffmpeg a moment to connect; a refused publish shows up as an early exit.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        process.check_running()?;
+        Ok(Self {
+            process,
+            url: url.to_string(),
+        })
+    }
+
+    /// Runs ffmpeg with `args` as given (input, encoding, output and `url` all in them): a
+    /// publisher [`StreamSpec`] cannot describe (another container, codec or protocol). `url`
+    /// only names it.
+    pub async fn start_args(url: &str, args: &[String], log: &Path) -> Result<Self> {
+        let mut ffmpeg = Command::new(binaries::system("ffmpeg")?);
+        ffmpeg.args(args);
+        let mut process = Supervised::spawn("publisher (ffmpeg)", ffmpeg, log)?;
         tokio::time::sleep(Duration::from_millis(800)).await;
         process.check_running()?;
         Ok(Self {

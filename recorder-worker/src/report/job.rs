@@ -235,7 +235,7 @@ fn entry(part: &LivePart, pod: &str) -> FileStatus {
             url: meta.url.clone(),
             user_id: meta.user_id.clone(),
             status: FileState::Recording,
-            message: String::new(),
+            message: meta.note.clone().unwrap_or_default(),
             part: meta.part,
             bytes: *bytes,
             duration_seconds: millis(*seconds),
@@ -380,6 +380,31 @@ mod tests {
         assert!(done["endedAt"].is_string());
         let noted = json!(entry(&LivePart::Finished(record(1, "recovered")), "pod-a"));
         assert_eq!(noted["message"], "recovered");
+        // A part's note (mode 02 with the camera off) is its message while it records and
+        // once it is stored, before anything the store added.
+        let mut meta = PartMeta::example(3);
+        meta.note = Some("the camera was off".into());
+        let open = LivePart::Recording {
+            meta: meta.clone(),
+            bytes: 5,
+            seconds: 1.0,
+        };
+        assert_eq!(
+            json!(entry(&open, "pod-a"))["message"],
+            "the camera was off"
+        );
+        let done = PartRecord::from_meta(
+            &meta,
+            FileState::Succeeded,
+            "recovered".into(),
+            1,
+            1.0,
+            true,
+        );
+        assert_eq!(
+            json!(entry(&LivePart::Finished(done), "pod-a"))["message"],
+            "the camera was off; recovered"
+        );
     }
 
     #[test]

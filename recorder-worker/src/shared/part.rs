@@ -15,6 +15,10 @@ pub struct PartMeta {
     pub started_at: String,
     pub video_codec: Option<String>,
     pub audio_codec: Option<String>,
+    /// Something every reader of the part should know, for its status message: in mode 02,
+    /// that it holds audio only because the camera was off (or video only: the microphone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[cfg(test)]
@@ -30,6 +34,7 @@ impl PartMeta {
             started_at: "2026-01-01T00:00:00Z".into(),
             video_codec: None,
             audio_codec: None,
+            note: None,
         }
     }
 }
@@ -69,7 +74,11 @@ impl PartRecord {
             key: meta.key.clone(),
             url: meta.url.clone(),
             status,
-            message,
+            message: match (&meta.note, message.is_empty()) {
+                (Some(note), true) => note.clone(),
+                (Some(note), false) => format!("{note}; {message}"),
+                (None, _) => message,
+            },
             bytes,
             duration_seconds: (seconds * 1000.0).round() / 1000.0,
             started_at: meta.started_at.clone(),

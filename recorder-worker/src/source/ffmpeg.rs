@@ -102,11 +102,33 @@ pub struct Recording {
     pub log: mpsc::UnboundedReceiver<LogLine>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum LogLine {
     /// ffmpeg's report of its input's tracks, once, before any output.
     Tracks(SourceTracks),
     Error(String),
+    /// The input's timeline went back (FLV: "DTS 23 < 7983 out of order"): a publisher that
+    /// left and returned while the server kept this connection.
+    TimelineRestart,
+    /// A track the input did not have appeared ("New video stream 0:1 at pos:…"): "video" or
+    /// "audio".
+    NewTrack(&'static str),
+}
+
+/// What a warning of ffmpeg's says about the input, if anything the recorder acts on. Only
+/// warnings are read (a handful in a recording), never the per-packet log.
+fn warning_signal(message: &str) -> Option<LogLine> {
+    if message.starts_with("New video stream") {
+        return Some(LogLine::NewTrack("video"));
+    }
+    if message.starts_with("New audio stream") {
+        return Some(LogLine::NewTrack("audio"));
+    }
+    // libavformat/flvdec.c: "DTS %d < %d out of order" when a stream's timestamps restart.
+    if message.starts_with("DTS ") && message.contains(" out of order") {
+        return Some(LogLine::TimelineRestart);
+    }
+    None
 }
 
 /// Collects ffmpeg's report of input #0 (`Input #0 …` and its `Stream #0:n` lines) from its
@@ -115,6 +137,7 @@ pub enum LogLine {
 #[derive(Debug, Default)]
 struct InputReport {
     streams: Option<Vec<Stream>>,
+    duration: Option<f64>,
     done: bool,
 }
 
@@ -131,6 +154,11 @@ impl InputReport {
                 }
                 None
             }
+            FfmpegEvent::ParsedDuration(d) if d.input_index == 0 && !self.done => {
+                // "Duration: N/A" (a live source) is not reported; FLV over RTMP says 0.
+                self.duration = Some(d.duration).filter(|d| *d > 0.0);
+                None
+            }
             FfmpegEvent::ParsedInput(_)
             | FfmpegEvent::ParsedInputStream(_)
             | FfmpegEvent::ParsedDuration(_)
@@ -142,7 +170,10 @@ impl InputReport {
     fn finish(&mut self) -> Option<SourceTracks> {
         let streams = self.streams.take()?;
         self.done = true;
-        Some(tracks_of(&streams))
+        Some(SourceTracks {
+            duration: self.duration,
+            ..tracks_of(&streams)
+        })
     }
 }
 
@@ -203,6 +234,12 @@ impl Recording {
                     FfmpegEvent::Log(LogLevel::Error | LogLevel::Fatal, message) => {
                         LogLine::Error(message)
                     }
+                    FfmpegEvent::Log(LogLevel::Warning, message) => {
+                        match warning_signal(strip_context(&message)) {
+                            Some(line) => line,
+                            None => continue,
+                        }
+                    }
                     FfmpegEvent::Error(message) => LogLine::Error(message),
                     _ => continue,
                 };
@@ -225,14 +262,32 @@ impl Recording {
             match line {
                 LogLine::Tracks(tracks) => return Ok(tracks),
                 LogLine::Error(message) => last_error = Some(message),
+                LogLine::TimelineRestart | LogLine::NewTrack(_) => {}
             }
         }
         Err(last_error.unwrap_or_else(|| "ffmpeg ended without reading it".into()))
     }
 
-    /// Asks ffmpeg to finish (it writes its last fragment and exits), as `q` on its console.
+    /// Asks ffmpeg to finish: it writes out what it holds (its last fragment) and exits. A
+    /// signal rather than `q` on its console, which ffmpeg reads only between packets: one
+    /// waiting for a source that went quiet would not see it.
     pub fn request_stop(&mut self) {
-        let _ = self.child.quit();
+        self.signal(libc::SIGINT);
+    }
+
+    /// A second request: ffmpeg then also abandons a read that waits for the source. What
+    /// it still holds is lost with it, so this comes only after `request_stop` went unheard.
+    pub fn interrupt(&mut self) {
+        self.signal(libc::SIGINT);
+    }
+
+    fn signal(&mut self, signal: libc::c_int) {
+        if let Ok(None) = self.child.as_inner_mut().try_wait() {
+            let pid = self.child.as_inner().id() as libc::pid_t;
+            // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped yet,
+            // so the pid is still ffmpeg's.
+            unsafe { libc::kill(pid, signal) };
+        }
     }
 
     pub fn kill(&mut self) {
@@ -262,6 +317,18 @@ impl Drop for Recording {
             self.kill();
         }
     }
+}
+
+/// A log line without what ffmpeg puts before the message: the component
+/// (`[live_flv @ 0x55…] `) and the level (`[warning] `).
+fn strip_context(line: &str) -> &str {
+    let mut m = line.trim();
+    while m.starts_with('[')
+        && let Some(end) = m.find("] ")
+    {
+        m = m[end + 2..].trim_start();
+    }
+    m
 }
 
 /// At most this much of ffmpeg's output is taken per read: a fragment of a 2 Mbit/s stream
@@ -347,7 +414,8 @@ mod tests {
             tracks,
             SourceTracks {
                 video: Some("h264".into()),
-                audio: Some("aac".into())
+                audio: Some("aac".into()),
+                duration: None,
             }
         );
         // Reported at `Output #0`, before the output's own streams.
@@ -367,6 +435,49 @@ mod tests {
     }
 
     #[test]
+    fn an_input_with_a_length_says_so_and_a_live_one_does_not() {
+        let ended = "[info] Input #0, hls, from 'http://h/live.m3u8':
+[info]   Duration: 00:00:10.00, start: 1.400000, bitrate: 0 kb/s
+[info]   Stream #0:0: Video: h264 (High), yuv420p(progressive), 320x240, 25 fps, 25 tbr, 90k tbn
+[info] Output #0, mp4, to 'pipe:1':
+";
+        assert_eq!(report_of(ended).unwrap().0.duration, Some(10.0));
+        let live = ended.replace("00:00:10.00", "N/A");
+        assert_eq!(report_of(&live).unwrap().0.duration, None);
+        // FLV over RTMP reports a length of 0: live.
+        assert_eq!(report_of(FLV_INPUT).unwrap().0.duration, None);
+    }
+
+    #[test]
+    fn warnings_that_matter_are_told_apart_from_the_rest() {
+        let parse = |line: &str| {
+            let mut parser = ffmpeg_sidecar::log_parser::FfmpegLogParser::new(line.as_bytes());
+            match parser.parse_next_event().unwrap() {
+                FfmpegEvent::Log(LogLevel::Warning, m) => warning_signal(strip_context(&m)),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            parse("[live_flv @ 0x55ce6bb29a40] [warning] DTS 23 < 4983 out of order\n"),
+            Some(LogLine::TimelineRestart)
+        );
+        assert_eq!(
+            parse("[warning] New video stream 0:1 at pos:80213 and DTS:6.04s\n"),
+            Some(LogLine::NewTrack("video"))
+        );
+        assert_eq!(
+            parse("[warning] New audio stream 0:1 at pos:1 and DTS:2s\n"),
+            Some(LogLine::NewTrack("audio"))
+        );
+        assert_eq!(
+            parse(
+                "[mp4 @ 0x1] [warning] Non-monotonous DTS in output stream 0:1; previous: 3, current: 2; changing to 4.\n"
+            ),
+            None
+        );
+    }
+
+    #[test]
     fn cover_art_is_not_video() {
         let log = "[info] Input #0, mp3, from 'a.mp3':
 [info]   Stream #0:0: Audio: mp3, 44100 Hz, stereo, fltp, 128 kb/s
@@ -378,7 +489,8 @@ mod tests {
             tracks,
             SourceTracks {
                 video: None,
-                audio: Some("mp3".into())
+                audio: Some("mp3".into()),
+                duration: None,
             }
         );
     }

@@ -14,17 +14,25 @@
 //! | `failures` | bad credentials, a missing bucket, an unreachable store, bad arguments |
 //! | `reporting` | metrics, the RecordingJob status, the termination message |
 //! | `faststart` | classic MP4 parts, and what happens when the scratch directory fails |
+//! | `protocols` | every protocol from a real server of it, steady and through a drop |
+//! | `returns` | a publisher that stops and returns, on servers that keep or drop players |
+//! | `tracks` | a camera or microphone that is off in mode 02, and comes on |
+//! | `codecs` | the codecs relays and clients send: copied or encoded, played in full |
 //!
 //! `support` holds what they share: running the worker, its storage, and checking the files.
 
 mod support;
 
+mod codecs;
 mod durability;
 mod failures;
 mod faststart;
 mod modes;
 mod outages;
+mod protocols;
 mod reporting;
+mod returns;
 mod segments;
 mod source;
 mod stopping;
+mod tracks;

@@ -53,6 +53,30 @@ pub fn worker(
     command
 }
 
+/// Like `worker`, with the source given as flags (`--source URL`, or the `--trtc-*` flags).
+pub fn worker_source(
+    source: &[String],
+    mode: &str,
+    storage: &Storage,
+    extra: &[&str],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomrec-worker"));
+    command
+        .arg("record")
+        .args(source)
+        .args(["--mode", mode, "--log-format", "json"])
+        .args(extra)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("COS_SECRET_ID")
+        .env_remove("COS_SECRET_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    storage.apply(&mut command);
+    command
+}
+
 /// Where a worker stores its parts, and where a test finds them on disk.
 #[derive(Clone)]
 pub enum Storage {
@@ -343,4 +367,91 @@ pub fn assert_classic(path: &Path) {
         "{} is not a classic MP4: {boxes:?}",
         path.display()
     );
+}
+
+/// Runs a publisher with ffmpeg arguments of the test's own (input, encoding and output).
+pub async fn publish_args(url: &str, args: &[String], name: &str) -> Publisher {
+    let log = bed()
+        .scratch("publishers")
+        .unwrap()
+        .join(format!("{name}.log"));
+    Publisher::start_args(url, args, &log).await.unwrap()
+}
+
+/// Waits until a publisher that was given a duration has sent all of it and exited.
+pub async fn publisher_done(publisher: &mut Publisher, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while publisher.process().check_running().is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the publisher of {} still runs after {within:?}",
+            publisher.url
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// ffmpeg arguments that publish `seconds` of a small synthetic camera (H.264, a keyframe every
+/// `gop` seconds) and microphone (AAC, 44.1 kHz stereo) in real time to `url` as `format`.
+pub fn camera_args(url: &str, format: &str, seconds: f64, gop: f64) -> Vec<String> {
+    stream_args(url, format, seconds, gop, true, true)
+}
+
+/// Like `camera_args`, with the camera (`video`) or the microphone (`audio`) off.
+pub fn stream_args(
+    url: &str,
+    format: &str,
+    seconds: f64,
+    gop: f64,
+    video: bool,
+    audio: bool,
+) -> Vec<String> {
+    let fps = 25.0;
+    let mut args: Vec<String> = ["-hide_banner", "-loglevel", "warning", "-re"]
+        .map(String::from)
+        .to_vec();
+    if video {
+        args.extend(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"].map(String::from));
+    }
+    if audio {
+        args.extend(
+            ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"].map(String::from),
+        );
+    }
+    if video {
+        let g = (fps * gop).round().max(1.0).to_string();
+        args.extend(
+            [
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-pix_fmt",
+                "yuv420p",
+                "-b:v",
+                "300k",
+                "-g",
+                &g,
+                "-keyint_min",
+                &g,
+            ]
+            .map(String::from),
+        );
+    }
+    if audio {
+        args.extend(["-c:a", "aac", "-b:a", "64k", "-ac", "2"].map(String::from));
+    }
+    args.extend(["-t".into(), format!("{seconds:.3}")]);
+    args.extend(["-f".into(), format.into(), url.into()]);
+    args
+}
+
+/// The sum of the parts' durations (each checked against ffprobe by `verify_parts`).
+pub fn recorded_seconds(run: &Run) -> f64 {
+    parts(run)
+        .iter()
+        .map(|p| p["durationSeconds"].as_f64().unwrap())
+        .sum()
 }

@@ -1,0 +1,112 @@
+//! A publisher that stops and returns: whatever it publishes after its return is recorded, and
+//! the time it was away is the only thing missing, whether the server disconnects its players
+//! while nobody publishes (the bed's `live` application, `idle_streams off`, like a CDN) or
+//! keeps them connected and restarts the returning stream's timestamps from 0 (`idle`,
+//! nginx-rtmp's default `idle_streams on`).
+//!
+//! Each case publishes 8 s, is away for the gap, and publishes 8 s again; the recording must
+//! hold 16 s, less only what joining a stream costs (below). The rules it checks are in
+//! docs/architecture.md ("What counts as a drop").
+
+use crate::support::*;
+use roomrec_testbed::media::rtmp_app_url;
+use std::time::Duration;
+
+/// Seconds each publisher sends.
+const PUBLISHED: f64 = 8.0;
+/// The publishers' keyframe interval: a player that joins a running stream on a server
+/// without a GOP cache (nginx-rtmp) starts at the next keyframe.
+const GOP: f64 = 0.5;
+
+struct Case {
+    app: &'static str,
+    gap: f64,
+}
+
+impl Case {
+    fn key(&self) -> String {
+        format!("ret-{}-{}", self.app, self.gap)
+    }
+
+    /// What joining costs. A server that keeps its players (`idle`) hands the waiting worker
+    /// each publisher from its first packet: nothing. A server that refuses players while
+    /// nobody publishes (`live`) is joined after the publisher started: the worker's retry
+    /// interval (0.25 s, 1 s after the first 10 s away), ffmpeg's connection (~0.3 s) and the
+    /// rest of the GOP it joined, for each of the two publishers.
+    fn allowance(&self) -> f64 {
+        match self.app {
+            "idle" => 0.4,
+            _ => {
+                let retry = if self.gap > 10.0 { 1.0 } else { 0.25 };
+                (0.25 + 0.35 + GOP) + (retry + 0.35 + GOP)
+            }
+        }
+    }
+
+    /// Every return begins a new part: on a dropped connection when the worker reconnects, on
+    /// a kept one when ffmpeg reports the restarted timeline (within the quiet time) or when
+    /// the connection went quiet for it (after it).
+    fn parts(&self) -> usize {
+        2
+    }
+}
+
+async fn record(case: Case) {
+    let key = case.key();
+    let url = rtmp_app_url(bed().rtmp_port, case.app, &key);
+    let storage = Storage::dir(&key);
+    let worker = start(&mut worker(
+        &url,
+        "02",
+        &storage,
+        &["--reconnect-grace", "40", "--idle-timeout", "60"],
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for n in 0..2 {
+        if n == 1 {
+            tokio::time::sleep(Duration::from_secs_f64(case.gap)).await;
+        }
+        let mut publisher = publish_args(
+            &url,
+            &camera_args(&url, "flv", PUBLISHED, GOP),
+            &format!("{key}-{n}"),
+        )
+        .await;
+        publisher_done(&mut publisher, Duration::from_secs(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    worker.signal(libc::SIGTERM);
+    let run = finish(worker).await;
+    assert_eq!(run.code, 0, "{key}: {}", run.stderr);
+    verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    let recorded = recorded_seconds(&run);
+    let published = 2.0 * PUBLISHED;
+    eprintln!(
+        "{key}: recorded {recorded:.2} s of {published} s in {} parts",
+        parts(&run).len()
+    );
+    assert!(
+        recorded <= published + 0.3 && recorded >= published - case.allowance(),
+        "{key}: recorded {recorded:.2} s of {published} s published (allowed loss {:.2} s): {:#}",
+        case.allowance(),
+        run.manifest["parts"]
+    );
+    assert_eq!(
+        parts(&run).len(),
+        case.parts(),
+        "{key}: {:#}",
+        run.manifest["parts"]
+    );
+}
+
+#[tokio::test]
+async fn a_publisher_that_returns_is_recorded_in_full_whether_the_server_keeps_players_or_drops_them()
+ {
+    let mut cases = Vec::new();
+    for app in ["idle", "live"] {
+        for gap in [1.0, 4.0, 9.0, 11.0, 30.0] {
+            cases.push(record(Case { app, gap }));
+        }
+    }
+    futures::future::join_all(cases).await;
+}
