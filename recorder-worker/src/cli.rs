@@ -5,12 +5,12 @@
 //! with code 2.
 
 use crate::config::RecordConfig;
-use crate::report::job::JobRef;
+use crate::report::job::{JobRef, JobRefError};
 use crate::source::ffmpeg::Tools;
 use crate::source::input::Source;
-use crate::store::keys::{DEFAULT_TEMPLATE, KeyTemplate};
+use crate::store::keys::{DEFAULT_TEMPLATE, KeyTemplate, KeyTemplateError};
 use crate::store::spool::SpoolLimits;
-use crate::store::storage::{RetryPolicy, StorageConfig, load_credentials};
+use crate::store::storage::{RetryPolicy, StorageConfig, StorageError, load_credentials};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use roomrec_api::Mode;
 use roomrec_api::defaults;
@@ -104,7 +104,9 @@ pub struct RecordArgs {
     pub trtc_legacy_bizid: Option<u64>,
 
     /// 00 or AudioMp3: MP3 audio. 01 or VideoMp4: MP4, video only. 02 or AudioVideoMp4: MP4.
-    #[arg(long, env = var::MODE, default_value_t = defaults::MODE, value_parser = parse_mode)]
+    // No value parser of ours: clap reads it through `Mode`'s `FromStr` (the shared crate's),
+    // which also accepts the names; a wrapper here only passed its error along.
+    #[arg(long, env = var::MODE, default_value_t = defaults::MODE)]
     pub mode: Mode,
 
     /// Where files go: file:///DIR, cos://BUCKET-APPID/PREFIX or s3://BUCKET/PREFIX.
@@ -340,23 +342,20 @@ pub enum LogFormat {
     Json,
 }
 
-fn parse_mode(s: &str) -> Result<Mode, String> {
-    s.parse()
-}
-
-/// `1500`, `64k`, `8M`, `2G` (powers of 1024 for sizes; bitrates read the same way).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+/// `1500`, `64k`, `8M`, `2G` (powers of 1024 for sizes; bitrates read the same way). A clap
+/// value parser: clap takes any error type, and puts the flag's name before its message.
+pub fn parse_size(s: &str) -> Result<u64, UsageError> {
     let s = s.trim();
     let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("{s:?} is not a size: use a number with an optional k, M or G suffix")
-    })?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| UsageError::NotASize(s.to_string()))?;
     let factor = match unit.to_ascii_lowercase().trim_end_matches(['b', 'i']) {
         "" => 1,
         "k" => 1 << 10,
         "m" => 1 << 20,
         "g" => 1 << 30,
-        _ => return Err(format!("{s:?} has an unknown unit: use k, M or G")),
+        _ => return Err(UsageError::UnknownUnit(s.to_string())),
     };
     Ok(n * factor)
 }
@@ -371,25 +370,77 @@ fn hostname() -> String {
         .unwrap_or_else(|| "roomrec-worker".into())
 }
 
-/// A usage error: names the flag and the fix; main exits with code 2.
-#[derive(Debug)]
-pub struct UsageError(pub String);
+/// A usage error: names the flag and the fix; main exits with code 2 on any of them.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error("--report-job: {0}")]
+    ReportJob(#[from] JobRefError),
+    #[error("--report-name is empty: pass the pod's name (or leave it out for the hostname)")]
+    EmptyReportName,
+    #[error("give either --source or the --trtc-* flags, not both")]
+    SourceAndTrtc,
+    #[error("--source is empty: pass the stream URL, e.g. --source rtmp://host/live/key")]
+    EmptySource,
+    #[error(
+        "nothing to record: pass --source URL, or --trtc-sdk-app-id, --trtc-room-id, --trtc-user-id and --trtc-play-domain"
+    )]
+    NothingToRecord,
+    #[error("a TRTC source needs {flag} (e.g. {flag} {example})")]
+    TrtcNeeds {
+        flag: &'static str,
+        example: &'static str,
+    },
+    #[error("a TRTC source needs --trtc-room-id or --trtc-str-room-id")]
+    TrtcNeedsRoom,
+    #[error("give --trtc-stream-id or --trtc-legacy-bizid, not both")]
+    StreamIdAndBizid,
+    #[error("--storage is required: file:///DIR, cos://BUCKET-APPID/PREFIX or s3://BUCKET/PREFIX")]
+    NoStorage,
+    #[error("--storage: {0}")]
+    Storage(#[source] StorageError),
+    #[error("credentials: {0}")]
+    Credentials(#[source] StorageError),
+    #[error("--resolve {0:?}: use HOST=ADDR:PORT")]
+    ResolveForm(String),
+    #[error("--resolve {entry:?}: {addr:?} is not ADDR:PORT")]
+    ResolveAddr {
+        entry: String,
+        addr: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    #[error("--key-template: {0}")]
+    KeyTemplate(#[from] KeyTemplateError),
+    #[error("--session-start {value:?}: {source}; use RFC 3339, e.g. 2025-11-24T16:00:00Z")]
+    SessionStart {
+        value: String,
+        #[source]
+        source: jiff::Error,
+    },
+    /// A number outside what the flag allows: `{flag} must be {allowed}`.
+    #[error("{flag} must be {allowed}")]
+    OutOfRange {
+        flag: &'static str,
+        allowed: &'static str,
+    },
+    #[error(
+        "--faststart (ROOMREC_FASTSTART) makes classic MP4 files, but --mode 00 (AudioMp3) records MP3: leave --faststart out, or record MP4 with --mode 01 (VideoMp4) or 02 (AudioVideoMp4)"
+    )]
+    FaststartWithMp3,
+    #[error("{0:?} is not a size: use a number with an optional k, M or G suffix")]
+    NotASize(String),
+    #[error("{0:?} has an unknown unit: use k, M or G")]
+    UnknownUnit(String),
+}
 
 impl RecordArgs {
     pub fn reporting(&self) -> Result<Reporting, UsageError> {
         let job = match &self.report_job {
-            Some(s) => Some(
-                JobRef::parse(s.trim()).map_err(|e| UsageError(format!("--report-job: {e}")))?,
-            ),
+            Some(s) => Some(JobRef::parse(s.trim())?),
             None => None,
         };
         let name = match &self.report_name {
-            Some(n) if n.trim().is_empty() => {
-                return Err(UsageError(
-                    "--report-name is empty: pass the pod's name (or leave it out for the hostname)"
-                        .into(),
-                ));
-            }
+            Some(n) if n.trim().is_empty() => return Err(UsageError::EmptyReportName),
             Some(n) => n.trim().to_string(),
             None => hostname(),
         };
@@ -403,30 +454,35 @@ impl RecordArgs {
     }
 
     pub fn into_config(self) -> Result<RecordConfig, UsageError> {
-        let usage = |m: String| UsageError(m);
         let trtc_given = self.trtc_sdk_app_id.is_some()
             || self.trtc_user_id.is_some()
             || self.trtc_play_domain.is_some();
         let source = match (&self.source, trtc_given) {
-            (Some(_), true) => return Err(usage("give either --source or the --trtc-* flags, not both".into())),
+            (Some(_), true) => return Err(UsageError::SourceAndTrtc),
             (Some(url), false) => {
                 if url.trim().is_empty() {
-                    return Err(usage("--source is empty: pass the stream URL, e.g. --source rtmp://host/live/key".into()));
+                    return Err(UsageError::EmptySource);
                 }
                 Source::Url(url.clone())
             }
             (None, true) => {
-                let need = |v: Option<String>, flag: &str, example: &str| {
-                    v.ok_or_else(|| usage(format!("a TRTC source needs {flag} (e.g. {flag} {example})")))
-                };
-                let sdk_app_id = self.trtc_sdk_app_id.ok_or_else(|| usage("a TRTC source needs --trtc-sdk-app-id (e.g. --trtc-sdk-app-id 1400000000)".into()))?;
+                let need = |flag, example| UsageError::TrtcNeeds { flag, example };
+                let sdk_app_id = self
+                    .trtc_sdk_app_id
+                    .ok_or_else(|| need("--trtc-sdk-app-id", "1400000000"))?;
                 if self.trtc_room_id.is_none() && self.trtc_str_room_id.is_none() {
-                    return Err(usage("a TRTC source needs --trtc-room-id or --trtc-str-room-id".into()));
+                    return Err(UsageError::TrtcNeedsRoom);
                 }
-                let user_id = need(self.trtc_user_id.clone(), "--trtc-user-id", "alice")?;
-                let play_domain = need(self.trtc_play_domain.clone(), "--trtc-play-domain", "play.example.com")?;
+                let user_id = self
+                    .trtc_user_id
+                    .clone()
+                    .ok_or_else(|| need("--trtc-user-id", "alice"))?;
+                let play_domain = self
+                    .trtc_play_domain
+                    .clone()
+                    .ok_or_else(|| need("--trtc-play-domain", "play.example.com"))?;
                 let stream_id = match (&self.trtc_stream_id, self.trtc_legacy_bizid) {
-                    (Some(_), Some(_)) => return Err(usage("give --trtc-stream-id or --trtc-legacy-bizid, not both".into())),
+                    (Some(_), Some(_)) => return Err(UsageError::StreamIdAndBizid),
                     (Some(id), None) => StreamIdForm::Explicit(id.clone()),
                     (None, Some(bizid)) => StreamIdForm::Legacy { bizid },
                     (None, None) => StreamIdForm::Standard,
@@ -442,62 +498,61 @@ impl RecordArgs {
                     protocol: self.trtc_protocol,
                 })
             }
-            (None, false) => return Err(usage("nothing to record: pass --source URL, or --trtc-sdk-app-id, --trtc-room-id, --trtc-user-id and --trtc-play-domain".into())),
+            (None, false) => return Err(UsageError::NothingToRecord),
         };
 
-        let storage_url = self.storage.ok_or_else(|| usage("--storage is required: file:///DIR, cos://BUCKET-APPID/PREFIX or s3://BUCKET/PREFIX".into()))?;
+        let storage_url = self.storage.ok_or(UsageError::NoStorage)?;
         let mut storage = StorageConfig::parse(&storage_url, self.region.as_deref())
-            .map_err(|e| usage(format!("--storage: {e}")))?;
+            .map_err(UsageError::Storage)?;
         if let crate::store::storage::StorageKind::S3 { virtual_host, .. } = &mut storage.kind {
             *virtual_host = self.s3_virtual_host;
         }
         storage.endpoint = self.endpoint;
         storage.credentials = load_credentials(&storage.kind, self.credentials_dir.as_deref())
-            .map_err(|e| usage(format!("credentials: {e}")))?;
+            .map_err(UsageError::Credentials)?;
         for entry in &self.resolve {
             let (host, addr) = entry
                 .split_once('=')
-                .ok_or_else(|| usage(format!("--resolve {entry:?}: use HOST=ADDR:PORT")))?;
-            let addr = addr
-                .parse()
-                .map_err(|_| usage(format!("--resolve {entry:?}: {addr:?} is not ADDR:PORT")))?;
+                .ok_or_else(|| UsageError::ResolveForm(entry.clone()))?;
+            let addr = addr.parse().map_err(|source| UsageError::ResolveAddr {
+                entry: entry.clone(),
+                addr: addr.to_string(),
+                source,
+            })?;
             storage.resolve.push((host.to_string(), addr));
         }
 
-        let key_template = KeyTemplate::parse(&self.key_template)
-            .map_err(|e| usage(format!("--key-template: {e}")))?;
+        let key_template = KeyTemplate::parse(&self.key_template)?;
         let session_start = match &self.session_start {
-            Some(s) => s.parse::<jiff::Timestamp>().map_err(|e| {
-                usage(format!(
-                    "--session-start {s:?}: {e}; use RFC 3339, e.g. 2025-11-24T16:00:00Z"
-                ))
-            })?,
+            Some(s) => s
+                .parse::<jiff::Timestamp>()
+                .map_err(|source| UsageError::SessionStart {
+                    value: s.clone(),
+                    source,
+                })?,
             None => jiff::Timestamp::now(),
         };
+        let out_of_range = |flag, allowed| Err(UsageError::OutOfRange { flag, allowed });
         if self.idle_timeout == 0 {
-            return Err(usage("--idle-timeout must be at least 1 second".into()));
+            return out_of_range("--idle-timeout", "at least 1 second");
         }
         if self.checkpoint_seconds == 0 || self.checkpoint_seconds > 60 {
-            return Err(usage(
-                "--checkpoint-seconds must be between 1 and 60".into(),
-            ));
+            return out_of_range("--checkpoint-seconds", "between 1 and 60");
         }
         if self.segment_seconds == Some(0) {
-            return Err(usage("--segment-seconds must be at least 1".into()));
+            return out_of_range("--segment-seconds", "at least 1");
         }
         if self.max_duration == Some(0) {
-            return Err(usage("--max-duration must be at least 1 second".into()));
+            return out_of_range("--max-duration", "at least 1 second");
         }
         if let Some(size) = self.segment_size
             && size < 1 << 20
         {
-            return Err(usage("--segment-size must be at least 1M".into()));
+            return out_of_range("--segment-size", "at least 1M");
         }
         let faststart = match (self.faststart, self.mode) {
             (false, _) => None,
-            (true, Mode::AudioMp3) => return Err(usage(
-                "--faststart (ROOMREC_FASTSTART) makes classic MP4 files, but --mode 00 (AudioMp3) records MP3: leave --faststart out, or record MP4 with --mode 01 (VideoMp4) or 02 (AudioVideoMp4)".into(),
-            )),
+            (true, Mode::AudioMp3) => return Err(UsageError::FaststartWithMp3),
             (true, _) => Some(
                 self.scratch_dir
                     .or_else(|| self.spool_dir.clone())
@@ -539,20 +594,33 @@ impl RecordArgs {
 mod tests {
     use super::*;
 
-    fn args(extra: &[&str]) -> Result<RecordConfig, String> {
-        let mut argv = vec!["roomrec-worker", "record"];
-        argv.extend_from_slice(extra);
-        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        let Command::Record(a) = cli.command;
-        a.into_config().map_err(|e| e.0)
+    /// Refused by clap (a value its parser refused) or by our checks after it.
+    #[derive(Debug, thiserror::Error)]
+    enum Refused {
+        #[error(transparent)]
+        Clap(#[from] clap::Error),
+        #[error(transparent)]
+        Usage(#[from] UsageError),
     }
 
-    fn reporting(extra: &[&str]) -> Result<Reporting, String> {
+    fn record_args(extra: &[&str]) -> Result<RecordArgs, Refused> {
         let mut argv = vec!["roomrec-worker", "record"];
         argv.extend_from_slice(extra);
-        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        let Command::Record(a) = cli.command;
-        a.reporting().map_err(|e| e.0)
+        let Command::Record(a) = Cli::try_parse_from(argv)?.command;
+        Ok(*a)
+    }
+
+    fn args(extra: &[&str]) -> Result<RecordConfig, Refused> {
+        Ok(record_args(extra)?.into_config()?)
+    }
+
+    fn reporting(extra: &[&str]) -> Result<Reporting, Refused> {
+        Ok(record_args(extra)?.reporting()?)
+    }
+
+    /// What a refusal says, for the checks that read it as a person would.
+    fn refusal<T: std::fmt::Debug>(result: Result<T, Refused>) -> String {
+        result.unwrap_err().to_string()
     }
 
     #[test]
@@ -575,17 +643,17 @@ mod tests {
         assert!(r.metrics_address.is_none(), "metrics are off by default");
         let r = reporting(&["--metrics-address", "0.0.0.0:9090"]).unwrap();
         assert_eq!(r.metrics_address, Some("0.0.0.0:9090".parse().unwrap()));
-        let e = reporting(&["--metrics-address", "9090"]).unwrap_err();
+        let e = refusal(reporting(&["--metrics-address", "9090"]));
         assert!(e.contains("--metrics-address"), "{e}");
         assert!(!r.name.is_empty(), "defaults to the hostname");
         for bad in ["job-1", "rec/", "rec/Job", "a/b/c"] {
-            let e = reporting(&["--report-job", bad]).unwrap_err();
+            let e = refusal(reporting(&["--report-job", bad]));
             assert!(
                 e.contains("--report-job") && e.contains("NAMESPACE/NAME"),
                 "{bad}: {e}"
             );
         }
-        let e = reporting(&["--report-name", " "]).unwrap_err();
+        let e = refusal(reporting(&["--report-name", " "]));
         assert!(e.contains("--report-name"), "{e}");
     }
 
@@ -595,35 +663,41 @@ mod tests {
         assert_eq!(parse_size("64k").unwrap(), 64 << 10);
         assert_eq!(parse_size("8M").unwrap(), 8 << 20);
         assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
-        assert!(parse_size("x").is_err());
-        assert!(parse_size("3T").unwrap_err().contains("unknown unit"));
+        assert!(matches!(parse_size("x"), Err(UsageError::NotASize(_))));
+        let e = parse_size("3T").unwrap_err();
+        assert!(e.to_string().contains("unknown unit"), "{e}");
+        // Through clap, the message follows the flag's name.
+        let e = refusal(args(&["--segment-size", "3T"]));
+        assert!(
+            e.contains("--segment-size") && e.contains("unknown unit"),
+            "{e}"
+        );
     }
 
     #[test]
     fn errors_name_the_flag_and_the_fix() {
-        assert!(
-            args(&["--storage", "file:///tmp/x"])
-                .unwrap_err()
-                .contains("--source URL")
-        );
-        assert!(
-            args(&["--source", "rtmp://h/live/a"])
-                .unwrap_err()
-                .contains("--storage is required")
-        );
-        let e = args(&[
+        assert!(refusal(args(&["--storage", "file:///tmp/x"])).contains("--source URL"));
+        assert!(refusal(args(&["--source", "rtmp://h/live/a"])).contains("--storage is required"));
+        let e = refusal(args(&[
             "--source",
             "rtmp://h/live/a",
             "--storage",
             "x",
             "--mode",
             "7",
-        ])
-        .unwrap_err();
+        ]));
         assert!(e.contains("--mode") && e.contains("AudioMp3"), "{e}");
-        let e = args(&["--source", "rtmp://h/live/a", "--storage", "cos://b-1/p"]).unwrap_err();
+        let cos_without_region = args(&["--source", "rtmp://h/live/a", "--storage", "cos://b-1/p"]);
+        assert!(
+            matches!(
+                &cos_without_region,
+                Err(Refused::Usage(UsageError::Storage(StorageError::NoRegion)))
+            ),
+            "{cos_without_region:?}"
+        );
+        let e = refusal(cos_without_region);
         assert!(e.contains("--storage") && e.contains("--region"), "{e}");
-        let e = args(&[
+        let e = refusal(args(&[
             "--trtc-sdk-app-id",
             "1400000000",
             "--trtc-user-id",
@@ -632,26 +706,53 @@ mod tests {
             "d",
             "--storage",
             "/tmp/x",
-        ])
-        .unwrap_err();
+        ]));
         assert!(e.contains("--trtc-room-id"), "{e}");
-        let e = args(&[
+        let e = refusal(args(&[
             "--source",
             "rtmp://h/live/a",
             "--storage",
             "/tmp/x",
             "--key-template",
             "{stream}.{ext}",
-        ])
-        .unwrap_err();
+        ]));
         assert!(e.contains("--key-template") && e.contains("{part}"), "{e}");
+    }
+
+    #[test]
+    fn messages_stay_as_they_were_worded() {
+        let base = ["--source", "rtmp://h/live/a", "--storage", "/tmp/x"];
+        let with = |extra: &[&str]| refusal(args(&[&base[..], extra].concat()));
+        assert_eq!(
+            with(&["--checkpoint-seconds", "61"]),
+            "--checkpoint-seconds must be between 1 and 60"
+        );
+        assert_eq!(
+            with(&["--idle-timeout", "0"]),
+            "--idle-timeout must be at least 1 second"
+        );
+        assert_eq!(
+            with(&["--resolve", "h"]),
+            "--resolve \"h\": use HOST=ADDR:PORT"
+        );
+        assert_eq!(
+            refusal(args(&[
+                "--trtc-sdk-app-id",
+                "1",
+                "--trtc-room-id",
+                "2",
+                "--storage",
+                "/tmp/x"
+            ])),
+            "a TRTC source needs --trtc-user-id (e.g. --trtc-user-id alice)"
+        );
     }
 
     #[test]
     fn faststart_is_for_mp4_and_keeps_its_copy_in_the_spool_dir_by_default() {
         let base = ["--source", "rtmp://h/live/a", "--storage", "/tmp/x"];
         let with = |extra: &[&str]| args(&[&base[..], extra].concat());
-        let e = with(&["--faststart"]).unwrap_err();
+        let e = refusal(with(&["--faststart"]));
         assert!(
             e.contains("--faststart") && e.contains("--mode 00") && e.contains("--mode 01"),
             "{e}"

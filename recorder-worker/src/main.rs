@@ -38,12 +38,9 @@ fn main() -> ExitCode {
     let (config, reporting) = match parsed {
         Ok(c) => c,
         Err(e) => {
-            eprintln!(
-                "error: {}\n\nFor more information, try 'roomrec-worker record --help'.",
-                e.0
-            );
+            eprintln!("error: {e}\n\nFor more information, try 'roomrec-worker record --help'.");
             if let Some(path) = &termination_target {
-                termination::write(&WorkerResult::failed_at_start(&e.0, false), path);
+                termination::write(&WorkerResult::failed_at_start(&e.to_string(), false), path);
             }
             return ExitCode::from(2);
         }

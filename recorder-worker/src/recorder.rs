@@ -12,9 +12,10 @@ use crate::report::manifest::{Failure, Manifest};
 use crate::shared::live::Status;
 use crate::shared::metrics::metrics;
 use crate::shared::part::{PartMeta, PartRecord};
-use crate::source::ffmpeg::{self, LogLine, Recording};
+use crate::source::ffmpeg::{self, FfmpegError, LogLine, Recording};
 use crate::source::input::{DropRule, Protocol, redact, retry_delay};
 use crate::source::plan::{self, Plan};
+use crate::store::claim::{self, Lease, Owner};
 use crate::store::faststart::Faststart;
 use crate::store::journal;
 use crate::store::keys::compact_time;
@@ -43,6 +44,11 @@ pub struct Recorder {
     faststart: Option<Arc<Faststart>>,
     finishing: Vec<JoinHandle<PartRecord>>,
     numbers: PartNumbers,
+    /// This run's lease: while it is renewed, no other run rebuilds the journals it claimed.
+    lease: Option<Lease>,
+    /// Journals of this recording whose owner looked alive at the start, rebuilt if it turns
+    /// out dead.
+    watched: Option<JoinHandle<Vec<PartRecord>>>,
     /// The init segment of the running ffmpeg, written at the start of each of its parts.
     pending_init: Option<(bytes::Bytes, fmp4::Tracks)>,
     /// Media seconds of parts already closed, for progress.
@@ -64,7 +70,8 @@ pub struct Recorder {
 
 /// Why the inner read loop returned.
 enum Ended {
-    SourceGone(Option<String>),
+    /// ffmpeg's output ended; with the error it gave, if it gave one.
+    SourceGone(Option<FfmpegError>),
     /// The open connection delivered nothing for the drop rule's quiet time.
     Quiet,
     /// A track the recording lacked appeared: ffmpeg must be started again to record it.
@@ -87,6 +94,13 @@ impl Recorder {
             .operator(&config.retry)
             .map_err(Failure::retryable)?;
         check_storage(&op, &config.storage).await?;
+        claim::ensure_supported(&op, &config.storage.describe())
+            .map_err(|e| Failure::permanent(e.to_string()))?;
+        let run = claim::new_run_id();
+        let lease = Lease::start(&op, &config.storage.prefix, &run)
+            .await
+            .map_err(|e| Failure::retryable(format!("cannot write the run's lease: {e}")))?;
+        tracing::info!(run, "run lease taken");
         let start = compact_time(config.session_start);
         let spool = Arc::new(Spool::new(config.spool.clone()));
         let faststart = config.faststart.clone().map(|dir| {
@@ -119,7 +133,9 @@ impl Recorder {
             rule,
             quiet,
             timeline_restarted: None,
-            numbers: PartNumbers::new(op.clone(), keys),
+            numbers: PartNumbers::new(op.clone(), keys, &run),
+            lease: Some(lease),
+            watched: None,
             config,
             op,
             status,
@@ -316,6 +332,7 @@ impl Recorder {
             }
         };
 
+        self.numbers.release().await;
         // Uploads get part of the shutdown time; the rest keeps what they could not store (the
         // spool directory) and writes the manifest.
         let uploads_within = self.config.shutdown_timeout.mul_f64(0.6);
@@ -348,6 +365,22 @@ impl Recorder {
                 }
             }
         }
+        if let Some(watched) = self.watched.take() {
+            let done = match bounded {
+                true => tokio::time::timeout_at(deadline, watched).await,
+                false => Ok(watched.await),
+            };
+            match done {
+                Ok(Ok(records)) => parts.extend(records),
+                Ok(Err(e)) => tracing::warn!("rebuilding earlier runs' parts failed: {e}"),
+                Err(_) => tracing::warn!(
+                    "the shutdown timeout passed before earlier runs' journals were judged; the next run does it"
+                ),
+            }
+        }
+        if let Some(lease) = self.lease.take() {
+            lease.end().await;
+        }
         parts.sort_by_key(|p| p.part);
         Manifest::new(
             &self.config,
@@ -366,7 +399,7 @@ impl Recorder {
         url: &str,
         options: &[String],
         plan: &Plan,
-    ) -> Result<Recording, String> {
+    ) -> Result<Recording, FfmpegError> {
         tracing::info!("reading {}", redact(url));
         Recording::start(&self.config.tools, url, options, plan)
     }
@@ -431,8 +464,8 @@ impl Recorder {
                             break Ended::Stop(StopReason::MaxDuration);
                         }
                     }
-                    Ok(_) => break Ended::SourceGone(last_error.take()),
-                    Err(e) => break Ended::SourceGone(Some(e.to_string())),
+                    Ok(_) => break Ended::SourceGone(last_error.take().map(FfmpegError::Reported)),
+                    Err(e) => break Ended::SourceGone(Some(FfmpegError::Read(e))),
                 },
                 line = recording.log.recv() => match line {
                     Some(LogLine::Error(message)) => last_error = Some(message),
@@ -727,20 +760,25 @@ impl Recorder {
         let status = self.status.clone();
         let faststart = self.faststart.clone();
         self.finishing.push(tokio::spawn(async move {
-            let mut record = stored.await;
-            if let (Some(faststart), Some(scratch)) = (faststart, scratch) {
-                record = faststart.finish(record, scratch).await;
-            }
-            metrics().part_finished(record.status == FileState::Succeeded);
-            status.part_finished(record.clone());
-            record
+            finish_copy(&status, faststart, stored.await, scratch).await
         }));
+    }
+
+    fn rebuilder(&self) -> Rebuilder {
+        Rebuilder {
+            op: self.op.clone(),
+            chunk: self.config.chunk_size(),
+            faststart: self.faststart.clone(),
+            status: self.status.clone(),
+        }
     }
 
     /// Rebuilds the parts of earlier runs that did not finish: first their checkpoints left in
     /// the spool directory go to the journal, then every journal of this recording (this
-    /// stream and session) is assembled. With
-    /// --faststart a rebuilt MP4 part becomes a classic MP4 in the background.
+    /// stream and session) whose run is dead is assembled. A journal whose run still renews
+    /// its lease may be a neighbour's (the same stream and session recorded twice): it is
+    /// watched in the background and rebuilt only if the lease stops. With --faststart a
+    /// rebuilt MP4 part becomes a classic MP4 in the background.
     async fn recover(&mut self) -> Vec<PartRecord> {
         if let Some(dir) = &self.config.spool.dir {
             match upload_spooled(&self.op, dir).await {
@@ -754,7 +792,8 @@ impl Recorder {
                 }
             }
         }
-        let dirs = match journal::leftovers(&self.op, &self.config.storage.prefix).await {
+        let prefix = self.config.storage.prefix.clone();
+        let dirs = match journal::leftovers(&self.op, &prefix).await {
             Ok(dirs) => dirs,
             Err(e) => {
                 tracing::warn!("cannot look for unfinished parts: {e}");
@@ -762,6 +801,8 @@ impl Recorder {
             }
         };
         let mut records = Vec::new();
+        let mut watched = Vec::new();
+        let rebuilder = self.rebuilder();
         // Only this recording's own parts: another recording under the same prefix may be
         // writing its journal right now.
         let ours: Vec<String> = dirs
@@ -769,35 +810,119 @@ impl Recorder {
             .filter(|d| self.numbers.owns_journal(d))
             .collect();
         for dir in ours {
-            let mut scratch = self
-                .faststart
-                .as_ref()
-                .map(|f| f.scratch(dir.trim_end_matches('/')));
-            match journal::salvage(&self.op, &dir, self.config.chunk_size(), scratch.as_mut()).await
-            {
-                Ok(s) => {
-                    tracing::info!(key = %s.meta.key, seconds = s.seconds, "recovered a part left by an earlier run");
-                    let record = PartRecord::from_meta(
-                        &s.meta,
-                        FileState::Succeeded,
-                        "recovered from checkpoints after the recording was interrupted".into(),
-                        s.bytes,
-                        s.seconds,
-                        true,
-                    );
-                    metrics().part_finished(true);
-                    self.status.part_recovered(record.clone());
-                    match scratch.filter(|_| s.meta.mode != Mode::AudioMp3) {
-                        Some(scratch) => {
-                            self.finish_later(std::future::ready(record), Some(scratch))
-                        }
-                        None => records.push(record),
-                    }
+            match claim::observe(&self.op, &prefix, &dir).await {
+                Ok(Owner::Gone) => {}
+                Ok(owner) => {
+                    watched.push((dir, owner));
+                    continue;
                 }
-                Err(e) => tracing::warn!(journal = %dir, "cannot rebuild an unfinished part: {e}"),
+                Err(e) => {
+                    tracing::warn!(journal = %dir, "cannot tell whether a journal's run is alive: {e}");
+                    continue;
+                }
+            }
+            match rebuilder.part(&dir).await {
+                Some((record, Some(scratch))) => {
+                    self.finish_later(std::future::ready(record), Some(scratch))
+                }
+                Some((record, None)) => records.push(record),
+                None => {}
             }
         }
+        if !watched.is_empty() {
+            self.watched = Some(tokio::spawn(async move {
+                tokio::time::sleep(claim::STALE).await;
+                let mut records = Vec::new();
+                for (dir, before) in watched {
+                    match claim::abandoned(&rebuilder.op, &prefix, &dir, &before).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::info!(journal = %dir, "a journal of this stream and session belongs to a running worker; left to it");
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(journal = %dir, "cannot tell whether a journal's run is alive: {e}");
+                            continue;
+                        }
+                    }
+                    if let Some((record, scratch)) = rebuilder.part(&dir).await {
+                        let record = match scratch {
+                            Some(scratch) => {
+                                let faststart = rebuilder.faststart.clone();
+                                finish_copy(&rebuilder.status, faststart, record, Some(scratch))
+                                    .await
+                            }
+                            None => record,
+                        };
+                        records.push(record);
+                    }
+                }
+                records
+            }));
+        }
         records
+    }
+}
+
+/// A part's end after its object is stored: (--faststart) its classic copy, then counted.
+async fn finish_copy(
+    status: &Status,
+    faststart: Option<Arc<Faststart>>,
+    mut record: PartRecord,
+    scratch: Option<Scratch>,
+) -> PartRecord {
+    if let (Some(faststart), Some(scratch)) = (faststart, scratch) {
+        record = faststart.finish(record, scratch).await;
+    }
+    metrics().part_finished(record.status == FileState::Succeeded);
+    status.part_finished(record.clone());
+    record
+}
+
+/// Rebuilds a dead run's parts from their journals.
+struct Rebuilder {
+    op: Operator,
+    chunk: usize,
+    faststart: Option<Arc<Faststart>>,
+    status: Arc<Status>,
+}
+
+impl Rebuilder {
+    /// The rebuilt part of journal `dir`, with its copy when it is to become a classic MP4;
+    /// None when there was no part (a number claimed ahead) or it could not be rebuilt.
+    async fn part(&self, dir: &str) -> Option<(PartRecord, Option<Scratch>)> {
+        match journal::discard_if_unwritten(&self.op, dir).await {
+            Ok(false) => {}
+            Ok(true) => return None,
+            Err(e) => {
+                tracing::warn!(journal = %dir, "cannot rebuild an unfinished part: {e}");
+                return None;
+            }
+        }
+        let mut scratch = self
+            .faststart
+            .as_ref()
+            .map(|f| f.scratch(dir.trim_end_matches('/')));
+        match journal::salvage(&self.op, dir, self.chunk, scratch.as_mut()).await {
+            Ok(s) => {
+                tracing::info!(key = %s.meta.key, seconds = s.seconds, "recovered a part left by an earlier run");
+                let record = PartRecord::from_meta(
+                    &s.meta,
+                    FileState::Succeeded,
+                    "recovered from checkpoints after the recording was interrupted".into(),
+                    s.bytes,
+                    s.seconds,
+                    true,
+                );
+                metrics().part_finished(true);
+                self.status.part_recovered(record.clone());
+                Some((record, scratch.filter(|_| s.meta.mode != Mode::AudioMp3)))
+            }
+            Err(e) => {
+                tracing::warn!(journal = %dir, "cannot rebuild an unfinished part: {e}");
+                None
+            }
+        }
     }
 }
 

@@ -71,7 +71,9 @@ pub struct Refusal {
 pub struct CosStandIn {
     pub port: u16,
     log: Arc<Mutex<Vec<LoggedRequest>>>,
-    server: tokio::task::JoinHandle<()>,
+    state: Arc<State>,
+    /// None while stopped ([`CosStandIn::stop`]).
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 struct State {
@@ -85,12 +87,6 @@ struct State {
 impl CosStandIn {
     pub async fn start(config: CosStandInConfig) -> Result<Self> {
         let port = free_port();
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .map_err(|source| TestbedError::Spawn {
-                what: "COS stand-in".into(),
-                source,
-            })?;
         let upstream =
             reqwest::Url::parse(&config.upstream_endpoint).map_err(|e| TestbedError::Command {
                 what: "COS stand-in".into(),
@@ -104,7 +100,35 @@ impl CosStandIn {
             log: log.clone(),
             request_ids: AtomicU64::new(1),
         });
-        let server = tokio::spawn(async move {
+        let mut stand_in = Self {
+            port,
+            log,
+            state,
+            server: None,
+        };
+        stand_in.restart().await?;
+        Ok(stand_in)
+    }
+
+    /// Goes down as a crashed or unreachable COS endpoint does: open connections are cut and
+    /// new ones refused, until [`CosStandIn::restart`].
+    pub fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+
+    /// Serves again on the same port (the objects are still in the S3 server).
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .map_err(|source| TestbedError::Spawn {
+                what: "COS stand-in".into(),
+                source,
+            })?;
+        let state = self.state.clone();
+        self.server = Some(tokio::spawn(async move {
             // Connections live in this set, so aborting the accept loop ends them too.
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
@@ -121,8 +145,8 @@ impl CosStandIn {
                 });
                 while connections.try_join_next().is_some() {}
             }
-        });
-        Ok(Self { port, log, server })
+        }));
+        Ok(())
     }
 
     /// The endpoint to give a COS client; it prefixes the bucket to the host itself.
@@ -143,7 +167,7 @@ impl CosStandIn {
 
 impl Drop for CosStandIn {
     fn drop(&mut self) {
-        self.server.abort();
+        self.stop();
     }
 }
 
@@ -564,6 +588,11 @@ async fn forward(
             };
             headers.push((upstream, value));
         }
+    }
+    // COS's conditional create; the S3 server answers a lost race 412 where COS says 409
+    // FileAlreadyExists, and opendal's COS service takes both as ConditionNotMatch.
+    if header_str(&parts.headers, "x-cos-forbid-overwrite").is_some_and(|v| v == "true") {
+        headers.push(("if-none-match".into(), "*".into()));
     }
     let upstream = &state.upstream;
     let host = match upstream.port() {

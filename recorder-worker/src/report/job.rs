@@ -35,22 +35,34 @@ pub struct JobRef {
     pub name: String,
 }
 
+/// Why `--report-job` does not name a RecordingJob; each message ends with the form to use.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JobRefError {
+    #[error("{0:?} has no '/': {JOB_REF_USAGE}")]
+    NoSlash(String),
+    #[error(
+        "{0:?} is not a namespace (lowercase letters, digits and '-', at most 63): {JOB_REF_USAGE}"
+    )]
+    BadNamespace(String),
+    #[error(
+        "{0:?} is not an object name (lowercase letters, digits, '-' and '.', at most 253): {JOB_REF_USAGE}"
+    )]
+    BadName(String),
+}
+
+const JOB_REF_USAGE: &str = "use NAMESPACE/NAME, e.g. recordings/class-7";
+
 impl JobRef {
     /// A namespace (DNS label) and a name (DNS subdomain), as the API server requires them.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let usage = "use NAMESPACE/NAME, e.g. recordings/class-7";
+    pub fn parse(s: &str) -> Result<Self, JobRefError> {
         let Some((namespace, name)) = s.split_once('/') else {
-            return Err(format!("{s:?} has no '/': {usage}"));
+            return Err(JobRefError::NoSlash(s.into()));
         };
         if !is_dns_label(namespace) {
-            return Err(format!(
-                "{namespace:?} is not a namespace (lowercase letters, digits and '-', at most 63): {usage}"
-            ));
+            return Err(JobRefError::BadNamespace(namespace.into()));
         }
         if !is_dns_subdomain(name) {
-            return Err(format!(
-                "{name:?} is not an object name (lowercase letters, digits, '-' and '.', at most 253): {usage}"
-            ));
+            return Err(JobRefError::BadName(name.into()));
         }
         Ok(Self {
             namespace: namespace.into(),
@@ -350,9 +362,13 @@ mod tests {
             "a b/x",
             "",
         ] {
-            let e = JobRef::parse(bad).unwrap_err();
+            let e = JobRef::parse(bad).unwrap_err().to_string();
             assert!(e.contains("NAMESPACE/NAME"), "{bad:?}: {e}");
         }
+        assert_eq!(
+            JobRef::parse("Recordings/x"),
+            Err(JobRefError::BadNamespace("Recordings".into()))
+        );
         assert!(JobRef::parse(&format!("{}/x", "n".repeat(64))).is_err());
         assert!(JobRef::parse(&format!("ns/{}", "n".repeat(63))).is_ok());
     }

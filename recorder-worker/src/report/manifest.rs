@@ -16,17 +16,19 @@ pub struct Failure {
     pub retryable: bool,
 }
 
+/// Built from a message or from a typed error: the manifest keeps only its text, and whether
+/// to retry is the caller's to say.
 impl Failure {
-    pub fn retryable(message: impl Into<String>) -> Self {
+    pub fn retryable(reason: impl std::fmt::Display) -> Self {
         Self {
-            message: message.into(),
+            message: reason.to_string(),
             retryable: true,
         }
     }
 
-    pub fn permanent(message: impl Into<String>) -> Self {
+    pub fn permanent(reason: impl std::fmt::Display) -> Self {
         Self {
-            message: message.into(),
+            message: reason.to_string(),
             retryable: false,
         }
     }

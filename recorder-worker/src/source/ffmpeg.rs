@@ -27,24 +27,66 @@ impl Default for Tools {
     }
 }
 
+/// Why ffmpeg or ffprobe did not do what was asked; the message says what they said.
+#[derive(Debug, thiserror::Error)]
+pub enum FfmpegError {
+    #[error("cannot run {}: {source}", program.display())]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// What ffmpeg or ffprobe said as it failed: its stderr, or the last error it logged.
+    #[error("{0}")]
+    Reported(String),
+    #[error("ffprobe cannot read {}: {source}", path.display())]
+    Probe {
+        path: PathBuf,
+        #[source]
+        source: Box<FfmpegError>,
+    },
+    #[error("ffprobe reports no duration for {}", .0.display())]
+    NoDuration(PathBuf),
+    #[error("ffmpeg could not remux it: {0}")]
+    Remux(#[source] Box<FfmpegError>),
+    #[error("ffmpeg has no stdout")]
+    NoStdout,
+    /// ffmpeg's output pipe or its log could not be taken over.
+    #[error(transparent)]
+    Attach(Box<dyn std::error::Error + Send + Sync>),
+    /// ffmpeg ended before it reported its input, and logged no error.
+    #[error("ffmpeg ended without reading it")]
+    EndedSilently,
+    /// Reading ffmpeg's output pipe failed.
+    #[error(transparent)]
+    Read(std::io::Error),
+}
+
 /// The duration of a media file, as ffprobe reads its container.
-pub async fn file_seconds(tools: &Tools, path: &Path) -> Result<f64, String> {
+pub async fn file_seconds(tools: &Tools, path: &Path) -> Result<f64, FfmpegError> {
     let mut command = child(&tools.ffprobe);
     command
         .args(["-v", "error", "-print_format", "json", "-show_format"])
         .arg(path);
     let json = run_json(command, &tools.ffprobe)
         .await
-        .map_err(|e| format!("ffprobe cannot read {}: {e}", path.display()))?;
+        .map_err(|e| FfmpegError::Probe {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
     json["format"]["duration"]
         .as_str()
         .and_then(|d| d.parse().ok())
-        .ok_or_else(|| format!("ffprobe reports no duration for {}", path.display()))
+        .ok_or_else(|| FfmpegError::NoDuration(path.to_path_buf()))
 }
 
 /// Remuxes a fragmented MP4 file into a classic one with its `moov` first: every track copied,
 /// nothing re-encoded. The output must be a file: faststart moves the `moov` by rewriting it.
-pub async fn remux_faststart(tools: &Tools, input: &Path, output: &Path) -> Result<(), String> {
+pub async fn remux_faststart(
+    tools: &Tools,
+    input: &Path,
+    output: &Path,
+) -> Result<(), FfmpegError> {
     let mut command = child(&tools.ffmpeg);
     command
         .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i"])
@@ -63,7 +105,7 @@ pub async fn remux_faststart(tools: &Tools, input: &Path, output: &Path) -> Resu
     run_json(command, &tools.ffmpeg)
         .await
         .map(|_| ())
-        .map_err(|e| format!("ffmpeg could not remux it: {e}"))
+        .map_err(|e| FfmpegError::Remux(Box::new(e)))
 }
 
 /// A child process that reads nothing, is killed when its future is dropped, and dies with the
@@ -82,13 +124,17 @@ fn child(program: &Path) -> tokio::process::Command {
 async fn run_json(
     mut command: tokio::process::Command,
     program: &Path,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, FfmpegError> {
     let output = command
         .output()
         .await
-        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        .map_err(|source| FfmpegError::Spawn {
+            program: program.to_path_buf(),
+            source,
+        })?;
     if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(FfmpegError::Reported(stderr.trim().to_string()));
     }
     Ok(serde_json::from_slice(&output.stdout).unwrap_or_default())
 }
@@ -200,7 +246,7 @@ impl Recording {
         url: &str,
         input_options: &[String],
         plan: &Plan,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, FfmpegError> {
         let mut command = FfmpegCommand::new_with_path(&tools.ffmpeg);
         command
             .hide_banner()
@@ -213,15 +259,18 @@ impl Recording {
             .args(plan.output_args());
         command.as_inner_mut().stdout(std::process::Stdio::piped());
         die_with_parent(command.as_inner_mut());
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", tools.ffmpeg.display()))?;
-        let stdout = child.take_stdout().ok_or("ffmpeg has no stdout")?;
+        let mut child = command.spawn().map_err(|source| FfmpegError::Spawn {
+            program: tools.ffmpeg.clone(),
+            source,
+        })?;
+        let stdout = child.take_stdout().ok_or(FfmpegError::NoStdout)?;
         widen_pipe(&stdout);
-        let stdout = tokio::process::ChildStdout::from_std(stdout).map_err(|e| e.to_string())?;
+        let stdout = tokio::process::ChildStdout::from_std(stdout)
+            .map_err(|e| FfmpegError::Attach(e.into()))?;
 
         let (log_tx, log) = mpsc::unbounded_channel();
-        let events = child.iter().map_err(|e| e.to_string())?;
+        // ffmpeg-sidecar's error is an anyhow::Error: kept as the boxed error it converts to.
+        let events = child.iter().map_err(|e| FfmpegError::Attach(e.into()))?;
         std::thread::spawn(move || {
             let mut report = InputReport::default();
             for event in events {
@@ -256,7 +305,7 @@ impl Recording {
 
     /// Waits for ffmpeg's report of its input's tracks (a live source that has not started yet
     /// makes it wait); if ffmpeg ends without one, what it said last.
-    pub async fn input_tracks(&mut self) -> Result<SourceTracks, String> {
+    pub async fn input_tracks(&mut self) -> Result<SourceTracks, FfmpegError> {
         let mut last_error = None;
         while let Some(line) = self.log.recv().await {
             match line {
@@ -265,7 +314,7 @@ impl Recording {
                 LogLine::TimelineRestart | LogLine::NewTrack(_) => {}
             }
         }
-        Err(last_error.unwrap_or_else(|| "ffmpeg ended without reading it".into()))
+        Err(last_error.map_or(FfmpegError::EndedSilently, FfmpegError::Reported))
     }
 
     /// Asks ffmpeg to finish: it writes out what it holds (its last fragment) and exits. A

@@ -49,28 +49,46 @@ const MP4_VIDEO: &[&str] = &["h264", "hevc", "av1", "vp9", "mpeg4"];
 /// Audio codecs fragmented MP4 carries.
 const MP4_AUDIO: &[&str] = &["aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"];
 
-pub fn plan(mode: Mode, tracks: &SourceTracks, source: &str) -> Result<Plan, String> {
+/// The source lacks a track the mode records: the same source fails the same way, so the
+/// recording fails for good. The message names the source, the mode and the mode to use.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "the source {input} has no audio track, and mode {mode} ({}) records audio; {}",
+        mode.code(),
+        if *has_video { "record its video with mode VideoMp4 (01)" } else { "it has no video either: is it the right stream?" }
+    )]
+    NoAudio {
+        input: String,
+        mode: Mode,
+        has_video: bool,
+    },
+    #[error(
+        "the source {input} has no video track, and mode {mode} ({}) records video; {}",
+        mode.code(),
+        if *has_audio { "record its audio with mode AudioMp3 (00)" } else { "it has no audio either: is it the right stream?" }
+    )]
+    NoVideo {
+        input: String,
+        mode: Mode,
+        has_audio: bool,
+    },
+}
+
+pub fn plan(mode: Mode, tracks: &SourceTracks, source: &str) -> Result<Plan, PlanError> {
     if mode.wants_audio() && tracks.audio.is_none() {
-        return Err(format!(
-            "the source {source} has no audio track, and mode {mode} ({}) records audio; {}",
-            mode.code(),
-            if tracks.video.is_some() {
-                "record its video with mode VideoMp4 (01)"
-            } else {
-                "it has no video either: is it the right stream?"
-            }
-        ));
+        return Err(PlanError::NoAudio {
+            input: source.to_string(),
+            mode,
+            has_video: tracks.video.is_some(),
+        });
     }
     if mode.wants_video() && tracks.video.is_none() {
-        return Err(format!(
-            "the source {source} has no video track, and mode {mode} ({}) records video; {}",
-            mode.code(),
-            if tracks.audio.is_some() {
-                "record its audio with mode AudioMp3 (00)"
-            } else {
-                "it has no audio either: is it the right stream?"
-            }
-        ));
+        return Err(PlanError::NoVideo {
+            input: source.to_string(),
+            mode,
+            has_audio: tracks.audio.is_some(),
+        });
     }
     let video = mode.wants_video().then(|| {
         let codec = tracks.video.as_deref().unwrap_or_default();
@@ -124,7 +142,7 @@ pub fn plan(mode: Mode, tracks: &SourceTracks, source: &str) -> Result<Plan, Str
 /// audio only, and whose microphone is off as video only (`Plan::missing` says which, for the
 /// part's message), rather than nothing: a class that starts with the camera off is still a
 /// class. Modes 00 and 01 need their one track, as `plan` says.
-pub fn plan_present(mode: Mode, tracks: &SourceTracks, source: &str) -> Result<Plan, String> {
+pub fn plan_present(mode: Mode, tracks: &SourceTracks, source: &str) -> Result<Plan, PlanError> {
     let missing = match (mode, &tracks.video, &tracks.audio) {
         (Mode::AudioVideoMp4, None, Some(_)) => (
             "video",
@@ -354,20 +372,31 @@ mod tests {
             &tracks(Some("h264"), None),
             "rtmp://x/live/a",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("no audio track")
                 && e.contains("VideoMp4 (01)")
                 && e.contains("rtmp://x/live/a"),
             "{e}"
         );
-        let e = plan(Mode::VideoMp4, &tracks(None, Some("aac")), "s").unwrap_err();
+        let e = plan(Mode::VideoMp4, &tracks(None, Some("aac")), "s")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("no video track") && e.contains("AudioMp3 (00)"),
             "{e}"
         );
         let e = plan(Mode::AudioVideoMp4, &tracks(Some("h264"), None), "s").unwrap_err();
-        assert!(e.contains("no audio track"), "{e}");
+        assert_eq!(
+            e,
+            PlanError::NoAudio {
+                input: "s".into(),
+                mode: Mode::AudioVideoMp4,
+                has_video: true
+            }
+        );
+        assert!(e.to_string().contains("no audio track"), "{e}");
     }
 
     #[test]

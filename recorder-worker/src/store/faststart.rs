@@ -16,9 +16,9 @@
 
 use crate::media::fmp4;
 use crate::shared::part::PartRecord;
-use crate::source::ffmpeg::{self, Tools};
+use crate::source::ffmpeg::{self, FfmpegError, Tools};
 use crate::store::journal;
-use crate::store::scratch::Scratch;
+use crate::store::scratch::{Scratch, ScratchError};
 use crate::store::stopping::Stopping;
 use bytes::BytesMut;
 use opendal::Operator;
@@ -31,8 +31,40 @@ use tokio::io::AsyncReadExt;
 /// copies every sample, so only a broken file differs by more.
 const MAX_DRIFT_SECONDS: f64 = 1.0;
 
-const CUT_SHORT: &str =
-    "the shutdown timeout passed before the classic copy was stored (raise --shutdown-timeout)";
+/// Why a part stays fragmented MP4: said in its message, never a failed recording.
+#[derive(Debug, thiserror::Error)]
+pub enum FaststartError {
+    #[error(transparent)]
+    Scratch(#[from] ScratchError),
+    #[error("the scratch copy holds {copied} bytes, the stored part {stored}")]
+    CopyIncomplete { copied: u64, stored: u64 },
+    #[error(
+        "the shutdown timeout passed before the classic copy was stored (raise --shutdown-timeout)"
+    )]
+    CutShort,
+    #[error(transparent)]
+    Ffmpeg(#[from] FfmpegError),
+    #[error("the remuxed file cannot be read: {0}")]
+    Unreadable(#[source] std::io::Error),
+    #[error("the remuxed file is not a classic MP4 with its moov first (boxes {boxes})")]
+    NotClassic { boxes: String },
+    #[error("the remuxed file lasts {remuxed:.2} s, the part {part:.2} s")]
+    Duration { remuxed: f64, part: f64 },
+    #[error("uploading it failed: {0}")]
+    Upload(#[source] opendal::Error),
+    #[error("completing its upload failed: {0}")]
+    Complete(#[source] opendal::Error),
+    #[error("it cannot be checked in the store: {0}")]
+    Check(#[source] opendal::Error),
+    #[error("the store holds {held} bytes of its {len}")]
+    Short { held: u64, len: u64 },
+    #[error("renaming it over {key} failed: {source}")]
+    Rename {
+        key: String,
+        #[source]
+        source: opendal::Error,
+    },
+}
 
 pub struct Faststart {
     op: Operator,
@@ -100,50 +132,49 @@ impl Faststart {
     }
 
     /// Remuxes, checks and stores the classic file; its size as stored.
-    async fn replace(&self, record: &PartRecord, scratch: &Scratch) -> Result<u64, String> {
+    async fn replace(&self, record: &PartRecord, scratch: &Scratch) -> Result<u64, FaststartError> {
         let (copy, copied) = scratch.copy()?;
         if copied != record.bytes {
-            return Err(format!(
-                "the scratch copy holds {copied} bytes, the stored part {}",
-                record.bytes
-            ));
+            return Err(FaststartError::CopyIncomplete {
+                copied,
+                stored: record.bytes,
+            });
         }
         let output = scratch.output();
         // Cut short at the deadline, ffmpeg is killed with its future.
         let len = tokio::select! {
             checked = self.remux(copy, &output, record.duration_seconds) => checked?,
-            _ = self.deadline.passed() => return Err(CUT_SHORT.into()),
+            _ = self.deadline.passed() => return Err(FaststartError::CutShort),
         };
         self.store(&record.key, &output, len).await
     }
 
     /// The classic file, checked: `moov` before `mdat`, no fragments, the part's duration.
-    async fn remux(&self, copy: &Path, output: &Path, seconds: f64) -> Result<u64, String> {
+    async fn remux(&self, copy: &Path, output: &Path, seconds: f64) -> Result<u64, FaststartError> {
         ffmpeg::remux_faststart(&self.tools, copy, output).await?;
-        let boxes = fmp4::top_level_boxes(output)
-            .map_err(|e| format!("the remuxed file cannot be read: {e}"))?;
+        let boxes = fmp4::top_level_boxes(output).map_err(FaststartError::Unreadable)?;
         let at = |kind: &[u8; 4]| boxes.iter().position(|b| b == kind);
         if !matches!((at(b"moov"), at(b"mdat"), at(b"moof")), (Some(moov), Some(mdat), None) if moov < mdat)
         {
             let names: Vec<_> = boxes.iter().map(|b| String::from_utf8_lossy(b)).collect();
-            return Err(format!(
-                "the remuxed file is not a classic MP4 with its moov first (boxes {})",
-                names.join(" ")
-            ));
+            return Err(FaststartError::NotClassic {
+                boxes: names.join(" "),
+            });
         }
         let remuxed = ffmpeg::file_seconds(&self.tools, output).await?;
         if (remuxed - seconds).abs() > MAX_DRIFT_SECONDS {
-            return Err(format!(
-                "the remuxed file lasts {remuxed:.2} s, the part {seconds:.2} s"
-            ));
+            return Err(FaststartError::Duration {
+                remuxed,
+                part: seconds,
+            });
         }
         std::fs::metadata(output)
             .map(|m| m.len())
-            .map_err(|e| format!("the remuxed file cannot be read: {e}"))
+            .map_err(FaststartError::Unreadable)
     }
 
     /// Uploads the classic file over the part (see the module's notes); the stored size.
-    async fn store(&self, key: &str, file: &Path, len: u64) -> Result<u64, String> {
+    async fn store(&self, key: &str, file: &Path, len: u64) -> Result<u64, FaststartError> {
         // Only a directory renames; its writes are not atomic, so it writes beside the part.
         let renames = self.op.info().capability().rename;
         let target = match renames {
@@ -161,12 +192,15 @@ impl Faststart {
                     .op
                     .rename(&target, key)
                     .await
-                    .map_err(|e| format!("renaming it over {key} failed: {e}")),
-                Ok(meta) => Err(format!(
-                    "the store holds {} bytes of its {len}",
-                    meta.content_length()
-                )),
-                Err(e) => Err(format!("it cannot be checked in the store: {e}")),
+                    .map_err(|source| FaststartError::Rename {
+                        key: key.to_string(),
+                        source,
+                    }),
+                Ok(meta) => Err(FaststartError::Short {
+                    held: meta.content_length(),
+                    len,
+                }),
+                Err(e) => Err(FaststartError::Check(e)),
             },
             (stored, _) => stored,
         };
@@ -184,24 +218,24 @@ impl Faststart {
     }
 
     /// One upload of the file; a failed or late one is aborted, so it never becomes visible.
-    async fn upload(&self, target: &str, file: &Path) -> Result<(), String> {
+    async fn upload(&self, target: &str, file: &Path) -> Result<(), FaststartError> {
         let mut writer = self
             .op
             .writer_with(target)
             .chunk(self.chunk)
             .content_type(self.mode.content_type())
             .await
-            .map_err(|e| format!("uploading it failed: {e}"))?;
+            .map_err(FaststartError::Upload)?;
         let copied = tokio::select! {
             copied = copy_file(file, &mut writer, self.chunk) => copied,
-            _ = self.deadline.passed() => Err(CUT_SHORT.into()),
+            _ = self.deadline.passed() => Err(FaststartError::CutShort),
         };
         match copied {
             Ok(()) => writer
                 .close()
                 .await
                 .map(|_| ())
-                .map_err(|e| format!("completing its upload failed: {e}")),
+                .map_err(FaststartError::Complete),
             Err(e) => {
                 let _ = writer.abort().await;
                 Err(e)
@@ -211,17 +245,21 @@ impl Faststart {
 }
 
 /// Streams a local file into a writer, a chunk at a time.
-async fn copy_file(path: &Path, writer: &mut opendal::Writer, chunk: usize) -> Result<(), String> {
+async fn copy_file(
+    path: &Path,
+    writer: &mut opendal::Writer,
+    chunk: usize,
+) -> Result<(), FaststartError> {
     let mut file = tokio::fs::File::open(path)
         .await
-        .map_err(|e| format!("the remuxed file cannot be read: {e}"))?;
+        .map_err(FaststartError::Unreadable)?;
     loop {
         let mut buffer = BytesMut::with_capacity(chunk);
         while buffer.len() < chunk {
             let n = file
                 .read_buf(&mut buffer)
                 .await
-                .map_err(|e| format!("the remuxed file cannot be read: {e}"))?;
+                .map_err(FaststartError::Unreadable)?;
             if n == 0 {
                 break;
             }
@@ -232,6 +270,6 @@ async fn copy_file(path: &Path, writer: &mut opendal::Writer, chunk: usize) -> R
         writer
             .write(buffer.freeze())
             .await
-            .map_err(|e| format!("uploading it failed: {e}"))?;
+            .map_err(FaststartError::Upload)?;
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! While a part streams into its object through a multipart upload (invisible until it
 //! completes), the same bytes are also written, every `checkpoint` interval, as small completed
-//! objects under `{prefix}/.roomrec-journal/{part file}/`: `meta.json` first, then numbered
-//! segments. Segments always hold whole fragments (fMP4) or whole frames (MP3), so their
+//! objects under `{prefix}/.roomrec-journal/{part file}/`: `claim` (the run that owns the key,
+//! see `claim`) before anything, then `meta.json`, then numbered segments. Segments always hold whole fragments (fMP4) or whole frames (MP3), so their
 //! concatenation is playable media. When the part's upload completes, its journal is deleted.
 //! If the worker dies first, or the upload fails for good, the next run (or the same run, at
 //! the part's end) rebuilds the part's object from the journal: nothing confirmed durable is
@@ -41,6 +41,47 @@ pub fn meta_key(dir: &str) -> String {
     format!("{dir}meta.json")
 }
 
+/// Why a journal could not be found or rebuilt; it stays in the store for a later run.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {dir}: {source}")]
+    Read {
+        dir: String,
+        #[source]
+        source: opendal::Error,
+    },
+    #[error("journal {dir}meta.json: {source}")]
+    Meta {
+        dir: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{key}: {source}")]
+    ReadSegment {
+        key: String,
+        #[source]
+        source: opendal::Error,
+    },
+    #[error("{key}: {source}")]
+    WriteObject {
+        key: String,
+        #[source]
+        source: opendal::Error,
+    },
+    #[error("deleting journal {dir}: {source}")]
+    Delete {
+        dir: String,
+        #[source]
+        source: opendal::Error,
+    },
+    #[error("listing {root}: {source}")]
+    List {
+        root: String,
+        #[source]
+        source: opendal::Error,
+    },
+}
+
 /// The result of rebuilding a part from its journal.
 #[derive(Debug, Clone)]
 pub struct Salvaged {
@@ -56,17 +97,25 @@ pub async fn salvage(
     dir: &str,
     chunk: usize,
     mut copy: Option<&mut Scratch>,
-) -> Result<Salvaged, String> {
-    let meta_bytes = op
-        .read(&meta_key(dir))
-        .await
-        .map_err(|e| format!("journal {dir}: {e}"))?;
-    let meta: PartMeta = serde_json::from_slice(&meta_bytes.to_vec())
-        .map_err(|e| format!("journal {dir}meta.json: {e}"))?;
+) -> Result<Salvaged, JournalError> {
+    let read_error = |source| JournalError::Read {
+        dir: dir.to_string(),
+        source,
+    };
+    let meta_bytes = op.read(&meta_key(dir)).await.map_err(read_error)?;
+    let meta: PartMeta =
+        serde_json::from_slice(&meta_bytes.to_vec()).map_err(|source| JournalError::Meta {
+            dir: dir.to_string(),
+            source,
+        })?;
+    let write_error = |source| JournalError::WriteObject {
+        key: meta.key.clone(),
+        source,
+    };
     let mut segments: Vec<String> = op
         .list(dir)
         .await
-        .map_err(|e| format!("journal {dir}: {e}"))?
+        .map_err(read_error)?
         .into_iter()
         .map(|entry| entry.path().to_string())
         .filter(|path| path.ends_with(".seg"))
@@ -78,33 +127,27 @@ pub async fn salvage(
         .chunk(chunk)
         .content_type(meta.mode.content_type())
         .await
-        .map_err(|e| format!("{}: {e}", meta.key))?;
+        .map_err(write_error)?;
     let mut bytes = 0u64;
     let mut media = MediaClock::new(meta.mode);
     for segment in &segments {
         let data = op
             .read(segment)
             .await
-            .map_err(|e| format!("{segment}: {e}"))?
+            .map_err(|source| JournalError::ReadSegment {
+                key: segment.clone(),
+                source,
+            })?
             .to_bytes();
         media.push(&data);
         bytes += data.len() as u64;
         if let Some(copy) = copy.as_deref_mut() {
             copy.append(&data);
         }
-        writer
-            .write(data)
-            .await
-            .map_err(|e| format!("{}: {e}", meta.key))?;
+        writer.write(data).await.map_err(write_error)?;
     }
-    writer
-        .close()
-        .await
-        .map_err(|e| format!("{}: {e}", meta.key))?;
-    op.delete_with(dir)
-        .recursive(true)
-        .await
-        .map_err(|e| format!("deleting journal {dir}: {e}"))?;
+    writer.close().await.map_err(write_error)?;
+    delete_journal(op, dir).await?;
     Ok(Salvaged {
         meta,
         bytes,
@@ -112,13 +155,37 @@ pub async fn salvage(
     })
 }
 
+/// Deletes journal `dir` when it holds no part (its run claimed the number ahead and ended
+/// before the part began); true when it did.
+pub async fn discard_if_unwritten(op: &Operator, dir: &str) -> Result<bool, JournalError> {
+    let read_error = |source| JournalError::Read {
+        dir: dir.to_string(),
+        source,
+    };
+    if op.exists(&meta_key(dir)).await.map_err(read_error)? {
+        return Ok(false);
+    }
+    delete_journal(op, dir).await?;
+    Ok(true)
+}
+
+async fn delete_journal(op: &Operator, dir: &str) -> Result<(), JournalError> {
+    op.delete_with(dir)
+        .recursive(true)
+        .await
+        .map_err(|source| JournalError::Delete {
+            dir: dir.to_string(),
+            source,
+        })
+}
+
 /// Every journal left under `prefix` (by workers that did not finish).
-pub async fn leftovers(op: &Operator, prefix: &str) -> Result<Vec<String>, String> {
+pub async fn leftovers(op: &Operator, prefix: &str) -> Result<Vec<String>, JournalError> {
     let root = journal_root(prefix);
     let entries = match op.list(&root).await {
         Ok(entries) => entries,
         Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("listing {root}: {e}")),
+        Err(source) => return Err(JournalError::List { root, source }),
     };
     Ok(entries
         .into_iter()

@@ -6,6 +6,21 @@
 
 pub const DEFAULT_TEMPLATE: &str = "{stream}_{start}_part{part}.{ext}";
 
+/// Why a key template is refused: each names the template and the rule it breaks.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KeyTemplateError {
+    #[error("unclosed '{{' in key template {0:?}")]
+    Unclosed(String),
+    #[error(
+        "unknown variable {{{name}}} in key template {template:?}; known: {{stream}} {{user}} {{start}} {{part}} {{ext}} {{mode}}"
+    )]
+    UnknownVariable { name: String, template: String },
+    #[error("key template {0:?} has no {{part}}: parts would overwrite each other")]
+    NoPart(String),
+    #[error("key template {0:?} must be relative and must not contain '..'")]
+    NotRelative(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct KeyTemplate {
     template: String,
@@ -22,29 +37,26 @@ pub struct KeyVars<'a> {
 const KNOWN: &[&str] = &["stream", "user", "start", "part", "ext", "mode"];
 
 impl KeyTemplate {
-    pub fn parse(template: &str) -> Result<Self, String> {
+    pub fn parse(template: &str) -> Result<Self, KeyTemplateError> {
         let mut rest = template;
         while let Some(open) = rest.find('{') {
             let close = rest[open..]
                 .find('}')
-                .ok_or_else(|| format!("unclosed '{{' in key template {template:?}"))?;
+                .ok_or_else(|| KeyTemplateError::Unclosed(template.to_string()))?;
             let name = &rest[open + 1..open + close];
             if !KNOWN.contains(&name) {
-                return Err(format!(
-                    "unknown variable {{{name}}} in key template {template:?}; known: {{stream}} {{user}} {{start}} {{part}} {{ext}} {{mode}}"
-                ));
+                return Err(KeyTemplateError::UnknownVariable {
+                    name: name.to_string(),
+                    template: template.to_string(),
+                });
             }
             rest = &rest[open + close + 1..];
         }
         if !template.contains("{part}") {
-            return Err(format!(
-                "key template {template:?} has no {{part}}: parts would overwrite each other"
-            ));
+            return Err(KeyTemplateError::NoPart(template.to_string()));
         }
         if template.starts_with('/') || template.contains("..") {
-            return Err(format!(
-                "key template {template:?} must be relative and must not contain '..'"
-            ));
+            return Err(KeyTemplateError::NotRelative(template.to_string()));
         }
         Ok(Self {
             template: template.to_string(),
@@ -148,21 +160,14 @@ mod tests {
 
     #[test]
     fn bad_templates_are_refused_with_the_reason() {
-        assert!(
-            KeyTemplate::parse("{stream}.{ext}")
-                .unwrap_err()
-                .contains("no {part}")
-        );
-        assert!(
-            KeyTemplate::parse("{room}/{part}")
-                .unwrap_err()
-                .contains("unknown variable {room}")
-        );
-        assert!(KeyTemplate::parse("../{part}").unwrap_err().contains(".."));
-        assert!(
-            KeyTemplate::parse("{part")
-                .unwrap_err()
-                .contains("unclosed")
+        let refused = |t: &str| KeyTemplate::parse(t).unwrap_err().to_string();
+        assert!(refused("{stream}.{ext}").contains("no {part}"));
+        assert!(refused("{room}/{part}").contains("unknown variable {room}"));
+        assert!(refused("../{part}").contains(".."));
+        assert!(refused("{part").contains("unclosed"));
+        assert_eq!(
+            KeyTemplate::parse("/{part}").unwrap_err(),
+            KeyTemplateError::NotRelative("/{part}".into())
         );
         assert!(KeyTemplate::parse("{user}/{start}/{part}.{ext}").is_ok());
     }

@@ -1,5 +1,6 @@
 //! Parts into object storage: keys, the part writer and its uploads, journal, spool, faststart.
 
+pub mod claim;
 pub mod faststart;
 pub mod journal;
 pub mod journal_upload;

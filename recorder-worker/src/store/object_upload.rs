@@ -8,6 +8,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 
+/// Why the part's object was not completed by its own upload; its journal still holds the
+/// data, so the part is assembled from it (or kept for the next run).
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(transparent)]
+    Store(#[from] opendal::Error),
+    #[error("it gave way to the checkpoints while the store was slow")]
+    GaveWay,
+    #[error("no writer")]
+    NoWriter,
+    /// The upload's task panicked or was cancelled.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+    #[error("the streaming upload did not complete before the shutdown timeout")]
+    Late,
+}
+
 /// Streams the part into its object. After an error, or when it is abandoned under memory
 /// pressure, it keeps draining (and releasing) the queue: the journal holds the data, and
 /// `finish` assembles the object from it.
@@ -19,7 +36,7 @@ pub(super) async fn upload_main(
     rx: mpsc::UnboundedReceiver<Bytes>,
     spool: Arc<Spool>,
     abandoned: Arc<AtomicBool>,
-) -> Result<(), String> {
+) -> Result<(), UploadError> {
     if op.info().capability().write_can_copy_from {
         upload_by_chunk_objects(op, meta, journal_dir, chunk, rx, spool, abandoned).await
     } else {
@@ -41,8 +58,8 @@ async fn upload_by_chunk_objects(
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     spool: Arc<Spool>,
     abandoned: Arc<AtomicBool>,
-) -> Result<(), String> {
-    let mut failure: Option<String> = None;
+) -> Result<(), UploadError> {
+    let mut failure: Option<UploadError> = None;
     let mut filling: Vec<Bytes> = Vec::new();
     let mut filled = 0usize;
     let mut stored: Vec<(String, u64)> = Vec::new();
@@ -59,7 +76,7 @@ async fn upload_by_chunk_objects(
                     Ok(_) => stored.push((key, filled as u64)),
                     Err(e) => {
                         tracing::warn!(key = %meta.key, "streaming upload failed, the journal keeps the data: {e}");
-                        failure = Some(e.to_string());
+                        failure = Some(e.into());
                     }
                 }
                 filled = 0;
@@ -75,9 +92,7 @@ async fn upload_by_chunk_objects(
     // Parts as they come, not cut to `chunk`: with an exact chunk size opendal copies only
     // whole chunks natively and downloads and re-uploads the rest of each stored chunk (they
     // run a little over `chunk`, ending on a unit), which moved nearly every byte twice more.
-    let mut writer = object_writer(&op, &meta, None)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut writer = object_writer(&op, &meta, None).await?;
     let assembled = async {
         for (key, len) in &stored {
             writer.copy_from(key, 0..*len).await?;
@@ -95,7 +110,7 @@ async fn upload_by_chunk_objects(
         }
         Err(e) => {
             let _ = writer.abort().await;
-            Err(e.to_string())
+            Err(e.into())
         }
     }
 }
@@ -108,12 +123,12 @@ async fn upload_streaming(
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     spool: Arc<Spool>,
     abandoned: Arc<AtomicBool>,
-) -> Result<(), String> {
-    let mut failure: Option<String> = None;
+) -> Result<(), UploadError> {
+    let mut failure: Option<UploadError> = None;
     let mut writer = match object_writer(&op, &meta, Some(chunk)).await {
         Ok(w) => Some(w),
         Err(e) => {
-            failure = Some(e.to_string());
+            failure = Some(e.into());
             None
         }
     };
@@ -128,7 +143,7 @@ async fn upload_streaming(
             && let Err(e) = w.write(data).await
         {
             tracing::warn!(key = %meta.key, "streaming upload failed, the journal keeps the data: {e}");
-            failure = Some(e.to_string());
+            failure = Some(e.into());
             if let Some(mut w) = writer.take() {
                 let _ = w.abort().await;
             }
@@ -146,11 +161,11 @@ async fn upload_streaming(
             Ok(_) => Ok(()),
             Err(e) => {
                 let _ = w.abort().await;
-                Err(e.to_string())
+                Err(e.into())
             }
         },
         (_, Some(e)) => Err(e),
-        (None, None) => Err("no writer".into()),
+        (None, None) => Err(UploadError::NoWriter),
     }
 }
 
@@ -173,10 +188,10 @@ async fn object_writer(
 
 /// Whether the streaming upload gave way to the checkpoints just now (the spool was under
 /// pressure): the first time, `failure` records why, and the object must not be completed.
-fn give_way(abandoned: &AtomicBool, failure: &mut Option<String>) -> bool {
+fn give_way(abandoned: &AtomicBool, failure: &mut Option<UploadError>) -> bool {
     let first = abandoned.load(Ordering::Relaxed) && failure.is_none();
     if first {
-        *failure = Some("it gave way to the checkpoints while the store was slow".into());
+        *failure = Some(UploadError::GaveWay);
     }
     first
 }

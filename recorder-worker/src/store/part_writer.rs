@@ -10,7 +10,7 @@ use crate::shared::metrics::metrics;
 use crate::shared::part::{PartMeta, PartRecord};
 use crate::store::journal;
 use crate::store::journal_upload::{Checkpoint, upload_journal};
-use crate::store::object_upload::upload_main;
+use crate::store::object_upload::{UploadError, upload_main};
 use crate::store::spool::{Block, Spool, keep_undelivered, spill};
 use crate::store::stopping::Stopping;
 use bytes::Bytes;
@@ -36,7 +36,7 @@ pub struct PartWriter {
     spool: Arc<Spool>,
     journal_dir: String,
     main_tx: mpsc::UnboundedSender<Bytes>,
-    main_task: JoinHandle<Result<(), String>>,
+    main_task: JoinHandle<Result<(), UploadError>>,
     /// Set when the streaming upload gives way to the journal (memory pressure).
     main_abandoned: Arc<AtomicBool>,
     stopping: Arc<Stopping>,
@@ -216,10 +216,10 @@ impl PartWriter {
         // The journal task bounds itself once the recording is stopping.
         let undelivered = journal_task.await.unwrap_or_default();
         let main = tokio::select! {
-            result = &mut main_task => result.unwrap_or_else(|e| Err(e.to_string())),
+            result = &mut main_task => result.unwrap_or_else(|e| Err(e.into())),
             _ = stopping.passed() => {
                 main_task.abort();
-                Err("the streaming upload did not complete before the shutdown timeout".into())
+                Err(UploadError::Late)
             }
         };
         if !undelivered.is_empty() {

@@ -9,11 +9,39 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const SCRATCH_SUBDIR: &str = ".roomrec-faststart";
 
 /// Room kept free beyond the remuxed file's size (its sample tables, the filesystem's slack).
 const RESERVE: u64 = 8 << 20;
+
+/// Why a part has no usable copy; the message names the flag that fixes it. Cloneable (the
+/// I/O errors are shared) because the copy keeps its reason and hands it out when asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ScratchError {
+    #[error(
+        "cannot write a copy in the scratch directory {} ({source}): make --scratch-dir (ROOMREC_SCRATCH_DIR) a writable directory",
+        dir.display()
+    )]
+    Unwritable {
+        dir: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error(
+        "the scratch directory {} ran short of space after {}: a classic copy needs about twice the part's size free; give --scratch-dir more room, or shorten parts with --segment-seconds or --segment-size",
+        dir.display(),
+        crate::shared::format::human_bytes(*copied)
+    )]
+    NoRoom { dir: PathBuf, copied: u64 },
+    #[error("writing the copy in the scratch directory {} failed: {source}", dir.display())]
+    Write {
+        dir: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+}
 
 pub struct Scratch {
     dir: PathBuf,
@@ -22,7 +50,7 @@ pub struct Scratch {
     file: Option<File>,
     bytes: u64,
     /// Why there is no usable copy.
-    failure: Option<String>,
+    failure: Option<ScratchError>,
 }
 
 impl Scratch {
@@ -42,10 +70,10 @@ impl Scratch {
         };
         match open_locked(&scratch.path) {
             Ok(file) => scratch.file = Some(file),
-            Err(e) => scratch.give_up(format!(
-                "cannot write a copy in the scratch directory {} ({e}): make --scratch-dir (ROOMREC_SCRATCH_DIR) a writable directory",
-                dir.display()
-            )),
+            Err(e) => scratch.give_up(ScratchError::Unwritable {
+                dir: dir.to_path_buf(),
+                source: Arc::new(e),
+            }),
         }
         scratch
     }
@@ -58,16 +86,13 @@ impl Scratch {
         let n = data.len() as u64;
         let result = match free_bytes(&self.dir) {
             // This write, then a remuxed file as large as the copy, and the reserve.
-            Ok(free) if free < n + (self.bytes + n) + RESERVE => Err(format!(
-                "the scratch directory {} ran short of space after {}: a classic copy needs about twice the part's size free; give --scratch-dir more room, or shorten parts with --segment-seconds or --segment-size",
-                self.dir.display(),
-                crate::shared::format::human_bytes(self.bytes)
-            )),
-            _ => file.write_all(data).map_err(|e| {
-                format!(
-                    "writing the copy in the scratch directory {} failed: {e}",
-                    self.dir.display()
-                )
+            Ok(free) if free < n + (self.bytes + n) + RESERVE => Err(ScratchError::NoRoom {
+                dir: self.dir.clone(),
+                copied: self.bytes,
+            }),
+            _ => file.write_all(data).map_err(|e| ScratchError::Write {
+                dir: self.dir.clone(),
+                source: Arc::new(e),
             }),
         };
         match result {
@@ -77,7 +102,7 @@ impl Scratch {
     }
 
     /// The copy's path and size, or why there is none.
-    pub fn copy(&self) -> Result<(&Path, u64), String> {
+    pub fn copy(&self) -> Result<(&Path, u64), ScratchError> {
         match &self.failure {
             Some(reason) => Err(reason.clone()),
             None => Ok((&self.path, self.bytes)),
@@ -89,7 +114,7 @@ impl Scratch {
         self.path.with_extension("mp4")
     }
 
-    fn give_up(&mut self, reason: String) {
+    fn give_up(&mut self, reason: ScratchError) {
         tracing::warn!(path = %self.path.display(), "--faststart: {reason}");
         self.failure = Some(reason);
         self.file = None;
@@ -185,7 +210,11 @@ mod tests {
         let mut scratch = Scratch::create(&file, "a_part0001.mp4");
         scratch.append(b"abc");
         let reason = scratch.copy().unwrap_err();
-        assert!(reason.contains("--scratch-dir"), "{reason}");
+        assert!(
+            matches!(reason, ScratchError::Unwritable { .. }),
+            "{reason:?}"
+        );
+        assert!(reason.to_string().contains("--scratch-dir"), "{reason}");
     }
 
     #[test]

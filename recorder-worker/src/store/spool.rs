@@ -23,6 +23,34 @@ pub struct SpoolLimits {
     pub max_bytes: u64,
 }
 
+/// Why checkpoints could not be kept in, or taken from, the spool directory.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// No spool directory: what the store never took is gone.
+    #[error(
+        "{bytes} bytes of checkpoints could not be stored (set --spool-dir to keep them on disk)"
+    )]
+    Lost { bytes: u64 },
+    #[error("the spool directory {} failed too: {source}", dir.display())]
+    Spill {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{key}: {source}")]
+    Upload {
+        key: String,
+        #[source]
+        source: opendal::Error,
+    },
+}
+
 /// Bytes waiting for the store, across all parts.
 #[derive(Debug)]
 pub struct Spool {
@@ -122,17 +150,17 @@ pub(super) fn keep_undelivered(
     journal_dir: &str,
     meta: &PartMeta,
     undelivered: Vec<(u32, Block)>,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, SpoolError> {
     let Some(dir) = dir else {
-        let lost: u64 = undelivered.iter().map(|(_, b)| b.len()).sum();
-        return Err(format!(
-            "{lost} bytes of checkpoints could not be stored (set --spool-dir to keep them on disk)"
-        ));
+        let bytes = undelivered.iter().map(|(_, b)| b.len()).sum();
+        return Err(SpoolError::Lost { bytes });
     };
     for (seq, block) in undelivered {
         if let Block::Memory(data) = block {
-            spill(dir, journal_dir, seq, data, meta)
-                .map_err(|e| format!("the spool directory {} failed too: {e}", dir.display()))?;
+            spill(dir, journal_dir, seq, data, meta).map_err(|source| SpoolError::Spill {
+                dir: dir.clone(),
+                source,
+            })?;
         }
     }
     Ok(dir.join(journal_dir))
@@ -140,7 +168,7 @@ pub(super) fn keep_undelivered(
 
 /// Uploads checkpoints an earlier run left in the spool directory into the journal, so that
 /// journal recovery assembles them. Files are removed once stored.
-pub async fn upload_spooled(op: &Operator, dir: &std::path::Path) -> Result<usize, String> {
+pub async fn upload_spooled(op: &Operator, dir: &std::path::Path) -> Result<usize, SpoolError> {
     let mut uploaded = 0;
     let mut stack = vec![dir.to_path_buf()];
     let mut files = Vec::new();
@@ -171,11 +199,14 @@ pub async fn upload_spooled(op: &Operator, dir: &std::path::Path) -> Result<usiz
             continue;
         }
         let key = relative.to_string_lossy().to_string();
-        let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let data = std::fs::read(&path).map_err(|source| SpoolError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let len = data.len() as u64;
-        op.write(&key, data)
-            .await
-            .map_err(|e| format!("{key}: {e}"))?;
+        if let Err(source) = op.write(&key, data).await {
+            return Err(SpoolError::Upload { key, source });
+        }
         // An earlier run recorded these checkpoints, but the store confirms them only now.
         if path.extension().is_some_and(|e| e == "seg") {
             metrics().recorded_bytes.inc_by(len);

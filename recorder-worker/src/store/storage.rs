@@ -10,6 +10,50 @@ use opendal::{HttpTransporter, OperationContext, Operator};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Why a storage URL, its credentials or its operator are not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    // The URL or the credentials are wrong, and the message says how to fix them.
+    #[error("COS needs a region: pass --region ap-shanghai (or set COS_REGION)")]
+    NoRegion,
+    #[error(
+        "COS bucket {0:?} is not valid: bucket names are BUCKETNAME-APPID, lower-case letters, digits and '-', at most 50 characters"
+    )]
+    BadCosBucket(String),
+    #[error("the storage URL names no bucket: use {example}")]
+    NoBucket { example: &'static str },
+    #[error(
+        "unsupported storage {0:?}: use file:///DIR, cos://BUCKET-APPID/PREFIX or s3://BUCKET/PREFIX"
+    )]
+    Unsupported(String),
+    #[error("the storage directory is empty: use file:///DIR")]
+    EmptyDir,
+    #[error(transparent)]
+    CurrentDir(std::io::Error),
+    #[error(
+        "credentials directory {} must hold the files secretId (or accessKeyId) and secretKey (or secretAccessKey)",
+        .0.display()
+    )]
+    IncompleteCredentialsDir(PathBuf),
+    /// One variable of an id/secret pair is set without the other.
+    #[error("{set} is set but {unset} is not")]
+    HalfCredentials {
+        set: &'static str,
+        unset: &'static str,
+    },
+    // Building the operator failed.
+    #[error("{}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    HttpClient(reqwest::Error),
+    #[error(transparent)]
+    Service(opendal::Error),
+}
+
 #[derive(Clone, PartialEq)]
 pub enum StorageKind {
     Cos {
@@ -65,20 +109,16 @@ impl std::fmt::Debug for StorageConfig {
 impl StorageConfig {
     /// Parses `file:///dir` (or a plain path), `cos://bucket/prefix`, `s3://bucket/prefix`.
     /// `region` is required for COS and defaults to us-east-1 for S3.
-    pub fn parse(url: &str, region: Option<&str>) -> Result<Self, String> {
+    pub fn parse(url: &str, region: Option<&str>) -> Result<Self, StorageError> {
         let (kind, prefix) = if let Some(rest) = url.strip_prefix("cos://") {
             let (bucket, prefix) = split_bucket(rest, "cos://BUCKET-APPID/prefix")?;
-            let region = region.ok_or_else(|| {
-                "COS needs a region: pass --region ap-shanghai (or set COS_REGION)".to_string()
-            })?;
+            let region = region.ok_or(StorageError::NoRegion)?;
             if !bucket
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 || bucket.len() > 50
             {
-                return Err(format!(
-                    "COS bucket {bucket:?} is not valid: bucket names are BUCKETNAME-APPID, lower-case letters, digits and '-', at most 50 characters"
-                ));
+                return Err(StorageError::BadCosBucket(bucket));
             }
             (
                 StorageKind::Cos {
@@ -101,9 +141,7 @@ impl StorageConfig {
         } else if let Some(path) = url.strip_prefix("file://") {
             (StorageKind::Dir(absolute(path)?), String::new())
         } else if url.contains("://") {
-            return Err(format!(
-                "unsupported storage {url:?}: use file:///DIR, cos://BUCKET-APPID/PREFIX or s3://BUCKET/PREFIX"
-            ));
+            return Err(StorageError::Unsupported(url.to_string()));
         } else {
             (StorageKind::Dir(absolute(url)?), String::new())
         };
@@ -167,7 +205,7 @@ impl StorageConfig {
     /// as it is built (the bundle and every file in /etc/ssl/certs: about 10 ms of CPU, an
     /// eighth of what a three-minute recording costs the worker). A plain-http endpoint needs
     /// none: its client gets no roots, so it cannot be talked into TLS either.
-    fn http_client(&self) -> Result<reqwest::Client, String> {
+    fn http_client(&self) -> Result<reqwest::Client, StorageError> {
         let mut client = reqwest::Client::builder();
         if self.endpoint.as_deref().is_some_and(is_plain_http) {
             client = client.tls_certs_only([]);
@@ -175,11 +213,11 @@ impl StorageConfig {
         for (host, addr) in &self.resolve {
             client = client.resolve(host, *addr);
         }
-        client.build().map_err(|e| e.to_string())
+        client.build().map_err(StorageError::HttpClient)
     }
 
     /// Builds the operator: retried with backoff, each request bounded in time.
-    pub fn operator(&self, retry: &RetryPolicy) -> Result<Operator, String> {
+    pub fn operator(&self, retry: &RetryPolicy) -> Result<Operator, StorageError> {
         let credentials = self.credentials.clone();
         let operator = match &self.kind {
             StorageKind::Cos { bucket, region } => {
@@ -197,7 +235,7 @@ impl StorageConfig {
                         builder = builder.security_token(token);
                     }
                 }
-                Operator::new(builder).map_err(|e| e.to_string())?
+                Operator::new(builder).map_err(StorageError::Service)?
             }
             StorageKind::S3 {
                 bucket,
@@ -224,12 +262,15 @@ impl StorageConfig {
                         builder = builder.session_token(token);
                     }
                 }
-                Operator::new(builder).map_err(|e| e.to_string())?
+                Operator::new(builder).map_err(StorageError::Service)?
             }
             StorageKind::Dir(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir).map_err(|source| StorageError::CreateDir {
+                    dir: dir.clone(),
+                    source,
+                })?;
                 Operator::new(Fs::default().root(&dir.to_string_lossy()))
-                    .map_err(|e| e.to_string())?
+                    .map_err(StorageError::Service)?
             }
         };
         let operator = match &self.kind {
@@ -303,24 +344,24 @@ impl Default for RetryPolicy {
     }
 }
 
-fn split_bucket(rest: &str, example: &str) -> Result<(String, String), String> {
+fn split_bucket(rest: &str, example: &'static str) -> Result<(String, String), StorageError> {
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     if bucket.is_empty() {
-        return Err(format!("the storage URL names no bucket: use {example}"));
+        return Err(StorageError::NoBucket { example });
     }
     Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
 }
 
-fn absolute(path: &str) -> Result<PathBuf, String> {
+fn absolute(path: &str) -> Result<PathBuf, StorageError> {
     let path = Path::new(path);
     if path.as_os_str().is_empty() {
-        return Err("the storage directory is empty: use file:///DIR".into());
+        return Err(StorageError::EmptyDir);
     }
     Ok(if path.is_absolute() {
         path.to_path_buf()
     } else {
         std::env::current_dir()
-            .map_err(|e| e.to_string())?
+            .map_err(StorageError::CurrentDir)?
             .join(path)
     })
 }
@@ -341,7 +382,7 @@ fn encode_key(key: &str) -> String {
 pub fn load_credentials(
     kind: &StorageKind,
     dir: Option<&Path>,
-) -> Result<Option<Credentials>, String> {
+) -> Result<Option<Credentials>, StorageError> {
     if let Some(dir) = dir {
         let read = |names: &[&str]| -> Option<String> {
             names
@@ -362,10 +403,7 @@ pub fn load_credentials(
                 secret,
                 token: read(&["sessionToken", "securityToken", "token"]),
             })),
-            _ => Err(format!(
-                "credentials directory {} must hold the files secretId (or accessKeyId) and secretKey (or secretAccessKey)",
-                dir.display()
-            )),
+            _ => Err(StorageError::IncompleteCredentialsDir(dir.to_path_buf())),
         };
     }
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
@@ -394,8 +432,18 @@ pub fn load_credentials(
                     token: env(token),
                 }));
             }
-            (Some(_), None) => return Err(format!("{id} is set but {secret} is not")),
-            (None, Some(_)) => return Err(format!("{secret} is set but {id} is not")),
+            (Some(_), None) => {
+                return Err(StorageError::HalfCredentials {
+                    set: id,
+                    unset: secret,
+                });
+            }
+            (None, Some(_)) => {
+                return Err(StorageError::HalfCredentials {
+                    set: secret,
+                    unset: id,
+                });
+            }
             _ => {}
         }
     }
@@ -431,16 +479,10 @@ mod tests {
             cos.url(&cos.key("1400000000_43474_alice_20251124T160000Z_part0001.mp4")),
             "https://class-1250000000.cos.ap-shanghai.myqcloud.com/trtc/1400000000_43474_alice_20251124T160000Z_part0001.mp4"
         );
-        assert!(
-            StorageConfig::parse("cos://b-1/x", None)
-                .unwrap_err()
-                .contains("--region")
-        );
-        assert!(
-            StorageConfig::parse("cos://Bad_Bucket/x", Some("r"))
-                .unwrap_err()
-                .contains("BUCKETNAME-APPID")
-        );
+        let e = StorageConfig::parse("cos://b-1/x", None).unwrap_err();
+        assert!(matches!(e, StorageError::NoRegion) && e.to_string().contains("--region"));
+        let e = StorageConfig::parse("cos://Bad_Bucket/x", Some("r")).unwrap_err();
+        assert!(e.to_string().contains("BUCKETNAME-APPID"), "{e}");
 
         let mut s3 = StorageConfig::parse("s3://recordings/a/b", None).unwrap();
         assert_eq!(s3.key("x y.mp4"), "a/b/x y.mp4");
@@ -456,16 +498,10 @@ mod tests {
 
         let dir = StorageConfig::parse("file:///var/rec", None).unwrap();
         assert_eq!(dir.url("k.mp3"), "file:///var/rec/k.mp3");
-        assert!(
-            StorageConfig::parse("gs://x", None)
-                .unwrap_err()
-                .contains("cos://")
-        );
-        assert!(
-            StorageConfig::parse("s3:///x", None)
-                .unwrap_err()
-                .contains("no bucket")
-        );
+        let e = StorageConfig::parse("gs://x", None).unwrap_err();
+        assert!(e.to_string().contains("cos://"), "{e}");
+        let e = StorageConfig::parse("s3:///x", None).unwrap_err();
+        assert!(e.to_string().contains("no bucket"), "{e}");
     }
 
     #[test]
@@ -493,10 +529,7 @@ mod tests {
         let c = load_credentials(&kind, Some(dir.path())).unwrap().unwrap();
         assert_eq!((c.id.as_str(), c.secret.as_str()), ("AKID", "KEY"));
         std::fs::remove_file(dir.path().join("secretKey")).unwrap();
-        assert!(
-            load_credentials(&kind, Some(dir.path()))
-                .unwrap_err()
-                .contains("secretKey")
-        );
+        let e = load_credentials(&kind, Some(dir.path())).unwrap_err();
+        assert!(e.to_string().contains("secretKey"), "{e}");
     }
 }

@@ -48,7 +48,13 @@ async fn sigkill_loses_at_most_a_few_seconds_and_a_restart_continues_with_a_new_
     assert_eq!(parts.len(), 2, "{:#}", run.manifest);
     assert_eq!(parts[0]["part"], 1);
     assert_eq!(parts[0]["recovered"], true);
-    assert_eq!(parts[1]["part"], 2);
+    // 2, or 3 when the killed run had claimed 2 ahead: a dead run's claim is told from a live
+    // neighbour's only once its lease has stopped, after the restart numbered its part.
+    assert!(
+        [2, 3].contains(&parts[1]["part"].as_u64().unwrap()),
+        "{:#}",
+        run.manifest
+    );
     assert_ne!(parts[0]["key"], parts[1]["key"]);
     verify_parts(&run, &storage, Some("h264"), Some("aac"));
     for part in &parts {

@@ -17,6 +17,7 @@
 //! | `protocols` | every protocol from a real server of it, steady and through a drop |
 //! | `returns` | a publisher that stops and returns, on servers that keep or drop players |
 //! | `tracks` | a camera or microphone that is off in mode 02, and comes on |
+//! | `same_key` | twenty workers whose keys collide: each claims its own and stores a whole recording |
 //! | `codecs` | the codecs relays and clients send: copied or encoded, played in full |
 //!
 //! `support` holds what they share: running the worker, its storage, and checking the files.
@@ -32,6 +33,7 @@ mod outages;
 mod protocols;
 mod reporting;
 mod returns;
+mod same_key;
 mod segments;
 mod source;
 mod stopping;

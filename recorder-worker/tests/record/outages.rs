@@ -1,6 +1,7 @@
-//! The object store unreachable: a private store (so a test may stop it) paused for 30 s, past
-//! the memory spool (spilled to disk), at the end of a run (the next run uploads what was
-//! kept), and until the spool is full (the recording fails, what was stored stays).
+//! The object store unreachable: a private store (so a test may stop it) paused for 30 s, the
+//! COS endpoint down for 30 s, past the memory spool (spilled to disk), at the end of a run
+//! (the next run uploads what was kept), and until the spool is full (the recording fails,
+//! what was stored stays).
 
 use crate::support::*;
 use roomrec_testbed::media::StreamSpec;
@@ -52,6 +53,49 @@ async fn an_object_store_outage_of_30_seconds_loses_nothing() {
         run.manifest,
         run.stderr
     );
+}
+
+#[tokio::test]
+async fn a_cos_outage_of_30_seconds_loses_nothing() {
+    // The COS endpoint itself goes down (connections cut, new ones refused) and comes back.
+    let mut cos = cos_stand_in().await;
+    let storage = Storage::Cos {
+        port: cos.port,
+        prefix: "cos-outage".into(),
+        bucket_dir: bed().s3_bucket_dir.parent().unwrap().join(COS_BUCKET),
+    };
+    let _publisher = publish("cos-outage", StreamSpec::default()).await;
+    let metrics = metrics_address();
+    let child = start(&mut worker(
+        &bed().rtmp_url("cos-outage"),
+        "02",
+        &storage,
+        &["--max-duration", "45", "--metrics-address", &metrics],
+    ));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    cos.stop();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let during = scrape(&metrics).await.unwrap();
+    assert!(
+        during["roomrec_worker_upload_retries_total"] > 0.0,
+        "{during:#?}"
+    );
+    assert!(
+        during["roomrec_worker_spool_bytes"] > 1e6,
+        "30 s at 2 Mbit/s wait in the spool: {during:#?}"
+    );
+    cos.restart().await.unwrap();
+    let run = finish(child).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    assert!(
+        seconds >= 44.0,
+        "recorded {seconds} s of 45 across a 30 s COS outage: {:#}\n{}",
+        run.manifest,
+        run.stderr
+    );
+    // Every request that reached COS was signed correctly, before and after.
+    assert!(cos.requests().iter().all(|r| r.status != 403));
 }
 
 /// A private object store (so a test may stop it) and the storage flags for it.

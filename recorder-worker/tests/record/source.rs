@@ -1,9 +1,9 @@
-//! The live source's comings and goings: a stream that never starts and one that stalls end
-//! at the idle timeout, and one that drops and returns within the reconnect grace continues
-//! as a new part.
+//! The live source's comings and goings: a stream that never starts and one that stalls (the
+//! connection kept, no media) end at the idle timeout; one gone for good ends after the
+//! reconnect grace; one that drops and returns within the grace continues as a new part.
 
 use crate::support::*;
-use roomrec_testbed::media::StreamSpec;
+use roomrec_testbed::media::{StreamSpec, rtmp_app_url};
 use roomrec_testbed::prometheus::scrape;
 use std::time::{Duration, Instant};
 
@@ -33,26 +33,71 @@ async fn a_stream_that_never_starts_ends_at_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_stalled_stream_ends_at_the_idle_timeout_keeping_what_was_recorded() {
+    // The server keeps the worker connected after the publisher stops (nginx-rtmp's default,
+    // the bed's `idle` application): no media, no disconnect. The idle timeout (4 s) ends it,
+    // long before the reconnect grace (60 s) would.
+    let key = "stalls";
+    let url = rtmp_app_url(bed().rtmp_port, "idle", key);
     let spec = StreamSpec {
         duration: Some(Duration::from_secs(6)),
         ..StreamSpec::default()
     };
-    let _publisher = publish("stalls", spec).await;
-    let storage = Storage::dir("stalls");
-    // A grace as long as the idle timeout: the recording ends by the idle rule.
-    let run = run(&mut worker(
-        &bed().rtmp_url("stalls"),
+    let storage = Storage::dir(key);
+    let worker = start(&mut worker(
+        &url,
         "02",
         &storage,
-        &["--idle-timeout", "3", "--reconnect-grace", "3"],
+        &["--idle-timeout", "4", "--reconnect-grace", "60"],
+    ));
+    let _publisher = publish_to(&url, spec, key).await;
+    let started = Instant::now();
+    let run = finish(worker).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.manifest["stopReason"], "idle-timeout",
+        "{:#}",
+        run.manifest
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    assert!(seconds > 4.5, "{seconds}");
+}
+
+#[tokio::test]
+async fn a_stream_gone_for_good_ends_as_source_ended_after_the_reconnect_grace() {
+    // The server disconnects its players when the publisher leaves (the bed's `live`): the
+    // reconnect grace (3 s) ends it, long before the idle timeout (60 s) would.
+    let spec = StreamSpec {
+        duration: Some(Duration::from_secs(6)),
+        ..StreamSpec::default()
+    };
+    let _publisher = publish("gone-for-good", spec).await;
+    let storage = Storage::dir("gone-for-good");
+    let started = Instant::now();
+    let run = run(&mut worker(
+        &bed().rtmp_url("gone-for-good"),
+        "02",
+        &storage,
+        &["--idle-timeout", "60", "--reconnect-grace", "3"],
     ))
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.manifest["stopReason"], "source-ended",
+        "{:#}",
+        run.manifest
+    );
     assert!(
-        ["idle-timeout", "source-ended"].contains(&run.manifest["stopReason"].as_str().unwrap())
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
     );
     let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
-    assert!(seconds > 2.0, "{seconds}");
+    assert!(seconds > 4.5, "{seconds}");
 }
 
 #[tokio::test]

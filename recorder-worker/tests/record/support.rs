@@ -234,6 +234,16 @@ pub async fn publish(key: &str, spec: StreamSpec) -> Publisher {
     bed().publish(key, &spec).await.unwrap()
 }
 
+/// Publishes `spec` to any URL (e.g. another application of the bed's nginx-rtmp), logging
+/// ffmpeg to `scratch/publishers/{name}.log`.
+pub async fn publish_to(url: &str, spec: StreamSpec, name: &str) -> Publisher {
+    let log = bed()
+        .scratch("publishers")
+        .unwrap()
+        .join(format!("{name}.log"));
+    Publisher::start(url, &spec, &log).await.unwrap()
+}
+
 /// ffprobe of a file the worker stored.
 pub fn probe(path: &Path) -> roomrec_testbed::media::Probe {
     ffprobe(path.to_str().unwrap(), Duration::from_secs(10)).unwrap()
