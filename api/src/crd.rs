@@ -120,7 +120,9 @@ pub struct Source {
 #[x_kube(validation = Rule::new("!(has(self.userSigSecret) && has(self.secretKeySecret))").message("spec.source.trtc: set userSigSecret or secretKeySecret, not both"))]
 #[x_kube(validation = Rule::new("self.relay != 'start' || has(self.pushDomain)").message("spec.source.trtc.pushDomain is required with relay: start (the CSS push domain the relay pushes to)"))]
 #[x_kube(validation = Rule::new("self.relay != 'start' || has(self.userSigSecret) || has(self.secretKeySecret)").message("spec.source.trtc: relay: start needs the recording identity's UserSig (userSigSecret) or the application's secret key to make one (secretKeySecret)"))]
-#[x_kube(validation = Rule::new("self.relay != 'start' || !has(self.userSigSecret) || self.record.size() == 1").message("spec.source.trtc.userSigSecret signs one identity, but relay: start with several people needs one agent per person: record one person, or give secretKeySecret so roomrec makes a UserSig for each agent"))]
+#[x_kube(validation = Rule::new("has(self.wholeRoom) != (has(self.record) && self.record.size() > 0)").message("spec.source.trtc: set record (the people to record, by user id) or wholeRoom (every anchor who publishes), one of the two"))]
+#[x_kube(validation = Rule::new("self.relay != 'start' || !has(self.userSigSecret) || (!has(self.wholeRoom) && self.record.size() == 1)").message("spec.source.trtc.userSigSecret signs one identity, but relay: start with several people (or wholeRoom) needs one agent per person: record one person, or give secretKeySecret so roomrec makes a UserSig for each agent"))]
+#[x_kube(validation = Rule::new("!has(self.wholeRoom) || !has(self.startOn) || self.startOn != 'create'").message("spec.source.trtc.startOn: create cannot go with wholeRoom: the room's people are known only from its events (leave startOn out)"))]
 #[x_kube(validation = Rule::new("self.relay != 'start' || !has(self.legacyBizId)").message("spec.source.trtc.legacyBizId is for playing an existing relay; relay: start pushes under the standard stream id"))]
 #[serde(rename_all = "camelCase")]
 pub struct TrtcSource {
@@ -140,12 +142,29 @@ pub struct TrtcSource {
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_-]{1,32}$')").message("spec.source.trtc.userId must be 1 to 32 letters, digits, '_' or '-'"))]
     #[schemars(length(max = 32))]
     pub user_id: String,
-    /// The people to record, by TRTC user id: one worker and one set of files each.
-    #[x_kube(validation = Rule::new("self.size() >= 1 && self.size() <= 16").message("spec.source.trtc.record must list 1 to 16 user ids"))]
+    /// The people to record, by TRTC user id: one worker and one set of files each (at most
+    /// 16; a whole room: wholeRoom). Leave out with wholeRoom.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(validation = Rule::new("self.all(u, u.matches('^[A-Za-z0-9_-]{1,32}$'))").message("spec.source.trtc.record: each user id must be 1 to 32 letters, digits, '_' or '-'"))]
     #[x_kube(validation = Rule::new("self.all(u, self.exists_one(v, v == u))").message("spec.source.trtc.record lists a user id twice"))]
     #[schemars(length(max = 16), inner(length(max = 32)))]
     pub record: Vec<String>,
+    /// Record every anchor of the room instead of a named list: a person gets a worker (and a
+    /// relay with relay: start) when they start publishing, their files close when they stop
+    /// or leave, and the job ends when the room is dismissed, when nobody has published for
+    /// idleTimeoutSeconds, on spec.stop, or after maxDurationSeconds. Needs the operator's room
+    /// events (chart value trtc.events). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.source.trtc.wholeRoom cannot change after the job is created"))]
+    pub whole_room: Option<WholeRoom>,
+    /// When a named person's worker starts: create (default: at once; the worker waits up to
+    /// idleTimeoutSeconds for their stream) or publish (when the room's events say they
+    /// publish; needs the operator's room events). TRTC sends no event for someone who was
+    /// already publishing, so publish relies on the operator having seen their start (it
+    /// remembers the rooms' publishers while it runs). wholeRoom always starts on publish.
+    #[serde(default, skip_serializing_if = "StartOn::is_default")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.source.trtc.startOn cannot change after the job is created"))]
+    pub start_on: StartOn,
     /// Playback domain of the application's relay to CDN (TRTC console → Relay to CDN).
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9.-]+(:[0-9]{1,5})?$')").message("spec.source.trtc.playDomain must be a host name (optionally with :port), without a scheme or path"))]
     #[schemars(length(max = 253))]
@@ -188,6 +207,54 @@ pub struct TrtcSource {
     /// userSigSecret. Same use and checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_secret: Option<SecretKeyRef>,
+}
+
+impl TrtcSource {
+    /// The room as TRTC's events name it: roomId as text (it wins), else strRoomId.
+    pub fn room_text(&self) -> Option<String> {
+        self.room_id
+            .map(|id| id.to_string())
+            .or_else(|| self.str_room_id.clone())
+    }
+
+    /// People start when the room's events say they publish (wholeRoom, startOn: publish).
+    pub fn starts_on_publish(&self) -> bool {
+        self.whole_room.is_some() || self.start_on == StartOn::Publish
+    }
+}
+
+/// Recording every anchor of a room.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WholeRoom {
+    /// Also record screen shares (events 205/206): each as a person of its own, `{userId}/aux`.
+    #[serde(default)]
+    pub screen_share: bool,
+    /// The most people (camera and screen share each count) recorded by this job; those who
+    /// publish beyond it are not recorded and a Warning event names them. Left out: the
+    /// operator's limit (chart value trtc.events.maxPeoplePerJob).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 256").message("spec.source.trtc.wholeRoom.maxPeople must be between 1 and 256"))]
+    pub max_people: Option<u32>,
+}
+
+/// When a named person's worker starts.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum StartOn {
+    /// At once; the worker waits for the stream.
+    #[default]
+    Create,
+    /// When the room's events say the person publishes.
+    Publish,
+}
+
+impl StartOn {
+    fn is_default(&self) -> bool {
+        *self == StartOn::Create
+    }
 }
 
 /// How a TRTC person's media reaches the worker: the application's relay to CDN, or a relay
@@ -398,6 +465,10 @@ pub struct RecordingJobStatus {
     /// Media recorded, all files together, e.g. 1h2m3s (for kubectl get).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recorded: Option<String>,
+    /// wholeRoom: people who published beyond the job's limit (maxPeople) and are not
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_recorded: Vec<String>,
     /// One entry per person recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["userId".into()]))]
@@ -425,6 +496,48 @@ pub struct RoomStatus {
     /// Agents (recording identities) that left the room (event 104), by UserId.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub agent_exits: BTreeMap<String, AgentExit>,
+    /// Who publishes in the room (events 201 to 206 and 104), by person: `{userId}` for the
+    /// camera and microphone, `{userId}/aux` for a screen share. Kept for jobs that start on
+    /// publish (wholeRoom, startOn: publish).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub people: BTreeMap<String, RoomPerson>,
+}
+
+/// One person's publishing, as the room's events told it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomPerson {
+    /// The order in which people first published, from 0: stable, names their worker pods.
+    pub index: u32,
+    /// Their TRTC user id.
+    pub user_id: String,
+    /// main (camera and microphone) or aux (screen share).
+    #[serde(default)]
+    pub stream: StreamKind,
+    /// Counts the times they started publishing: a worker records one session.
+    pub session: u32,
+    /// Whether any of their tracks is on.
+    pub publishing: bool,
+    /// When the current (or last) session started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// When they last stopped publishing or left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
+    /// Each track (video, audio, screen): on or off, and the event time (ms) that said so;
+    /// an older event (TRTC's retries may arrive late) changes nothing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tracks: BTreeMap<String, TrackState>,
+}
+
+/// A track's last known state.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackState {
+    /// The track is published.
+    pub publishing: bool,
+    /// The event's EventMsTs.
+    pub at_ms: i64,
 }
 
 /// An agent's exit from the room.
@@ -498,6 +611,10 @@ pub struct WorkerStatus {
     /// relay: start: the relay roomrec started for this person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<RelayStatus>,
+    /// Recording on room events: the publishing session (status.room.people[].session) the
+    /// latest worker records; a later session reopens the person with a new worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u32>,
 }
 
 /// A relay roomrec started (StartPublishCdnStream), kept until it is stopped so that no relay

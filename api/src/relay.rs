@@ -139,10 +139,16 @@ impl RelayStream {
         }
     }
 
-    /// `{sdkAppId}_{room}_{user}`: the `{stream}` of its files' keys.
+    /// `{sdkAppId}_{room}_{user}` (`…_aux` for a screen share): the `{stream}` of its files'
+    /// keys.
     pub fn label(&self) -> String {
+        // A screen share's files must never share a key with the same person's camera.
+        let aux = match self.stream {
+            StreamKind::Main => "",
+            StreamKind::Aux => "_aux",
+        };
         sanitize(&format!(
-            "{}_{}_{}",
+            "{}_{}_{}{aux}",
             self.sdk_app_id,
             self.room(),
             self.user_id

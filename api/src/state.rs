@@ -69,6 +69,9 @@ pub enum StopReason {
     RoomIdle,
     /// TRTC: the room was dismissed (DismissRoom, or it ended).
     RoomDismissed,
+    /// TRTC, recording on room events: the person stopped publishing or left the room (their
+    /// files are closed; publishing again starts a new part).
+    Left,
     Failed,
 }
 
@@ -85,6 +88,7 @@ impl StopReason {
                 | StopReason::Removed
                 | StopReason::RoomIdle
                 | StopReason::RoomDismissed
+                | StopReason::Left
         )
     }
 
@@ -99,6 +103,7 @@ impl StopReason {
             StopReason::Removed => "removed",
             StopReason::RoomIdle => "room-idle",
             StopReason::RoomDismissed => "room-dismissed",
+            StopReason::Left => "left",
             StopReason::Failed => "failed",
         }
     }
@@ -142,6 +147,7 @@ mod tests {
             StopReason::Removed,
             StopReason::RoomIdle,
             StopReason::RoomDismissed,
+            StopReason::Left,
             StopReason::Failed,
         ] {
             assert_eq!(json!(reason), reason.as_str());

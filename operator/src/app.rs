@@ -105,6 +105,28 @@ pub struct Options {
     /// A file holding the callback key set in the TRTC console (it signs every event).
     #[arg(long, env = "ROOMREC_ROOM_EVENTS_KEY_FILE")]
     pub room_events_key_file: Option<std::path::PathBuf>,
+    /// Serve the heritage HTTP API (the serverless recording template's request) on this
+    /// address, e.g. 0.0.0.0:8444; needs --heritage-token-file, --heritage-template and
+    /// --room-events-address. Unset: off.
+    #[arg(long, env = "ROOMREC_HERITAGE_ADDRESS")]
+    pub heritage_address: Option<SocketAddr>,
+    /// A file holding the bearer token heritage clients send (a mounted Secret's key).
+    #[arg(long, env = "ROOMREC_HERITAGE_TOKEN_FILE")]
+    pub heritage_token_file: Option<std::path::PathBuf>,
+    /// Namespace of the RecordingJobs (and Secrets) the heritage API creates (default: the
+    /// watched namespace, else the operator's own, POD_NAMESPACE).
+    #[arg(long, env = "ROOMREC_HERITAGE_NAMESPACE")]
+    pub heritage_namespace: Option<String>,
+    /// The operator's choices for heritage jobs, as JSON, e.g. {"playDomain":
+    /// "play.example.com", "relay": "existing", "storageCredentialsSecret": "cos-keys"}
+    /// (docs/operations.md lists every field).
+    #[arg(long, env = "ROOMREC_HERITAGE_TEMPLATE", value_parser = crate::heritage::template::parse_flag)]
+    pub heritage_template: Option<crate::heritage::Template>,
+    /// People a wholeRoom job records at most when it does not set wholeRoom.maxPeople; those
+    /// who publish beyond it get a Warning event instead of a worker.
+    #[arg(long, env = "ROOMREC_MAX_PEOPLE_PER_JOB", default_value_t = settings::MAX_PEOPLE_PER_JOB,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub max_people_per_job: u32,
     /// Watch one namespace only (default: all).
     #[arg(long, env = "ROOMREC_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
@@ -206,6 +228,8 @@ impl Options {
             },
             finalize_timeout: Duration::from_secs(self.finalize_timeout_seconds),
             trtc_api: None,
+            room_events: self.room_events_address.is_some(),
+            max_people_per_job: self.max_people_per_job,
         }
     }
 
@@ -235,6 +259,14 @@ pub enum StartError {
     RoomEventsKey(String),
     #[error("--room-events-address {address}: {source}")]
     RoomEventsAddress {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Heritage(#[source] crate::heritage::HeritageError),
+    #[error("--heritage-address {address}: {source}")]
+    HeritageAddress {
         address: SocketAddr,
         #[source]
         source: std::io::Error,
@@ -302,6 +334,7 @@ pub async fn run(options: Options) -> Result<(), StartError> {
         )
     });
     let lease = lease.map(Arc::new);
+    let presence = Arc::new(crate::room_presence::Presence::default());
     if let Some(address) = options.room_events_address {
         let path = options.room_events_key_file.clone().unwrap_or_default();
         let key = std::fs::read_to_string(&path)
@@ -316,18 +349,35 @@ pub async fn run(options: Options) -> Result<(), StartError> {
             options.namespace.clone(),
             key.into_bytes(),
             metrics.clone(),
+            presence.clone(),
         );
         let bound = crate::room_events::serve(address, receiver)
             .await
             .map_err(|source| StartError::RoomEventsAddress { address, source })?;
         info!(address = %bound, "serving TRTC room events");
     }
-    let ctx = Arc::new(Context::new(
-        client,
-        settings,
-        metrics.clone(),
-        identity.clone(),
-    ));
+    if let Some(address) = options.heritage_address {
+        let heritage = crate::heritage::Settings::new(
+            options.heritage_token_file.as_deref(),
+            options.heritage_template.clone(),
+            options.heritage_namespace.as_deref(),
+            options.namespace.as_deref(),
+            &options.lease_namespace,
+            options.room_events_address.is_some(),
+        )
+        .map_err(StartError::Heritage)?;
+        let namespace = heritage.namespace.clone();
+        let recordings =
+            crate::heritage::Recordings::new(client.clone(), heritage.namespace, heritage.template);
+        let server = crate::heritage::Server::new(recordings, heritage.token, metrics.clone());
+        let bound = crate::heritage::serve(address, server)
+            .await
+            .map_err(|source| StartError::HeritageAddress { address, source })?;
+        info!(address = %bound, %namespace, "serving the heritage HTTP API");
+    }
+    let ctx = Arc::new(
+        Context::new(client, settings, metrics.clone(), identity.clone()).with_presence(presence),
+    );
     // Lead, run the controller until the lease is lost, then wait to lead again: a replica
     // that lost its lease (an API server outage, a partition) stops acting at once and comes
     // back as a candidate, without a process restart.

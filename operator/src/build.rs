@@ -14,7 +14,8 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
-use roomrec_api::crd::{RecordingJob, Storage};
+use roomrec_api::crd::{RecordingJob, RoomPerson, Storage};
+use roomrec_api::relay::StreamKind;
 use roomrec_api::relay::stream_name;
 use roomrec_api::worker_env::{EnvValue, StorageTarget, WorkerEnv, WorkerSource};
 use std::collections::BTreeMap;
@@ -34,29 +35,91 @@ const SCRATCH_DIR: &str = "/var/cache/roomrec";
 /// One recorded person: one worker pod at a time and one set of files.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Person {
-    /// Position in `spec.source.trtc.record` (0 for a url source): stable, label-safe.
+    /// Position in `spec.source.trtc.record` (0 for a url source), or with wholeRoom the order
+    /// in which people first published: stable, label-safe.
     pub index: usize,
-    /// The user id the worker puts on its files.
+    /// The user id the worker puts on its files (the TRTC user, or a url source's stream name).
     pub user_id: String,
+    /// Which of their streams: the camera and microphone, or (wholeRoom) the screen share.
+    pub stream: StreamKind,
+    /// Their entry in `status.workers`: the user id, or `{userId}/aux` for a whole room's
+    /// screen share (`/` is never in a TRTC user id, so the two cannot collide).
+    pub key: String,
 }
 
+impl Person {
+    /// A person known by name: their entry is their user id.
+    pub fn named(index: usize, user_id: String, stream: StreamKind) -> Self {
+        Person {
+            index,
+            key: user_id.clone(),
+            user_id,
+            stream,
+        }
+    }
+}
+
+/// The people a job records: the named ones, a url source's stream, or (wholeRoom) those the
+/// room's events say published, in the order they first did, except those the operator left
+/// out (`status.notRecorded`: beyond the job's limit).
 pub fn people(job: &RecordingJob) -> Vec<Person> {
     match (&job.spec.source.trtc, &job.spec.source.url) {
+        (Some(trtc), _) if trtc.whole_room.is_some() => {
+            let left_out = job
+                .status
+                .as_ref()
+                .map(|s| s.not_recorded.as_slice())
+                .unwrap_or_default();
+            let mut people = room_people(job, u32::MAX).0;
+            people.retain(|p| !left_out.contains(&p.key));
+            people
+        }
         (Some(trtc), _) => trtc
             .record
             .iter()
             .enumerate()
-            .map(|(index, user_id)| Person {
-                index,
-                user_id: user_id.clone(),
-            })
+            .map(|(index, user_id)| Person::named(index, user_id.clone(), trtc.stream))
             .collect(),
-        (None, Some(url)) => vec![Person {
-            index: 0,
-            user_id: stream_name(url),
-        }],
+        (None, Some(url)) => vec![Person::named(0, stream_name(url), StreamKind::Main)],
         (None, None) => Vec::new(),
     }
+}
+
+/// A whole room's people (those recorded, those beyond the limit), from `status.room.people`.
+/// Screen shares count only when the job asks for them.
+pub fn room_people(job: &RecordingJob, max_people: u32) -> (Vec<Person>, Vec<String>) {
+    let Some(whole_room) = job
+        .spec
+        .source
+        .trtc
+        .as_ref()
+        .and_then(|t| t.whole_room.as_ref())
+    else {
+        return (Vec::new(), Vec::new());
+    };
+    let limit = whole_room.max_people.unwrap_or(max_people) as usize;
+    let mut seen: Vec<(&String, &RoomPerson)> = job
+        .status
+        .as_ref()
+        .and_then(|s| s.room.as_ref())
+        .map(|r| r.people.iter().collect())
+        .unwrap_or_default();
+    seen.retain(|(_, p)| p.stream == StreamKind::Main || whole_room.screen_share);
+    seen.sort_by_key(|(key, p)| (p.index, key.to_string()));
+    let beyond = seen.split_off(limit.min(seen.len()));
+    let people = seen
+        .into_iter()
+        .map(|(key, p)| Person {
+            index: p.index as usize,
+            user_id: p.user_id.clone(),
+            stream: p.stream,
+            key: key.clone(),
+        })
+        .collect();
+    (
+        people,
+        beyond.into_iter().map(|(key, _)| key.clone()).collect(),
+    )
 }
 
 /// `{job}-{suffix}`, kept within 63 characters (a valid label value and hostname) and unique:

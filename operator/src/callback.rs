@@ -63,18 +63,21 @@ pub fn payload(job: &RecordingJob) -> Payload {
     files.sort_by(|a, b| (order(a), a.part, &a.url).cmp(&(order(b), b.part, &b.url)));
     // The room's end of a person's recording (removed, room idle, room dismissed) is what the
     // heritage users asked for: their stored files say so; any other end leaves it empty.
+    // A person who left before the room ended (a whole room's) carries the room's end too.
+    let is_room_end = |r: &StopReason| {
+        matches!(
+            r,
+            StopReason::Removed | StopReason::RoomIdle | StopReason::RoomDismissed
+        )
+    };
     let room_end = |user_id: &str| -> String {
         status
             .workers
             .iter()
             .find(|w| people.len() == 1 || w.user_id == user_id)
             .and_then(|w| w.stop_reason)
-            .filter(|r| {
-                matches!(
-                    r,
-                    StopReason::Removed | StopReason::RoomIdle | StopReason::RoomDismissed
-                )
-            })
+            .filter(is_room_end)
+            .or(status.stop_reason.filter(is_room_end))
             .map(|r| r.as_str().to_string())
             .unwrap_or_default()
     };
@@ -103,7 +106,7 @@ pub fn payload(job: &RecordingJob) -> Payload {
             let message = status
                 .workers
                 .iter()
-                .find(|w| w.user_id == person.user_id)
+                .find(|w| w.user_id == person.key)
                 .map(|w| w.message.clone())
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| "nothing was recorded".into());

@@ -7,9 +7,12 @@ use crate::apply::{self, FINALIZER};
 use crate::build;
 use crate::callback;
 use crate::error::{Error, Result};
+use crate::fetch;
 use crate::metrics::Metrics;
 use crate::progress;
 use crate::relay;
+use crate::room_events;
+use crate::room_presence::{self, Presence};
 use crate::settings::{Settings, backoff};
 use crate::status::{self, FIELD_MANAGER};
 use crate::trtc_api::TrtcClient;
@@ -17,7 +20,6 @@ use crate::validate::{self, ValidatedJob, Validation};
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
@@ -39,6 +41,8 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Consecutive failures per job uid, for a backoff that grows per object.
     failures: Mutex<HashMap<String, u32>>,
+    /// Who publishes in the rooms the room event receiver has heard of.
+    pub presence: Arc<Presence>,
 }
 
 impl Context {
@@ -68,7 +72,14 @@ impl Context {
             recorder,
             http: reqwest::Client::new(),
             failures: Mutex::default(),
+            presence: Arc::default(),
         }
+    }
+
+    /// Shares the room event receiver's memory of who publishes.
+    pub fn with_presence(mut self, presence: Arc<Presence>) -> Self {
+        self.presence = presence;
+        self
     }
 
     pub(crate) async fn event(
@@ -194,9 +205,11 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
     let old = job.status.clone().unwrap_or_default();
     let terminal = old.phase.is_some_and(Phase::is_terminal);
     if !terminal && old.attempts.unwrap_or(0) == 0 && !deleting {
-        match validate::validate(job, &ctx.settings.defaults, &ctx.client, ctx.trtc.is_some())
-            .await?
-        {
+        let offered = validate::Capabilities {
+            trtc_api: ctx.trtc.is_some(),
+            room_events: ctx.settings.room_events,
+        };
+        match validate::validate(job, &ctx.settings.defaults, &ctx.client, offered).await? {
             Validation::Valid => {}
             Validation::FillDefaults(patch) => {
                 if let Some(filled) = apply::fill_defaults(&jobs, job, patch).await? {
@@ -219,7 +232,7 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
                 // A Secret may be created or fixed any time (no event tells us); a spec
                 // problem needs an edit of the job, which does.
                 return Ok(match reason {
-                    "InvalidReference" | "InvalidUserSig" => {
+                    "InvalidReference" | "InvalidUserSig" | "NoRoomEvents" => {
                         Action::requeue(Duration::from_secs(15))
                     }
                     _ => Action::await_change(),
@@ -228,13 +241,19 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
         }
     }
 
+    if !terminal && !deleting && seed_room(job, ctx, &jobs).await? {
+        return Ok(Action::await_change());
+    }
+
     // Decide.
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pods = pods_api
-        .list(&ListParams::default().labels(&build::selector(job)))
+    let Some((job, pods)) = fetch::pods_then_job(&jobs, &pods_api, &build::selector(job), job)
         .await
         .map_err(Error::Read)?
-        .items;
+    else {
+        return Ok(Action::await_change());
+    };
+    let (job, old) = (&job, job.status.clone().unwrap_or_default());
     let now = Timestamp::now();
     let mut plan = progress::plan(job, &pods, &ctx.settings, now);
     tracing::debug!(
@@ -257,7 +276,7 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
         for (person, attempt, resume) in &plan.create {
             let pod = build::pod(job, &validated, person, *attempt, resume, &ctx.settings);
             if apply::create_pod(&pods_api, &pod).await? {
-                info!(pod = %pod.name_any(), user = %person.user_id, attempt, "worker started");
+                info!(pod = %pod.name_any(), user = %person.key, attempt, "worker started");
             }
         }
     }
@@ -357,6 +376,47 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
     })
 }
 
+/// A job that starts on publish learns who already publishes in its room from the room event
+/// receiver's memory (TRTC sends no event for them): whoever the memory knows to publish and
+/// the job does not is added to `status.room.people`, at the version read, so a concurrent
+/// event is never overwritten. Whether it wrote (the write wakes the next reconcile).
+async fn seed_room(job: &RecordingJob, ctx: &Context, jobs: &Api<RecordingJob>) -> Result<bool> {
+    let Some(trtc) = job
+        .spec
+        .source
+        .trtc
+        .as_ref()
+        .filter(|t| t.starts_on_publish())
+    else {
+        return Ok(false);
+    };
+    let Some(room_text) = trtc.room_text() else {
+        return Ok(false);
+    };
+    let mut remembered = ctx.presence.publishing(trtc.sdk_app_id, &room_text);
+    remembered.retain(|_, p| room_presence::wanted(trtc, &p.user_id, p.stream));
+    if remembered.is_empty() {
+        return Ok(false);
+    }
+    let mut room = job
+        .status
+        .as_ref()
+        .and_then(|s| s.room.clone())
+        .unwrap_or_default();
+    if !room_presence::merge_remembered(&mut room.people, remembered) {
+        return Ok(false);
+    }
+    match room_events::write_room(jobs, job, &room).await {
+        Ok(()) => {
+            info!(job = %job.name_any(), "added the room's publishers known from earlier events");
+            Ok(true)
+        }
+        // An event was written first: the next reconcile merges again.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(true),
+        Err(e) => Err(Error::Status(e)),
+    }
+}
+
 /// Starts the relay of each person about to get a worker (relay: start) unless theirs still
 /// runs (a replaced worker reuses it), and writes the TaskIds into the status before anything
 /// else: an operator that dies now finds them there. A person whose relay cannot start gets no
@@ -384,7 +444,7 @@ async fn start_relays(
             .status
             .workers
             .iter_mut()
-            .find(|w| w.user_id == person.user_id)
+            .find(|w| w.user_id == person.key)
             .expect("every person to start has a status entry");
         if entry.relay.as_ref().is_some_and(|r| r.stopped_at.is_none()) {
             create.push((person, attempt, resume));
@@ -401,11 +461,11 @@ async fn start_relays(
         .await
         {
             Ok(started_relay) => {
-                info!(user = %person.user_id, task = %started_relay.task_id, agent = %started_relay.agent_user_id, "relay started");
+                info!(user = %person.key, task = %started_relay.task_id, agent = %started_relay.agent_user_id, "relay started");
                 ctx.metrics.relays_started.inc();
                 let note = format!(
                     "{}: relay {} started, agent {} in the room",
-                    person.user_id, started_relay.task_id, started_relay.agent_user_id
+                    person.key, started_relay.task_id, started_relay.agent_user_id
                 );
                 ctx.event(job, false, "RelayStarted", note).await;
                 entry.relay = Some(started_relay);
@@ -426,7 +486,7 @@ async fn start_relays(
                     entry.state = roomrec_api::WorkerState::Failed;
                     entry.stop_reason = Some(roomrec_api::StopReason::Failed);
                 }
-                let note = format!("{}: {}", person.user_id, entry.message);
+                let note = format!("{}: {}", person.key, entry.message);
                 ctx.event(job, true, "RelayFailed", note).await;
             }
         }

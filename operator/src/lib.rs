@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Beside the loop: `relay` starts and stops the TRTC relays of `relay: start` jobs (through
-//! `trtc_api`), `room_events` receives TRTC's room event callbacks into `status.room`, and
+//! `trtc_api`), `room_events` receives TRTC's room event callbacks into `status.room`
+//! (`room_presence`: who publishes, for jobs that start on publish), and
 //! `usersig_cmd` is `roomrec-operator usersig` for support work.
 
 pub mod app;
@@ -24,6 +25,8 @@ pub mod controller;
 pub mod defaults;
 pub mod docs;
 pub mod error;
+pub mod fetch;
+pub mod heritage;
 pub mod http;
 pub mod lease;
 pub mod metrics;
@@ -32,6 +35,7 @@ pub mod phase;
 pub mod progress;
 pub mod relay;
 pub mod room_events;
+pub mod room_presence;
 pub mod secrets;
 pub mod settings;
 pub mod status;

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub relays_started: IntCounter,
     pub relays_stopped: IntCounter,
     pub relay_failures: IntCounter,
+    /// Heritage API requests by what became of them (`heritage::error::RESULTS`).
+    pub heritage_requests: IntCounterVec,
     /// Set at each scrape from `seen`, so it grows while a job waits.
     oldest_pending_age: prometheus::Gauge,
     /// Each job's last phase, running workers and creation time, to keep the gauges exact.
@@ -158,6 +160,17 @@ impl Metrics {
             "Failed attempts to start or stop a TRTC relay",
         )
         .unwrap();
+        let heritage_requests = IntCounterVec::new(
+            Opts::new(
+                "roomrec_heritage_requests_total",
+                "Heritage HTTP API requests, by result",
+            ),
+            &["result"],
+        )
+        .unwrap();
+        for result in crate::heritage::error::RESULTS {
+            heritage_requests.with_label_values(&[result]);
+        }
         let oldest_pending_age = prometheus::Gauge::new(
             "roomrec_oldest_pending_job_age_seconds",
             "Age of the oldest RecordingJob in phase Pending (no worker started yet), 0 when none",
@@ -181,6 +194,7 @@ impl Metrics {
             Box::new(relays_started.clone()),
             Box::new(relays_stopped.clone()),
             Box::new(relay_failures.clone()),
+            Box::new(heritage_requests.clone()),
             Box::new(oldest_pending_age.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -214,6 +228,7 @@ impl Metrics {
             relays_started,
             relays_stopped,
             relay_failures,
+            heritage_requests,
             oldest_pending_age,
             seen: Mutex::default(),
         }

@@ -77,8 +77,20 @@ pub struct Context<'a> {
     pub people: usize,
     pub session_start: &'a str,
     pub max_duration_seconds: Option<u32>,
-    /// What TRTC's room events said (room dismissed, agents gone).
+    /// What TRTC's room events said (room dismissed, agents gone, who publishes).
     pub room: Option<&'a RoomStatus>,
+    /// People start when they publish and stop when they stop (wholeRoom, startOn: publish).
+    pub on_publish: bool,
+    /// An event-driven job's own end (the room idle, its maximum duration): everyone stops.
+    pub job_end: Option<StopReason>,
+}
+
+/// A person's recording that ended this way is reopened when they publish again.
+fn reopens(reason: Option<StopReason>) -> bool {
+    matches!(
+        reason,
+        Some(StopReason::Left | StopReason::SourceEnded | StopReason::IdleTimeout)
+    )
 }
 
 /// Why the room ended this person's recording, if it did: the room dismissed, or their relay's
@@ -89,7 +101,11 @@ pub fn room_end(room: Option<&RoomStatus>, previous: Option<&WorkerStatus>) -> O
     if room.dismissed_at.is_some() {
         return Some(StopReason::RoomDismissed);
     }
-    let relay = previous?.relay.as_ref()?;
+    // A relay roomrec stopped itself ends with its agent's exit too: that says nothing new.
+    let relay = previous?
+        .relay
+        .as_ref()
+        .filter(|r| r.stopped_at.is_none())?;
     let exit = room.agent_exits.get(&relay.agent_user_id)?;
     let after_start = match (
         exit.at.parse::<Timestamp>(),
@@ -107,6 +123,23 @@ pub fn room_end(room: Option<&RoomStatus>, previous: Option<&WorkerStatus>) -> O
 
 /// TRTC's exit reason for a user removed by RemoveUser.
 const REMOVED_BY_REMOVE_USER: u32 = 3;
+
+/// How long a removal waits for the room's dismissal that may have caused it (EventTs has
+/// one-second resolution; TRTC sends the 102 right after the 104s).
+pub const DISMISSAL_WAIT: Duration = Duration::from_secs(3);
+
+/// The person's relay agent was removed less than [`DISMISSAL_WAIT`] ago.
+fn removed_moments_ago(
+    room: Option<&RoomStatus>,
+    previous: Option<&WorkerStatus>,
+    now: Timestamp,
+) -> bool {
+    let exit = previous
+        .and_then(|w| w.relay.as_ref())
+        .and_then(|relay| room?.agent_exits.get(&relay.agent_user_id));
+    exit.and_then(|e| e.at.parse::<Timestamp>().ok())
+        .is_some_and(|at| now.duration_since(at).unsigned_abs() < DISMISSAL_WAIT)
+}
 
 /// The decision for one person.
 #[derive(Debug, Default, PartialEq)]
@@ -133,10 +166,6 @@ impl Decision {
     }
 }
 
-/// How long an ended worker's files may stay `recording` before the job is judged without its
-/// last report.
-pub const LAST_REPORT_GRACE: Duration = Duration::from_secs(15);
-
 pub fn decide(
     person: &Person,
     previous: Option<&WorkerStatus>,
@@ -153,24 +182,72 @@ pub fn decide(
         .map(|w| w.attempts)
         .unwrap_or(0)
         .max(mine.last().map(|(a, _)| *a).unwrap_or(0));
-    // A person's end is final: it is never reopened.
+    // What the room's events say of this person, for a job that follows them.
+    let presence = ctx
+        .on_publish
+        .then(|| ctx.room.and_then(|r| r.people.get(&person.key)));
+    // A stop of the job, or the room's end of this person's recording.
+    let job_stop = ctx
+        .stopping
+        .reason()
+        .or(ctx.job_end)
+        .or_else(|| room_end(ctx.room, previous));
+    // A person's end is final, except that someone who stopped publishing and publishes again
+    // (a later session) is recorded again: a new worker, a new part.
     if let Some(previous) = previous.filter(|w| w.state.is_final()) {
-        return Decision::settled(previous.clone());
+        let returned = presence.flatten().filter(|p| {
+            p.publishing
+                && p.session > previous.session.unwrap_or(0)
+                && reopens(previous.stop_reason)
+                && job_stop.is_none()
+        });
+        let Some(returned) = returned else {
+            return Decision::settled(previous.clone());
+        };
+        let attempt = attempts + 1;
+        let entry = WorkerStatus {
+            state: WorkerState::Pending,
+            attempts: attempt,
+            stop_reason: None,
+            message: format!("publishing again (session {})", returned.session),
+            session: Some(returned.session),
+            ..previous.clone()
+        };
+        return Decision {
+            entry,
+            create: Some((
+                attempt,
+                Resume {
+                    session_start: ctx.session_start.to_string(),
+                    recorded_seconds: recorded_seconds(ctx.files, person, ctx.people),
+                },
+            )),
+            ..Decision::default()
+        };
     }
     let mut entry = WorkerStatus {
-        user_id: person.user_id.clone(),
+        user_id: person.key.clone(),
         state: WorkerState::Pending,
         attempts,
         pod: previous.and_then(|w| w.pod.clone()),
         stop_reason: previous.and_then(|w| w.stop_reason),
         message: previous.map(|w| w.message.clone()).unwrap_or_default(),
         relay: previous.and_then(|w| w.relay.clone()),
+        session: previous.and_then(|w| w.session),
     };
-    // A stop of the job, or the room's end of this person's recording.
-    let stopping = ctx
-        .stopping
-        .reason()
-        .or_else(|| room_end(ctx.room, previous));
+    // Someone the job follows who has not published yet waits for it; someone who stopped
+    // publishing has their files closed.
+    let stopping = match presence {
+        Some(None) if attempts == 0 && job_stop.is_none() => {
+            entry.message = format!("waiting for {} to publish (room events)", person.key);
+            return Decision::settled(entry);
+        }
+        Some(Some(p)) if !p.publishing => {
+            entry.session = entry.session.or(Some(p.session));
+            job_stop.or(Some(StopReason::Left))
+        }
+        _ => job_stop,
+    };
     let done = |mut entry: WorkerStatus, reason: StopReason, message: Option<String>| {
         entry.state = WorkerState::Done;
         entry.stop_reason = Some(reason);
@@ -188,15 +265,29 @@ pub fn decide(
     if let Some(pod) = latest {
         entry.pod = Some(pod.name_any());
     }
+    // DismissRoom puts everyone out (104, reason 3) before the room's end (102) arrives: a
+    // worker ended by a removal waits a moment for a dismissal that may follow, so that a
+    // dismissed room's files say so rather than "removed".
+    if stopping == Some(StopReason::Removed)
+        && !matches!(latest.map(pod_state), Some(PodState::Active { .. }))
+        && removed_moments_ago(ctx.room, previous, ctx.now)
+    {
+        entry.state = previous.map_or(WorkerState::Pending, |w| w.state);
+        return Decision {
+            entry,
+            requeue_after: Some(Duration::from_secs(1)),
+            ..Decision::default()
+        };
+    }
     // Why the last worker is gone, if it is and should be replaced.
     let ended: Option<(String, Option<Timestamp>)> = match latest.map(pod_state) {
         None if attempts == 0 => {
             if let Some(reason) = stopping {
-                return done(
-                    entry,
-                    reason,
-                    Some("stopped before a worker started".into()),
-                );
+                let why = match reason {
+                    StopReason::Left => "stopped publishing before a worker started",
+                    _ => "stopped before a worker started",
+                };
+                return done(entry, reason, Some(why.into()));
             }
             None
         }
@@ -223,21 +314,6 @@ pub fn decide(
             };
         }
         Some(PodState::Terminated {
-            finished_at,
-            result: Some(_),
-            ..
-        }) if reports_pending(ctx.files, latest, finished_at, ctx.now) => {
-            // The worker wrote its result, so its last status report was on its way (it
-            // follows the result): wait a moment for it before judging how it ended. A
-            // crashed worker wrote no result and is replaced at once.
-            entry.state = WorkerState::Recording;
-            return Decision {
-                entry,
-                requeue_after: Some(Duration::from_secs(1)),
-                ..Decision::default()
-            };
-        }
-        Some(PodState::Terminated {
             exit_code,
             result,
             raw,
@@ -256,6 +332,8 @@ pub fn decide(
             // The worker stopped on its own (even if something failed on the way, e.g.
             // nothing arrived): the person is done; failed files show in the status.
             if let Some(reason) = stop_reason.filter(|r| r.is_natural()) {
+                // Asked to stop (a stop, the room, the person gone): that is why it ended.
+                let reason = stopping.unwrap_or(reason);
                 let message = match (&entry.relay, reason, nothing_recorded) {
                     // A relay that started but whose stream never arrived: the push domain may
                     // have refused its push (TRTC does not say), or the person never published.
@@ -263,7 +341,7 @@ pub fn decide(
                         "{message}; no media came through the relay: check that {} publishes, \
                          and spec.source.trtc.pushDomain and pushKeySecret (a push domain that \
                          refuses the relay's push looks the same from here)",
-                        person.user_id
+                        person.key
                     ),
                     _ => message,
                 };
@@ -273,7 +351,7 @@ pub fn decide(
                 entry.state = WorkerState::Failed;
                 entry.stop_reason = Some(StopReason::Failed);
                 entry.message = message;
-                let note = format!("{}: {}", person.user_id, entry.message);
+                let note = format!("{}: {}", person.key, entry.message);
                 return Decision {
                     entry,
                     events: vec![(true, "WorkerFailed", note)],
@@ -304,7 +382,7 @@ pub fn decide(
             entry.state = WorkerState::Failed;
             entry.stop_reason = Some(StopReason::Failed);
             entry.message = format!("gave up after {attempts} worker runs; the last: {why}");
-            let note = format!("{}: {}", person.user_id, entry.message);
+            let note = format!("{}: {}", person.key, entry.message);
             return Decision {
                 entry,
                 events: vec![(true, "GaveUp", note)],
@@ -336,7 +414,7 @@ pub fn decide(
             "WorkerReplaced",
             format!(
                 "{}: attempt {} of {}: {why}",
-                person.user_id,
+                person.key,
                 attempts + 1,
                 settings.max_attempts
             ),
@@ -347,6 +425,9 @@ pub fn decide(
     let attempt = attempts + 1;
     entry.attempts = attempt;
     entry.state = WorkerState::Pending;
+    if let Some(Some(p)) = presence {
+        entry.session = Some(p.session);
+    }
     decision.create = Some((
         attempt,
         Resume {
@@ -359,23 +440,6 @@ pub fn decide(
 }
 
 /// An ended worker still has `recording` entries, and it ended less than the grace ago.
-fn reports_pending(
-    files: &[FileStatus],
-    pod: Option<&Pod>,
-    finished_at: Option<Timestamp>,
-    now: Timestamp,
-) -> bool {
-    let Some(name) = pod.map(|p| p.name_any()) else {
-        return false;
-    };
-    let recent =
-        finished_at.is_none_or(|f| now.duration_since(f).unsigned_abs() < LAST_REPORT_GRACE);
-    recent
-        && files
-            .iter()
-            .any(|f| f.status == FileState::Recording && f.pod.as_deref() == Some(name.as_str()))
-}
-
 /// Media seconds already stored for `person` (every file, when one person is recorded: a URL
 /// source's files carry the stream name).
 fn recorded_seconds(files: &[FileStatus], person: &Person, people: usize) -> f64 {
@@ -391,6 +455,7 @@ fn recorded_seconds(files: &[FileStatus], person: &Person, people: usize) -> f64
 mod tests {
     use super::*;
     use roomrec_api::crd::{AgentExit, RelayStatus};
+    use roomrec_api::relay::StreamKind;
 
     fn with_relay(agent: &str, started_at: &str) -> WorkerStatus {
         WorkerStatus {
@@ -416,6 +481,7 @@ mod tests {
                 },
             )]
             .into(),
+            people: Default::default(),
         }
     }
 
@@ -450,5 +516,41 @@ mod tests {
             room_end(Some(&dismissed), None),
             Some(StopReason::RoomDismissed)
         );
+    }
+
+    #[test]
+    fn a_removal_waits_a_moment_for_the_dismissal_that_may_have_caused_it() {
+        let settings = Settings::default();
+        let person = Person::named(0, "alice".into(), StreamKind::Main);
+        let mut previous = with_relay("recorder-1", "2026-12-07T10:00:00Z");
+        previous.attempts = 1;
+        previous.state = WorkerState::Recording;
+        let decide_at = |room: &RoomStatus, now: &str| {
+            let ctx = Context {
+                stopping: Stopping::No,
+                settings: &settings,
+                now: now.parse().unwrap(),
+                files: &[],
+                people: 1,
+                session_start: "20261207T100000Z",
+                max_duration_seconds: None,
+                room: Some(room),
+                on_publish: false,
+                job_end: None,
+            };
+            // The worker pod is gone: it ended when the removal deleted it.
+            decide(&person, Some(&previous), &[], &ctx)
+        };
+        let removed = exit("recorder-1", 3, "2026-12-07T10:05:00Z");
+        let held = decide_at(&removed, "2026-12-07T10:05:01Z");
+        assert_eq!(held.entry.state, WorkerState::Recording);
+        assert_eq!(held.requeue_after, Some(Duration::from_secs(1)));
+        let mut dismissed = removed.clone();
+        dismissed.dismissed_at = Some("2026-12-07T10:05:00Z".into());
+        let ended = decide_at(&dismissed, "2026-12-07T10:05:01Z");
+        assert_eq!(ended.entry.stop_reason, Some(StopReason::RoomDismissed));
+        let ended = decide_at(&removed, "2026-12-07T10:05:04Z");
+        assert_eq!(ended.entry.state, WorkerState::Done);
+        assert_eq!(ended.entry.stop_reason, Some(StopReason::Removed));
     }
 }

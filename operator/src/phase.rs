@@ -6,18 +6,36 @@ use jiff::Timestamp;
 use roomrec_api::crd::{FileStatus, Phase, RecordingJobStatus, WorkerStatus};
 use roomrec_api::{FileState, StopReason, WorkerState};
 
+/// When a job ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Ends {
+    /// Once all its people have ended (named people, a url).
+    WithPeople,
+    /// When the room says (the reason, once it has) or on a stop: people who stop publishing
+    /// may come back (wholeRoom, startOn: publish).
+    ByRoom(Option<StopReason>),
+}
+
 /// The phase while people are still recording (or waiting to), or the end once all have.
 pub fn phase(
     old: &RecordingJobStatus,
     stopping: Stopping,
     workers: &[WorkerStatus],
     any_running: bool,
+    ends: Ends,
 ) -> (Phase, Option<StopReason>, Option<String>) {
-    let all_ended = !workers.is_empty() && workers.iter().all(|w| w.state.is_final());
+    let all_final = workers.iter().all(|w| w.state.is_final());
+    let (all_ended, room_reason) = match ends {
+        Ends::WithPeople => (!workers.is_empty() && all_final, None),
+        Ends::ByRoom(reason) => (
+            all_final && (reason.is_some() || stopping != Stopping::No),
+            reason,
+        ),
+    };
     if let Some(phase) = old.phase.filter(|p| p.is_terminal()) {
         (phase, old.stop_reason, None)
     } else if all_ended {
-        let (phase, reason, message) = outcome(stopping, workers, &old.files);
+        let (phase, reason, message) = outcome(stopping, workers, &old.files, room_reason);
         (phase, Some(reason), Some(message))
     } else if stopping != Stopping::No {
         (Phase::Finalizing, None, None)
@@ -34,6 +52,7 @@ pub fn outcome(
     stopping: Stopping,
     workers: &[WorkerStatus],
     files: &[FileStatus],
+    room_reason: Option<StopReason>,
 ) -> (Phase, StopReason, String) {
     let failed: Vec<String> = workers
         .iter()
@@ -73,18 +92,21 @@ pub fn outcome(
             .map(|w| format!("{}: {}", w.user_id, w.message))
             .collect::<Vec<_>>()
             .join("; ");
+        let why = if workers.is_empty() {
+            "nobody published".to_string()
+        } else {
+            why
+        };
         return (
             Phase::Failed,
-            workers
-                .first()
-                .and_then(|w| w.stop_reason)
+            room_reason
+                .or_else(|| workers.first().and_then(|w| w.stop_reason))
                 .unwrap_or(StopReason::Failed),
             format!("nothing was recorded ({why})"),
         );
     }
-    let reason = workers
-        .iter()
-        .find_map(|w| w.stop_reason)
+    let reason = room_reason
+        .or_else(|| workers.iter().find_map(|w| w.stop_reason))
         .unwrap_or(StopReason::SourceEnded);
     (Phase::Succeeded, reason, summary)
 }

@@ -13,7 +13,7 @@ use roomrec_api::crd::{Phase, RecordingJob, RecordingJobStatus};
 use roomrec_api::{FileState, StopReason, WorkerState};
 use std::time::Duration;
 
-pub use crate::person::{LAST_REPORT_GRACE, PodState, pod_state};
+pub use crate::person::{PodState, pod_state};
 pub use crate::phase::human_duration;
 
 /// An Event to publish: (warning?, reason, note).
@@ -67,7 +67,45 @@ impl Stopping {
 pub fn plan(job: &RecordingJob, pods: &[Pod], settings: &Settings, now: Timestamp) -> Plan {
     let old = job.status.clone().unwrap_or_default();
     let stopping = Stopping::of(job);
-    let people = build::people(job);
+    let on_publish = job
+        .spec
+        .source
+        .trtc
+        .as_ref()
+        .is_some_and(|t| t.starts_on_publish());
+    // A whole room's people: those who published, in order, up to the limit; the rest are
+    // named once in a Warning and in status.notRecorded.
+    let (people, not_recorded, beyond_events) = match &job.spec.source.trtc {
+        Some(trtc) if trtc.whole_room.is_some() => {
+            let (people, beyond) = build::room_people(job, settings.max_people_per_job);
+            let new: Vec<String> = beyond
+                .iter()
+                .filter(|k| !old.not_recorded.contains(k))
+                .cloned()
+                .collect();
+            let events: Vec<Event> = (!new.is_empty())
+                .then(|| {
+                    (
+                        true,
+                        "TooManyPeople",
+                        format!(
+                            "not recording {}: the job records at most {} people (spec.source.trtc.wholeRoom.maxPeople, else the operator's --max-people-per-job)",
+                            new.join(", "),
+                            people.len()
+                        ),
+                    )
+                })
+                .into_iter()
+                .collect();
+            (people, beyond, events)
+        }
+        _ => (build::people(job), Vec::new(), Vec::new()),
+    };
+    let (job_end, job_end_due) = if on_publish {
+        job_end(job, &old, now)
+    } else {
+        (None, None)
+    };
     // The session every worker of the job shares: the status's start, else (a status write
     // recording it was lost) the first worker's creation, else now.
     let session_start = old
@@ -89,13 +127,19 @@ pub fn plan(job: &RecordingJob, pods: &[Pod], settings: &Settings, now: Timestam
         session_start: &session_start,
         max_duration_seconds: job.spec.max_duration_seconds,
         room: old.room.as_ref(),
+        on_publish,
+        job_end,
     };
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        requeue_after: job_end_due,
+        events: beyond_events,
+        ..Plan::default()
+    };
     let mut workers = Vec::new();
     let mut latest_pod = old.worker_pod.clone();
     let mut any_running = false;
     for person in &people {
-        let previous = old.workers.iter().find(|w| w.user_id == person.user_id);
+        let previous = old.workers.iter().find(|w| w.user_id == person.key);
         let Decision {
             mut entry,
             create,
@@ -145,7 +189,13 @@ pub fn plan(job: &RecordingJob, pods: &[Pod], settings: &Settings, now: Timestam
         callback: old.callback.clone(),
         ..Default::default()
     };
-    let (phase, stop_reason, message) = phase::phase(&old, stopping, &workers, any_running);
+    status.not_recorded = not_recorded;
+    let ends = if on_publish {
+        phase::Ends::ByRoom(job_end.or_else(|| person::room_end(old.room.as_ref(), None)))
+    } else {
+        phase::Ends::WithPeople
+    };
+    let (phase, stop_reason, message) = phase::phase(&old, stopping, &workers, any_running, ends);
     status.phase = Some(phase);
     status.stop_reason = stop_reason;
     status.finished_at = if phase.is_terminal() {
@@ -171,11 +221,65 @@ pub fn plan(job: &RecordingJob, pods: &[Pod], settings: &Settings, now: Timestam
     plan
 }
 
+/// An event-driven job's own end, and when to look again if it has not come: nobody it
+/// follows has published for the idle timeout (since the last one stopped, or since the job
+/// was created), or (wholeRoom) maxDurationSeconds have passed since it was created.
+fn job_end(
+    job: &RecordingJob,
+    old: &RecordingJobStatus,
+    now: Timestamp,
+) -> (Option<StopReason>, Option<Duration>) {
+    let created = job
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(now);
+    let people = old
+        .room
+        .as_ref()
+        .map(|r| r.people.values().collect::<Vec<_>>())
+        .unwrap_or_default();
+    let mut due: Vec<(Timestamp, StopReason)> = Vec::new();
+    if !people.iter().any(|p| p.publishing) {
+        let last = people
+            .iter()
+            .filter_map(|p| p.stopped_at.as_deref()?.parse::<Timestamp>().ok())
+            .chain([created])
+            .max()
+            .unwrap_or(created);
+        let idle = job.spec.idle_timeout_seconds.unwrap_or(0);
+        if let Ok(at) = last.checked_add(Duration::from_secs(u64::from(idle))) {
+            due.push((at, StopReason::RoomIdle));
+        }
+    }
+    let whole_room = job
+        .spec
+        .source
+        .trtc
+        .as_ref()
+        .is_some_and(|t| t.whole_room.is_some());
+    if let Some(max) = job.spec.max_duration_seconds.filter(|_| whole_room)
+        && let Ok(at) = created.checked_add(Duration::from_secs(u64::from(max)))
+    {
+        due.push((at, StopReason::MaxDuration));
+    }
+    due.sort_by_key(|(at, _)| *at);
+    match due.first() {
+        Some((at, reason)) if *at <= now => (Some(*reason), None),
+        Some((at, _)) => (
+            None,
+            Some(now.duration_until(*at).unsigned_abs() + Duration::from_millis(100)),
+        ),
+        None => (None, None),
+    }
+}
+
 /// The recorded people, comma-separated (for `kubectl get`).
 pub fn users(people: &[Person]) -> String {
     people
         .iter()
-        .map(|p| p.user_id.as_str())
+        .map(|p| p.key.as_str())
         .collect::<Vec<_>>()
         .join(",")
 }

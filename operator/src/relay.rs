@@ -46,12 +46,13 @@ pub fn started_by_roomrec(job: &RecordingJob) -> Option<&TrtcSource> {
         .filter(|t| t.relay == RelayMode::Start)
 }
 
-/// The agent's UserId for `person`: the job's `userId` when one person is recorded (so the
-/// heritage `RemoveUser` of that identity works unchanged); with several, TRTC refuses one user
-/// twice in a room, so each agent is `{userId}_{n}` (n = the person's position in `record`,
-/// from 1), the `userId` cut so the whole fits TRTC's 32 bytes.
+/// The agent's UserId for `person`: the job's `userId` when one named person is recorded (so
+/// the heritage `RemoveUser` of that identity works unchanged); with several (or a whole
+/// room), TRTC refuses one user twice in a room, so each agent is `{userId}_{n}` (n = the
+/// person's position in `record`, or in the room's order of publishing, from 1), the `userId`
+/// cut so the whole fits TRTC's 32 bytes.
 pub fn agent_user_id(trtc: &TrtcSource, person: &Person) -> String {
-    if trtc.record.len() == 1 {
+    if trtc.record.len() == 1 && trtc.whole_room.is_none() {
         return trtc.user_id.clone();
     }
     let suffix = format!("_{}", person.index + 1);
@@ -168,7 +169,7 @@ pub fn stream(trtc: &TrtcSource, person: &Person) -> RelayStream {
             .then(|| trtc.str_room_id.clone())
             .flatten(),
         user_id: person.user_id.clone(),
-        stream: trtc.stream,
+        stream: person.stream,
         stream_id: match trtc.legacy_biz_id {
             Some(bizid) => StreamIdForm::Legacy { bizid },
             None => StreamIdForm::Standard,
@@ -238,7 +239,7 @@ pub async fn start(
                     room_id,
                     room_id_type,
                 },
-                stream_type: match trtc.stream {
+                stream_type: match person.stream {
                     StreamKind::Main => StreamType::Main,
                     StreamKind::Aux => StreamType::Aux,
                 },
@@ -295,10 +296,7 @@ mod tests {
     }
 
     fn person(index: usize, user_id: &str) -> Person {
-        Person {
-            index,
-            user_id: user_id.into(),
-        }
+        Person::named(index, user_id.into(), StreamKind::Main)
     }
 
     #[test]

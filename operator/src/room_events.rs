@@ -12,6 +12,7 @@
 //! idle time) as `room-idle`. Other events are acknowledged and logged.
 
 use crate::metrics::Metrics;
+use crate::room_presence::{self, EXIT_ROOM, Presence};
 use base64::Engine;
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
@@ -20,6 +21,7 @@ use hyper::{Request, Response, StatusCode};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use roomrec_api::RecordingJob;
+use roomrec_api::crd::{AgentExit, RoomStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -36,7 +38,6 @@ const MAX_AGE_SECONDS: i64 = 300;
 pub const FIELD_MANAGER: &str = "roomrec-operator-room-events";
 
 pub const ROOM_DISMISSED: u32 = 102;
-pub const EXIT_ROOM: u32 = 104;
 
 #[derive(Clone)]
 pub struct Receiver {
@@ -44,6 +45,7 @@ pub struct Receiver {
     namespace: Option<String>,
     key: Arc<Vec<u8>>,
     metrics: Arc<Metrics>,
+    presence: Arc<Presence>,
 }
 
 /// The parts of an event roomrec reads.
@@ -65,6 +67,16 @@ struct EventInfo {
     user_id: String,
     #[serde(default)]
     reason: u32,
+    /// The event's time in milliseconds (older senders: EventTs only).
+    #[serde(default)]
+    event_ms_ts: Option<i64>,
+}
+
+impl EventInfo {
+    fn at_ms(&self) -> i64 {
+        self.event_ms_ts
+            .unwrap_or(self.event_ts.saturating_mul(1000))
+    }
 }
 
 impl Receiver {
@@ -73,12 +85,14 @@ impl Receiver {
         namespace: Option<String>,
         key: Vec<u8>,
         metrics: Arc<Metrics>,
+        presence: Arc<Presence>,
     ) -> Self {
         Self {
             client,
             namespace,
             key: Arc::new(key),
             metrics,
+            presence,
         }
     }
 
@@ -115,6 +129,10 @@ impl Receiver {
         };
         match self.apply(sdk_app_id, &event).await {
             Ok(0) => {
+                info!(
+                    event = event.event_type,
+                    sdk_app_id, "room event acknowledged: no job of this operator follows it"
+                );
                 self.count("ignored");
                 (StatusCode::OK, "{\"code\":0}".into())
             }
@@ -136,27 +154,27 @@ impl Receiver {
         }
     }
 
-    /// Records the event in every job it concerns; how many.
+    /// Records the event in every job it concerns (and in the operator's memory of who
+    /// publishes); how many jobs.
     async fn apply(&self, sdk_app_id: u64, event: &Event) -> Result<usize, kube::Error> {
         let info = &event.event_info;
-        let at = jiff::Timestamp::from_second(info.event_ts)
-            .map(|t| t.to_string())
-            .unwrap_or_default();
-        let patch_of = |job: &RecordingJob| -> Option<Value> {
-            match event.event_type {
-                ROOM_DISMISSED => Some(json!({"status": {"room": {"dismissedAt": at}}})),
-                EXIT_ROOM => {
-                    let agent = job.status.as_ref()?.workers.iter().find_map(|w| {
-                        w.relay.as_ref().filter(|r| r.agent_user_id == info.user_id)
-                    })?;
-                    Some(json!({"status": {"room": {"agentExits": {
-                        agent.agent_user_id.clone(): {"reason": info.reason, "at": at}
-                    }}}}))
-                }
-                _ => None,
-            }
+        let Some(room) = room_text(&info.room_id) else {
+            return Ok(0);
         };
-        if !matches!(event.event_type, ROOM_DISMISSED | EXIT_ROOM) {
+        if room_presence::is_presence_event(event.event_type) {
+            self.presence.record(
+                sdk_app_id,
+                &room,
+                event.event_type,
+                &info.user_id,
+                info.at_ms(),
+            );
+        }
+        if event.event_type == ROOM_DISMISSED {
+            self.presence.forget(sdk_app_id, &room);
+        }
+        if event.event_type != ROOM_DISMISSED && !room_presence::is_presence_event(event.event_type)
+        {
             return Ok(0);
         }
         let api: Api<RecordingJob> = match &self.namespace {
@@ -164,45 +182,145 @@ impl Receiver {
             None => Api::all(self.client.clone()),
         };
         let mut applied = 0;
+        let remembered = self.presence.publishing(sdk_app_id, &room);
         for job in api.list(&ListParams::default()).await?.items {
-            if !in_room(&job, sdk_app_id, &info.room_id) {
-                continue;
+            if in_room(&job, sdk_app_id, &room) && self.record_in(job, event, &remembered).await? {
+                applied += 1;
             }
-            let Some(patch) = patch_of(&job) else {
-                continue;
-            };
-            let jobs: Api<RecordingJob> =
-                Api::namespaced(self.client.clone(), &job.namespace().unwrap_or_default());
-            let params = PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            };
-            jobs.patch_status(&job.name_any(), &params, &Patch::Merge(&patch))
-                .await?;
-            applied += 1;
         }
         Ok(applied)
     }
+
+    /// Writes the event into one job's `status.room`, unless it changes nothing there. The
+    /// write names the resourceVersion it read, so two events of the same room (or an event
+    /// and the controller's seeding) never overwrite each other: a conflict reads again.
+    async fn record_in(
+        &self,
+        mut job: RecordingJob,
+        event: &Event,
+        remembered: &room_presence::People,
+    ) -> Result<bool, kube::Error> {
+        let jobs: Api<RecordingJob> =
+            Api::namespaced(self.client.clone(), &job.namespace().unwrap_or_default());
+        let name = job.name_any();
+        for _ in 0..CONFLICT_RETRIES {
+            let Some(room) = updated_room(&job, event, remembered) else {
+                return Ok(false);
+            };
+            match write_room(&jobs, &job, &room).await {
+                Ok(()) => return Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    job = jobs.get(&name).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(kube::Error::Api(
+            kube::core::Status::failure(
+                &format!("{name}: status.room kept changing under {CONFLICT_RETRIES} writes"),
+                "Conflict",
+            )
+            .with_code(409)
+            .boxed(),
+        ))
+    }
 }
 
-/// The job records this room of this application (a room id given as a number or a string).
-fn in_room(job: &RecordingJob, sdk_app_id: u64, room: &Value) -> bool {
+/// Tries of a room write that meets a newer version of the job.
+const CONFLICT_RETRIES: usize = 5;
+
+/// Writes `room` as the job's `status.room`, if the job is still at the version read.
+pub async fn write_room(
+    jobs: &Api<RecordingJob>,
+    job: &RecordingJob,
+    room: &RoomStatus,
+) -> Result<(), kube::Error> {
+    let patch = json!({
+        "metadata": {"resourceVersion": job.resource_version()},
+        "status": {"room": room},
+    });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    jobs.patch_status(&job.name_any(), &params, &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+}
+
+/// The job's `status.room` with the event in it, or None when the event changes nothing for
+/// this job.
+fn updated_room(
+    job: &RecordingJob,
+    event: &Event,
+    remembered: &room_presence::People,
+) -> Option<RoomStatus> {
+    let info = &event.event_info;
+    let old = job
+        .status
+        .as_ref()
+        .and_then(|s| s.room.clone())
+        .unwrap_or_default();
+    let mut room = old.clone();
+    let at = jiff::Timestamp::from_second(info.event_ts)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    if event.event_type == ROOM_DISMISSED {
+        room.dismissed_at.get_or_insert(at.clone());
+    }
+    if event.event_type == EXIT_ROOM {
+        let agent = job.status.as_ref().and_then(|s| {
+            s.workers
+                .iter()
+                .find_map(|w| w.relay.as_ref().filter(|r| r.agent_user_id == info.user_id))
+        });
+        if let Some(agent) = agent {
+            room.agent_exits.insert(
+                agent.agent_user_id.clone(),
+                AgentExit {
+                    reason: info.reason,
+                    at,
+                },
+            );
+        }
+    }
+    if let Some(trtc) = job
+        .spec
+        .source
+        .trtc
+        .as_ref()
+        .filter(|t| t.starts_on_publish())
+    {
+        // Whoever the operator knows to publish already (no event will tell this job).
+        let mut remembered = remembered.clone();
+        remembered.retain(|_, p| room_presence::wanted(trtc, &p.user_id, p.stream));
+        room_presence::merge_remembered(&mut room.people, remembered);
+        room_presence::apply(
+            &mut room.people,
+            event.event_type,
+            &info.user_id,
+            info.at_ms(),
+            |user, stream| room_presence::wanted(trtc, user, stream),
+        );
+    }
+    (room != old).then_some(room)
+}
+
+/// A room id as the client entered it (a number or a string), as text.
+fn room_text(room: &Value) -> Option<String> {
+    match room {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The job records this room of this application.
+pub fn in_room(job: &RecordingJob, sdk_app_id: u64, room: &str) -> bool {
     let Some(trtc) = &job.spec.source.trtc else {
         return false;
     };
-    if trtc.sdk_app_id != sdk_app_id {
-        return false;
-    }
-    let room = match room {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        _ => return false,
-    };
-    match (trtc.room_id, &trtc.str_room_id) {
-        (Some(id), _) => id.to_string() == room,
-        (None, Some(s)) => *s == room,
-        (None, None) => false,
-    }
+    trtc.sdk_app_id == sdk_app_id && trtc.room_text().as_deref() == Some(room)
 }
 
 /// `sign` is base64(HMAC-SHA256(key, body)), checked in constant time.
@@ -305,9 +423,11 @@ mod tests {
                                           "record": ["a"], "playDomain": "p"}}},
         }))
         .unwrap();
-        assert!(in_room(&job, 1400000000, &json!(43474)));
-        assert!(in_room(&job, 1400000000, &json!("43474")));
-        assert!(!in_room(&job, 1400000001, &json!(43474)));
-        assert!(!in_room(&job, 1400000000, &json!(43475)));
+        let room = |v: Value| room_text(&v).unwrap();
+        assert!(in_room(&job, 1400000000, &room(json!(43474))));
+        assert!(in_room(&job, 1400000000, &room(json!("43474"))));
+        assert!(!in_room(&job, 1400000001, &room(json!(43474))));
+        assert!(!in_room(&job, 1400000000, &room(json!(43475))));
+        assert_eq!(room_text(&json!(null)), None);
     }
 }

@@ -15,6 +15,9 @@ pub const SPOOL_LIMIT: &str = "2Gi";
 pub const CALLBACK_MAX_ATTEMPTS: u32 = 10;
 pub const CALLBACK_BACKOFF_SECONDS: f64 = 2.0;
 pub const FINALIZE_TIMEOUT_SECONDS: u64 = 120;
+/// People a wholeRoom job records at most unless it says (TRTC's own cloud recording: 25
+/// anchors per task).
+pub const MAX_PEOPLE_PER_JOB: u32 = 25;
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -44,6 +47,11 @@ pub struct Settings {
     /// Access to the TRTC server API, for relays roomrec starts; None: `relay: start` jobs are
     /// refused with the fix.
     pub trtc_api: Option<crate::trtc_api::TrtcApiConfig>,
+    /// The operator serves TRTC's room events: jobs may start on publish (wholeRoom,
+    /// startOn: publish).
+    pub room_events: bool,
+    /// People a wholeRoom job records at most when it does not say (wholeRoom.maxPeople).
+    pub max_people_per_job: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -70,6 +78,8 @@ impl Default for Settings {
             finalize_timeout: Duration::from_secs(FINALIZE_TIMEOUT_SECONDS),
             defaults: JobDefaults::default(),
             trtc_api: None,
+            room_events: false,
+            max_people_per_job: MAX_PEOPLE_PER_JOB,
         }
     }
 }

@@ -50,13 +50,21 @@ pub enum Validation {
     },
 }
 
-/// The validate step for a job that has not started. `trtc_api`: whether the operator may
-/// call the TRTC API (relay: start needs it).
+/// What the operator offers that some jobs need.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Capabilities {
+    /// It may call the TRTC API (relay: start needs it).
+    pub trtc_api: bool,
+    /// It serves TRTC's room events (wholeRoom and startOn: publish need them).
+    pub room_events: bool,
+}
+
+/// The validate step for a job that has not started.
 pub async fn validate(
     job: &RecordingJob,
     defaults: &JobDefaults,
     client: &Client,
-    trtc_api: bool,
+    offered: Capabilities,
 ) -> Result<Validation> {
     match defaults.apply_to(&job.spec) {
         Defaulting::Complete => {}
@@ -78,8 +86,28 @@ pub async fn validate(
             });
         }
     }
+    if let Some(trtc) = job
+        .spec
+        .source
+        .trtc
+        .as_ref()
+        .filter(|t| t.starts_on_publish())
+        && !offered.room_events
+    {
+        let field = if trtc.whole_room.is_some() {
+            "spec.source.trtc.wholeRoom"
+        } else {
+            "spec.source.trtc.startOn: publish"
+        };
+        return Ok(Validation::Invalid {
+            reason: "NoRoomEvents",
+            problem: format!(
+                "{field} follows the room's events, but this operator does not receive them: set the chart value trtc.events.enabled (flag --room-events-address) and point the TRTC console's room event callback at it, or name the people in spec.source.trtc.record and leave startOn out"
+            ),
+        });
+    }
     if let Some(trtc) = relay::started_by_roomrec(job) {
-        if !trtc_api {
+        if !offered.trtc_api {
             return Ok(Validation::Invalid {
                 reason: "NoTrtcApi",
                 problem: "spec.source.trtc.relay: start needs the operator's access to the TRTC API: set the chart value trtc.api.credentialsSecret (a Secret with secretId and secretKey; flag --trtc-credentials-dir), or use relay: existing".into(),
@@ -87,7 +115,12 @@ pub async fn validate(
         }
         // The agents' UserSigs, checked before any relay or worker starts.
         let now = jiff::Timestamp::now().as_second();
-        for person in build::people(job) {
+        let mut people = build::people(job);
+        if people.is_empty() {
+            // A whole room's people are not known yet: check the first agent's.
+            people.push(Person::named(0, String::new(), Default::default()));
+        }
+        for person in people {
             let agent = relay::agent_user_id(trtc, &person);
             match relay::agent_user_sig(client, job, trtc, &agent, now).await {
                 Ok(_) => {}

@@ -306,3 +306,206 @@ async fn the_installed_chart_records_with_its_own_service_account() {
     .await;
     assert!(gone.is_ok(), "the operator still runs after helm uninstall");
 }
+
+/// The values a heritage install sets besides its template (the chart checks them together).
+const HERITAGE: [&str; 5] = [
+    "heritage.enabled=true",
+    "heritage.tokenSecret.name=heritage-token",
+    "heritage.template.playDomain=play.example.com",
+    "trtc.events.enabled=true",
+    "trtc.events.keySecret.name=trtc-callback",
+];
+
+/// The rendered objects of `yaml` (a `helm template` output), as JSON.
+fn objects(yaml: &str) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(yaml)
+        .filter_map(|document| serde_json::Value::deserialize(document).ok())
+        .filter(|object| object.is_object())
+        .collect()
+}
+
+fn object<'a>(objects: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heritage_values_render_a_namespaced_grant_a_template_the_operator_accepts_and_an_ingress()
+{
+    cluster().await;
+    // The maximal values: the template reaches the operator as JSON it accepts, the port is
+    // opened in the container, the Service and the NetworkPolicy.
+    let maximal = repo().join("charts/roomrec/ci/maximal-values.yaml");
+    let out = helm_template_output(&["--values", maximal.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rendered = objects(&String::from_utf8(out.stdout).unwrap());
+    let deployment = object(&rendered, "Deployment", "e2e-roomrec-operator");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let env = |name: &str| -> String {
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_else(|| panic!("no {name} in the operator's environment"))
+            .to_string()
+    };
+    let template = roomrec_operator::heritage::Template::parse(&env("ROOMREC_HERITAGE_TEMPLATE"))
+        .unwrap_or_else(|e| panic!("the operator refuses the chart's template: {e}"));
+    assert_eq!(template.relay, roomrec_api::crd::RelayMode::Start);
+    assert_eq!(template.whole_room.max_people, Some(16));
+    assert_eq!(env("ROOMREC_HERITAGE_NAMESPACE"), "recordings");
+    assert_eq!(env("ROOMREC_HERITAGE_ADDRESS"), "0.0.0.0:8444");
+    assert_eq!(
+        env("ROOMREC_HERITAGE_TOKEN_FILE"),
+        "/var/run/secrets/roomrec/heritage/token"
+    );
+    assert!(
+        container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "heritage" && p["containerPort"] == 8444)
+    );
+    let service = object(&rendered, "Service", "e2e-roomrec-operator");
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "heritage" && p["targetPort"] == "heritage")
+    );
+    let policy = object(&rendered, "NetworkPolicy", "e2e-roomrec-operator");
+    assert!(
+        policy["spec"]["ingress"]
+            .to_string()
+            .contains("\"port\":\"heritage\""),
+        "{policy}"
+    );
+    // The grant is a Role in the heritage namespace with exactly what the API does.
+    let role = object(&rendered, "Role", "e2e-roomrec-heritage");
+    assert_eq!(role["metadata"]["namespace"], "recordings");
+    assert_eq!(
+        role["rules"],
+        json!([
+            {"apiGroups": ["roomrec.dev"], "resources": ["recordingjobs"],
+             "verbs": ["create", "get", "list", "patch", "delete"]},
+            {"apiGroups": [""], "resources": ["secrets"],
+             "verbs": ["create", "get", "patch", "delete"]},
+        ])
+    );
+    assert!(
+        rendered
+            .iter()
+            .filter(|o| o["kind"] == "ClusterRole")
+            .all(|o| !o["rules"]
+                .to_string()
+                .contains("\"create\",\"get\",\"list\"")),
+        "a cluster-wide heritage grant"
+    );
+
+    // Applied for a namespace: the operator's ServiceAccount may do that there, nowhere else.
+    let ns = bed().namespace("heritage-rbac").await.unwrap();
+    let mut set = HERITAGE.to_vec();
+    let namespace = format!("heritage.namespace={ns}");
+    set.push(&namespace);
+    kubectl_apply(&helm_template_with(&["templates/rbac.yaml"], &set));
+    let account = format!("system:serviceaccount:{SYSTEM_NAMESPACE}:e2e-roomrec-operator");
+    for (verb, resource, namespace, allowed) in [
+        ("create", "recordingjobs.roomrec.dev", ns.as_str(), true),
+        ("delete", "recordingjobs.roomrec.dev", ns.as_str(), true),
+        ("create", "secrets", ns.as_str(), true),
+        ("delete", "secrets", ns.as_str(), true),
+        ("list", "secrets", ns.as_str(), false),
+        ("create", "recordingjobs.roomrec.dev", "default", false),
+        ("delete", "recordingjobs.roomrec.dev", "default", false),
+        ("create", "secrets", "default", false),
+    ] {
+        let out = kubectl(
+            &[
+                "auth", "can-i", verb, resource, "-n", namespace, "--as", &account,
+            ],
+            None,
+        );
+        let can = String::from_utf8_lossy(&out.stdout).trim() == "yes";
+        assert_eq!(
+            can, allowed,
+            "can {account} {verb} {resource} in {namespace}"
+        );
+    }
+
+    // Mistakes are named at install.
+    let install = |extra: &[&'static str]| -> Vec<&'static str> {
+        HERITAGE.iter().chain(extra).copied().collect()
+    };
+    for (values, expected) in [
+        (
+            vec!["heritage.enabled=true"],
+            "heritage.enabled needs trtc.events.enabled=true",
+        ),
+        (
+            install(&["heritage.template.relay=begin"]),
+            "heritage/template/relay",
+        ),
+        (
+            install(&["heritage.template.playdomain=p"]),
+            "'playdomain' not allowed",
+        ),
+        (
+            install(&[
+                "operator.watchNamespace=recordings",
+                "heritage.namespace=elsewhere",
+            ]),
+            "heritage jobs would never run",
+        ),
+    ] {
+        let args: Vec<&str> = values.iter().flat_map(|v| ["--set", v]).collect();
+        let out = helm_template_output(&args);
+        assert!(!out.status.success(), "{values:?} was accepted");
+        assert!(text(&out).contains(expected), "{values:?}: {}", text(&out));
+    }
+
+    // examples/heritage-ingress.yaml routes to that port of the chart's Service for release
+    // `roomrec`, and the API server accepts it.
+    let example = std::fs::read_to_string(repo().join("examples/heritage-ingress.yaml")).unwrap();
+    let ingress = &objects(&example)[0];
+    let backend = &ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"];
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "roomrec",
+        &chart,
+        "--namespace",
+        "roomrec-system",
+        "--kube-version",
+        "1.37.2",
+        "--show-only",
+        "templates/service.yaml",
+    ];
+    for value in HERITAGE {
+        args.extend(["--set", value]);
+    }
+    let out = helm(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let service = &objects(&String::from_utf8(out.stdout).unwrap())[0];
+    assert_eq!(backend["name"], service["metadata"]["name"]);
+    assert_eq!(ingress["metadata"]["namespace"], "roomrec-system");
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == backend["port"]["name"])
+    );
+    assert!(ingress["spec"]["tls"].is_array(), "TLS at the Ingress");
+    let applied = server_dry_run(&example);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+}

@@ -588,7 +588,27 @@ async fn invalid_resources_are_refused_with_the_field_and_the_fix() {
         ),
         (
             json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "record": [], "playDomain": "p.example.com"}}, "storage": s3}),
-            "must list 1 to 16 user ids",
+            "set record (the people to record, by user id) or wholeRoom",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "record": ["a"], "wholeRoom": {}, "playDomain": "p.example.com"}}, "storage": s3}),
+            "set record (the people to record, by user id) or wholeRoom",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "record": ["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"], "playDomain": "p.example.com"}}, "storage": s3}),
+            "spec.source.trtc.record: Too many: 17: must have at most 16 items",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "wholeRoom": {"maxPeople": 0}, "playDomain": "p.example.com"}}, "storage": s3}),
+            "wholeRoom.maxPeople must be between 1 and 256",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "wholeRoom": {}, "startOn": "create", "playDomain": "p.example.com"}}, "storage": s3}),
+            "startOn: create cannot go with wholeRoom",
+        ),
+        (
+            json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "wholeRoom": {}, "playDomain": "p.example.com", "relay": "start", "pushDomain": "push.example.com", "userSigSecret": {"name": "s", "key": "k"}}}, "storage": s3}),
+            "userSigSecret signs one identity",
         ),
         (
             json!({"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 1, "userId": "bot", "record": ["a", "a"], "playDomain": "p.example.com"}}, "storage": s3}),

@@ -564,31 +564,22 @@ fn durations_read_like_kubectl() {
 }
 
 #[test]
-fn an_ended_workers_last_report_is_awaited_briefly() {
+fn a_worker_that_ended_without_its_last_report_is_judged_at_once() {
+    // The job was read after the pod's end (fetch::pods_then_job), so a file still
+    // `recording` will not close: the worker's last report never came. No waiting for it.
     let status = json!({"startedAt": "2026-11-26T09:00:00Z", "phase": "Recording", "workers": [
         {"userId": "alice", "state": "Recording", "attempts": 1}, {"userId": "bob", "state": "Done", "attempts": 1, "stopReason": "idle-timeout"}],
         "files": [{"url": "u1", "userId": "alice", "status": "recording", "part": 1, "pod": "class-43474-0-1"},
                   {"url": "u2", "userId": "bob", "status": "succeeded", "part": 1}]});
     let done = "{\"status\":\"succeeded\",\"stopReason\":\"max-duration\",\"message\":\"\",\"retryable\":true}";
     let pods = [pod(0, 1, terminated(0, done))];
-    // 10 s after it ended: its file still says recording, so wait for its last report.
-    let p = plan(
-        &job(trtc_spec(), status.clone()),
-        &pods,
-        &Settings::default(),
-        now(),
-    );
-    assert_eq!(p.status.phase, Some(Phase::Recording));
-    assert_eq!(p.requeue_after, Some(Duration::from_secs(1)));
-    // After the grace the job is judged without it: the file never closed, so Failed.
-    let later: Timestamp = "2026-11-26T09:00:16Z".parse().unwrap();
-    let p = plan(
-        &job(trtc_spec(), status),
-        &pods,
-        &Settings::default(),
-        later,
-    );
+    let job = job(trtc_spec(), status);
+    assert!(roomrec_operator::fetch::ended_before_its_report(
+        &job, &pods
+    ));
+    let p = plan(&job, &pods, &Settings::default(), now());
     assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(p.requeue_after, None);
 }
 
 #[test]
@@ -611,4 +602,188 @@ fn a_deleted_or_evicted_worker_pod_is_replaced() {
     );
     assert!(p.status.workers[0].message.contains("disappeared"));
     assert_eq!(p.replacements, 1);
+}
+
+fn whole_room_spec(max_people: Option<u32>) -> Value {
+    let mut spec = trtc_spec();
+    let trtc = &mut spec["source"]["trtc"];
+    trtc.as_object_mut().unwrap().remove("record");
+    trtc["wholeRoom"] = json!({"screenShare": true});
+    if let Some(max) = max_people {
+        trtc["wholeRoom"]["maxPeople"] = json!(max);
+    }
+    spec
+}
+
+/// `status.room.people` as the room event receiver writes it.
+fn room_person(index: u32, user: &str, stream: &str, session: u32, publishing: bool) -> Value {
+    json!({"index": index, "userId": user, "stream": stream, "session": session,
+           "publishing": publishing, "stoppedAt": (!publishing).then_some("2026-11-26T09:00:05Z")})
+}
+
+fn with_metadata_created(mut job: RecordingJob, at: &str) -> RecordingJob {
+    job.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        at.parse().unwrap(),
+    ));
+    job
+}
+
+#[test]
+fn a_whole_room_starts_people_as_they_publish_and_waits_for_the_first() {
+    // Nobody has published: no worker, the job waits.
+    let empty = with_metadata_created(
+        job(whole_room_spec(None), json!({})),
+        "2026-11-26T09:00:00Z",
+    );
+    let p = plan(&empty, &[], &Settings::default(), now());
+    assert!(p.create.is_empty());
+    assert_eq!(p.status.phase, Some(Phase::Pending));
+    // Until the idle timeout: then it ends, having recorded nobody.
+    assert!(p.requeue_after.unwrap() > Duration::from_secs(280));
+    let later: Timestamp = "2026-11-26T09:05:01Z".parse().unwrap();
+    let p = plan(&empty, &[], &Settings::default(), later);
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(
+        p.status.stop_reason,
+        Some(roomrec_api::StopReason::RoomIdle)
+    );
+
+    // Alice and Bob's screen share publish: one worker each, named by their order.
+    let status = json!({"room": {"people": {
+        "alice": room_person(0, "alice", "main", 1, true),
+        "bob/aux": room_person(1, "bob", "aux", 1, true)}}});
+    let p = plan(
+        &with_metadata_created(job(whole_room_spec(None), status), "2026-11-26T09:00:00Z"),
+        &[],
+        &Settings::default(),
+        now(),
+    );
+    let started: Vec<_> = p
+        .create
+        .iter()
+        .map(|(person, attempt, _)| (person.key.as_str(), person.index, *attempt))
+        .collect();
+    assert_eq!(started, [("alice", 0, 1), ("bob/aux", 1, 1)]);
+    assert_eq!(p.create[1].0.stream, roomrec_api::crd::StreamKind::Aux);
+    assert_eq!(p.create[1].0.user_id, "bob");
+    assert_eq!(p.status.users.as_deref(), Some("alice,bob/aux"));
+    assert_eq!(p.status.workers[0].session, Some(1));
+}
+
+#[test]
+fn a_whole_room_closes_the_files_of_who_stops_and_reopens_them_when_they_return() {
+    let created = "2026-11-26T09:00:00Z";
+    // Alice stopped publishing while her worker runs: it is stopped gracefully.
+    let status = json!({"startedAt": created, "phase": "Recording",
+        "room": {"people": {"alice": room_person(0, "alice", "main", 1, false)}},
+        "workers": [{"userId": "alice", "state": "Recording", "attempts": 1, "session": 1,
+                     "pod": "class-43474-0-1"}]});
+    let j = with_metadata_created(job(whole_room_spec(None), status), created);
+    let p = plan(&j, &[pod(0, 1, running())], &Settings::default(), now());
+    assert_eq!(p.delete, ["class-43474-0-1"]);
+    assert_eq!(p.status.phase, Some(Phase::Recording));
+
+    // Its worker ended: she is done as `left`, and the job goes on (the room has not ended).
+    let ended = r#"{"stopReason":"signal","retryable":true,"parts":1,"message":"stopped"}"#;
+    let status = json!({"startedAt": created, "phase": "Recording",
+        "room": {"people": {"alice": room_person(0, "alice", "main", 1, false)}},
+        "workers": [{"userId": "alice", "state": "Recording", "attempts": 1, "session": 1,
+                     "pod": "class-43474-0-1"}]});
+    let j = with_metadata_created(job(whole_room_spec(None), status), created);
+    let p = plan(
+        &j,
+        &[pod(0, 1, terminated(0, ended))],
+        &Settings::default(),
+        now(),
+    );
+    assert!(p.create.is_empty());
+    assert_eq!(p.status.workers[0].state, roomrec_api::WorkerState::Done);
+    assert_eq!(
+        p.status.workers[0].stop_reason,
+        Some(roomrec_api::StopReason::Left)
+    );
+    assert_eq!(p.status.phase, Some(Phase::Recording));
+
+    // She publishes again (session 2): a second worker, attempt 2, continuing her parts.
+    let status = json!({"startedAt": created, "phase": "Recording",
+        "room": {"people": {"alice": room_person(0, "alice", "main", 2, true)}},
+        "workers": [{"userId": "alice", "state": "Done", "stopReason": "left", "attempts": 1,
+                     "session": 1, "pod": "class-43474-0-1"}],
+        "files": [{"url": "u1", "userId": "alice", "status": "succeeded", "part": 1, "durationSeconds": 30.0}]});
+    let j = with_metadata_created(job(whole_room_spec(None), status), created);
+    let p = plan(
+        &j,
+        &[pod(0, 1, terminated(0, ended))],
+        &Settings::default(),
+        now(),
+    );
+    assert_eq!(p.create.len(), 1);
+    assert_eq!(p.create[0].1, 2);
+    assert_eq!(p.create[0].2.recorded_seconds, 30.0);
+    assert_eq!(p.status.workers[0].session, Some(2));
+    // The same session again reopens nothing.
+    let status = json!({"startedAt": created, "phase": "Recording",
+        "room": {"people": {"alice": room_person(0, "alice", "main", 1, true)}},
+        "workers": [{"userId": "alice", "state": "Done", "stopReason": "left", "attempts": 1,
+                     "session": 1}]});
+    let j = with_metadata_created(job(whole_room_spec(None), status), created);
+    assert!(plan(&j, &[], &Settings::default(), now()).create.is_empty());
+}
+
+#[test]
+fn a_whole_room_ends_on_dismissal_and_beyond_its_limit_names_who_is_not_recorded() {
+    let created = "2026-11-26T09:00:00Z";
+    let status = json!({"startedAt": created, "phase": "Recording",
+        "room": {"dismissedAt": "2026-11-26T09:00:08Z", "people": {
+            "alice": room_person(0, "alice", "main", 1, true)}},
+        "workers": [{"userId": "alice", "state": "Recording", "attempts": 1, "session": 1,
+                     "pod": "class-43474-0-1"}],
+        "files": [{"url": "u1", "userId": "alice", "status": "succeeded", "part": 1, "durationSeconds": 30.0}]});
+    let j = with_metadata_created(job(whole_room_spec(None), status.clone()), created);
+    let p = plan(&j, &[pod(0, 1, running())], &Settings::default(), now());
+    assert_eq!(p.delete, ["class-43474-0-1"]);
+    let p = plan(
+        &j,
+        &[pod(0, 1, terminated(0, ""))],
+        &Settings::default(),
+        now(),
+    );
+    assert_eq!(p.status.phase, Some(Phase::Succeeded));
+    assert_eq!(
+        p.status.stop_reason,
+        Some(roomrec_api::StopReason::RoomDismissed)
+    );
+
+    // Three publish, the job takes two: the third is named once, in an event and the status.
+    let status = json!({"room": {"people": {
+        "alice": room_person(0, "alice", "main", 1, true),
+        "bob": room_person(1, "bob", "main", 1, true),
+        "carol": room_person(2, "carol", "main", 1, true)}}});
+    let j = with_metadata_created(job(whole_room_spec(Some(2)), status), created);
+    let p = plan(&j, &[], &Settings::default(), now());
+    assert_eq!(p.create.len(), 2);
+    assert_eq!(p.status.not_recorded, ["carol"]);
+    let warning = p.events.iter().find(|e| e.1 == "TooManyPeople").unwrap();
+    assert!(warning.0 && warning.2.contains("carol") && warning.2.contains("maxPeople"));
+    let mut again = j.clone();
+    again.status.as_mut().unwrap().not_recorded = vec!["carol".into()];
+    let p = plan(&again, &[], &Settings::default(), now());
+    assert!(p.events.iter().all(|e| e.1 != "TooManyPeople"));
+}
+
+#[test]
+fn named_people_on_publish_wait_for_their_first_publish() {
+    let mut spec = trtc_spec();
+    spec["source"]["trtc"]["startOn"] = json!("publish");
+    let status = json!({"room": {"people": {"bob": room_person(0, "bob", "main", 1, true)}}});
+    let j = with_metadata_created(job(spec, status), "2026-11-26T09:00:00Z");
+    let p = plan(&j, &[], &Settings::default(), now());
+    let started: Vec<_> = p.create.iter().map(|c| c.0.key.as_str()).collect();
+    assert_eq!(started, ["bob"]);
+    assert!(
+        p.status.workers[0]
+            .message
+            .contains("waiting for alice to publish")
+    );
+    assert_eq!(p.status.phase, Some(Phase::Pending));
 }

@@ -16,10 +16,11 @@ mod support {
     pub mod operator_process;
     pub mod processes;
     pub mod stored_files;
+    pub mod trtc_world;
 
     pub use self::{
-        callbacks::*, cluster::*, cos::*, examples::*, jobs::*, operator_process::*, processes::*,
-        stored_files::*,
+        callbacks::*, cluster::*, cos::*, examples::*, jobs::*, logs::*, operator_process::*,
+        processes::*, stored_files::*, trtc_world::*,
     };
 }
 
@@ -33,23 +34,13 @@ use roomrec_operator::trtc_api::{
     DismissRoomRequest, RemoveUserRequest, TrtcApiConfig, TrtcClient,
 };
 use roomrec_testbed::cos::CosStandIn;
-use roomrec_testbed::media::StreamSpec;
-use roomrec_testbed::trtc::{StandInConfig, TrtcStandIn};
+use roomrec_testbed::trtc::TrtcStandIn;
 use roomrec_testbed::wait_until;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use support::*;
 
-const APP: u64 = 1400000000;
-/// The application's secret key (TRTC console): the stand-in checks UserSigs with it.
-const APP_KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
-const SECRET_ID: &str = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE";
-const SECRET_KEY: &str = "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE";
-/// The CSS push domain's authentication key (the example's).
-const PUSH_KEY: &str = "e12c46f2612d5106e2034781ab261ca3";
-/// The room event callback key set in the TRTC console.
-const EVENTS_KEY: &str = "roomrecEvents0123456789abcdefghi";
 const ROOM: u32 = 43474;
 
 /// One test's world: its namespace, the TRTC and COS stand-ins, the callback receiver and an
@@ -73,39 +64,15 @@ async fn world(prefix: &str, secret_key: &str) -> World {
     let ns = bed().namespace(prefix).await.unwrap();
     let dir = bed().scratch(&format!("trtc-{ns}")).unwrap();
     let (cos, cos_port) = examples_cos().await;
-    let events_port = roomrec_testbed::ports::free_port();
-    let trtc = TrtcStandIn::start(
-        StandInConfig::new(&dir)
-            .app(APP, APP_KEY)
-            .credential(SECRET_ID, SECRET_KEY)
-            .push_key(PUSH_KEY)
-            .callback(
-                &format!("http://127.0.0.1:{events_port}/trtc/events"),
-                EVENTS_KEY,
-            ),
-    )
-    .await
-    .unwrap();
-    let credentials = dir.join("trtc-api");
-    std::fs::create_dir_all(&credentials).unwrap();
-    std::fs::write(credentials.join("secretId"), SECRET_ID).unwrap();
-    std::fs::write(credentials.join("secretKey"), secret_key).unwrap();
-    let events_key = dir.join("events-key");
-    std::fs::write(&events_key, EVENTS_KEY).unwrap();
-    let op_args: Vec<String> = vec![
+    let TrtcSide {
+        trtc,
+        operator_args,
+    } = trtc_side(&dir, secret_key).await;
+    let mut op_args: Vec<String> = vec![
         "--worker-env".into(),
         format!("ROOMREC_RESOLVE=class-1250000000.localhost=127.0.0.1:{cos_port}"),
-        "--trtc-api-endpoint".into(),
-        trtc.endpoint(),
-        "--trtc-region".into(),
-        "ap-guangzhou".into(),
-        "--trtc-credentials-dir".into(),
-        credentials.display().to_string(),
-        "--room-events-address".into(),
-        format!("127.0.0.1:{events_port}"),
-        "--room-events-key-file".into(),
-        events_key.display().to_string(),
     ];
+    op_args.extend(operator_args);
     let op = start_operator(&ns, &op_args).await;
     let receiver = Receiver::start(0).await;
     let api = jobs(&ns).await;
@@ -125,17 +92,6 @@ async fn world(prefix: &str, secret_key: &str) -> World {
 async fn start_operator(ns: &str, args: &[String]) -> Operator {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Operator::start(ns, &args).await
-}
-
-/// A small camera: 320×240 at 15 fps with AAC, so several run at once on two cores.
-fn camera() -> StreamSpec {
-    StreamSpec {
-        width: 320,
-        height: 240,
-        fps: 15,
-        video_kbps: 300,
-        ..StreamSpec::default()
-    }
 }
 
 fn now() -> i64 {
@@ -226,7 +182,7 @@ async fn worker_pods(world: &World) -> Vec<Pod> {
 async fn relay_start_heritage_request_records_into_cos_and_remove_user_ends_it() {
     let world = world("relay", SECRET_KEY).await;
     let anchor = world.trtc.anchor(APP, ROOM, "anchor-1");
-    anchor.publish(camera()).unwrap();
+    anchor.publish(small_camera()).unwrap();
     let sig = recorder_sig();
     apply_in(&world.ns, &relay_example(&world, &sig, &[]));
     let job = wait_recording_bytes(&world.api, "heritage-43474", 3.0, &world.op).await;
@@ -331,8 +287,8 @@ async fn relay_start_dismiss_room_ends_a_two_person_job_with_every_file_stored()
     let world = world("dismiss", SECRET_KEY).await;
     let alice = world.trtc.anchor(APP, ROOM, "alice");
     let bob = world.trtc.anchor(APP, ROOM, "bob");
-    alice.publish(camera()).unwrap();
-    bob.publish(camera()).unwrap();
+    alice.publish(small_camera()).unwrap();
+    bob.publish(small_camera()).unwrap();
     // Two people: an agent each, with UserSigs roomrec makes from the application's key.
     let yaml = relay_example(
         &world,
@@ -417,7 +373,7 @@ async fn relay_start_dismiss_room_ends_a_two_person_job_with_every_file_stored()
 async fn relay_start_an_anchor_who_stops_publishing_ends_it_as_room_idle() {
     let world = world("idle", SECRET_KEY).await;
     let anchor = world.trtc.anchor(APP, ROOM, "anchor-1");
-    anchor.publish(camera()).unwrap();
+    anchor.publish(small_camera()).unwrap();
     let sig = recorder_sig();
     let yaml = relay_example(
         &world,
@@ -468,7 +424,7 @@ async fn relay_start_refuses_a_wrong_or_expired_usersig_and_a_wrong_api_key_leav
 {
     let world = world("refused", SECRET_KEY).await;
     let anchor = world.trtc.anchor(APP, ROOM, "anchor-1");
-    anchor.publish(camera()).unwrap();
+    anchor.publish(small_camera()).unwrap();
     // Expired an hour ago.
     let expired = usersig::generate(
         APP,
@@ -578,7 +534,7 @@ async fn world_with_wrong_api_key(world: &World) -> (String, Operator) {
 async fn relay_start_an_operator_killed_while_relays_run_loses_and_doubles_none() {
     let mut world = world("restart", SECRET_KEY).await;
     let anchor = world.trtc.anchor(APP, ROOM, "anchor-1");
-    anchor.publish(camera()).unwrap();
+    anchor.publish(small_camera()).unwrap();
     let sig = recorder_sig();
     apply_in(&world.ns, &relay_example(&world, &sig, &[]));
     wait_recording_bytes(&world.api, "heritage-43474", 2.0, &world.op).await;
@@ -639,7 +595,7 @@ async fn relay_start_an_operator_killed_while_relays_run_loses_and_doubles_none(
 async fn relay_start_a_wrong_push_key_ends_naming_it_and_leaves_no_relay() {
     let world = world("pushkey", SECRET_KEY).await;
     let anchor = world.trtc.anchor(APP, ROOM, "anchor-1");
-    anchor.publish(camera()).unwrap();
+    anchor.publish(small_camera()).unwrap();
     let sig = recorder_sig();
     let yaml = relay_example(
         &world,
@@ -676,4 +632,390 @@ async fn relay_start_a_wrong_push_key_ends_naming_it_and_leaves_no_relay() {
             .stopped_at
             .is_some()
     );
+}
+
+/// `examples/trtc-whole-room.yaml`, pointed at this world's stand-ins.
+fn whole_room_example(world: &World, edits: &[(&str, String)]) -> String {
+    let mut all = vec![
+        ("SECRET-KEY-OF-THE-APPLICATION", format!("\"{APP_KEY}\"")),
+        ("push.example.com", world.trtc.push_domain()),
+        ("play.example.com", world.trtc.play_domain()),
+        (
+            "      credentialsSecret: cos-keys",
+            format!(
+                "      credentialsSecret: cos-keys\n      endpoint: http://localhost:{}",
+                world.cos_port
+            ),
+        ),
+        (
+            "https://lms.example.com/hooks/recording",
+            world.receiver.url(),
+        ),
+    ];
+    all.extend(edits.iter().cloned());
+    example("trtc-whole-room.yaml", &all)
+}
+
+/// The job's files of one person (its `status.workers` key), in part order.
+fn files_of(job: &RecordingJob, user: &str, stream: &str) -> Vec<roomrec_api::crd::FileStatus> {
+    let mut mine: Vec<_> = files(job)
+        .into_iter()
+        .filter(|f| {
+            let aux = f.url.contains(&format!("_{user}_aux_"));
+            f.user_id == user && aux == (stream == "aux")
+        })
+        .collect();
+    mine.sort_by_key(|f| f.part);
+    mine
+}
+
+/// Waits until `person` (a `status.workers` key) has recorded `seconds` in its current worker's
+/// files.
+async fn recording(world: &World, name: &str, person: &str, seconds: f64) {
+    let (user, stream) = person.split_once('/').unwrap_or((person, "main"));
+    let ok = wait_until(Duration::from_secs(60), || async {
+        world.api.get(name).await.is_ok_and(|job| {
+            let workers = job
+                .status
+                .as_ref()
+                .map(|s| s.workers.clone())
+                .unwrap_or_default();
+            let current = workers
+                .iter()
+                .find(|w| w.user_id == person)
+                .and_then(|w| w.pod.clone());
+            files_of(&job, user, stream).iter().any(|f| {
+                f.pod == current
+                    && f.status.as_str() == "recording"
+                    && f.duration_seconds >= seconds
+            })
+        })
+    })
+    .await;
+    if ok.is_err() {
+        let job = world.api.get(name).await.unwrap();
+        panic!(
+            "{person} is not recording: {}\nrelays: {:#?}\noperator: {}",
+            status_json(&job),
+            world.trtc.relays(),
+            tail(&world.op.log_text(), 6000)
+        );
+    }
+}
+
+async fn worker_state(world: &World, name: &str, person: &str) -> Option<WorkerState> {
+    let job = world.api.get(name).await.ok()?;
+    job.status?
+        .workers
+        .into_iter()
+        .find(|w| w.user_id == person)
+        .map(|w| w.state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_room_records_anchors_as_they_come_and_go_and_ends_on_dismissal() {
+    let world = world("wholeroom", SECRET_KEY).await;
+    apply_in(&world.ns, &whole_room_example(&world, &[]));
+    // Nobody publishes yet: the job waits, no worker, no relay.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let job = world.api.get("class-43474").await.unwrap();
+    assert_eq!(
+        job.status.as_ref().and_then(|s| s.phase),
+        Some(roomrec_api::crd::Phase::Pending),
+        "{}",
+        status_json(&job)
+    );
+    assert!(worker_pods(&world).await.is_empty());
+    assert!(world.trtc.relays().is_empty());
+
+    // Alice publishes: she is recorded.
+    let alice = world.trtc.anchor(APP, ROOM, "alice");
+    alice.publish(small_camera()).unwrap();
+    recording(&world, "class-43474", "alice", 3.0).await;
+    // Bob publishes his camera and shares his screen: two more people.
+    let bob = world.trtc.anchor(APP, ROOM, "bob");
+    bob.publish(small_camera()).unwrap();
+    bob.publish_aux(small_camera()).unwrap();
+    // Alice stops publishing: her files close (she stays in the room).
+    alice.stop_publishing().unwrap();
+    wait_for("alice's recording closed", &world, || async {
+        worker_state(&world, "class-43474", "alice").await == Some(WorkerState::Done)
+    })
+    .await;
+    recording(&world, "class-43474", "bob", 3.0).await;
+    recording(&world, "class-43474", "bob/aux", 3.0).await;
+    // Bob ends his screen share; Carol comes; Alice returns: a new part of hers.
+    bob.stop_aux().unwrap();
+    let carol = world.trtc.anchor(APP, ROOM, "carol");
+    carol.publish(small_camera()).unwrap();
+    alice.publish(small_camera()).unwrap();
+    recording(&world, "class-43474", "carol", 3.0).await;
+    recording(&world, "class-43474", "alice", 3.0).await;
+    assert_eq!(
+        worker_state(&world, "class-43474", "bob/aux").await,
+        Some(WorkerState::Done)
+    );
+
+    // The room is dismissed: the job ends with every file stored.
+    let dismissed = Instant::now();
+    application(&world)
+        .dismiss_room(&DismissRoomRequest {
+            sdk_app_id: APP,
+            room_id: ROOM,
+        })
+        .await
+        .unwrap();
+    let job = ended(&world, "class-43474", "Succeeded", 90).await;
+    assert!(
+        dismissed.elapsed() < Duration::from_secs(40),
+        "ended {:?} after the dismissal",
+        dismissed.elapsed()
+    );
+    let status = job.status.clone().unwrap();
+    assert_eq!(status.stop_reason, Some(StopReason::RoomDismissed));
+    let people: Vec<&str> = status.workers.iter().map(|w| w.user_id.as_str()).collect();
+    assert_eq!(
+        people,
+        ["alice", "bob", "bob/aux", "carol"],
+        "{}",
+        status_json(&job)
+    );
+    assert_files_play(&job, &["h264", "aac"]);
+    // Alice's two sessions are two parts, in order; everyone else has theirs.
+    let alices = files_of(&job, "alice", "main");
+    assert_eq!(alices.len(), 2, "{}", status_json(&job));
+    assert!(alices[0].ended_at <= alices[1].started_at, "{alices:#?}");
+    for (user, stream) in [("bob", "main"), ("bob", "aux"), ("carol", "main")] {
+        assert!(
+            !files_of(&job, user, stream).is_empty(),
+            "no files of {user} {stream}: {}",
+            status_json(&job)
+        );
+    }
+    // Five relays (Alice twice), each stopped; no worker left.
+    let relays = world.trtc.relays();
+    assert_eq!(relays.len(), 5, "{relays:#?}");
+    assert!(relays.iter().all(|r| !r.is_running()));
+    // The callback lists every person's files, in the room's order.
+    let delivered = wait_until(Duration::from_secs(30), || async {
+        !world.receiver.requests.lock().unwrap().is_empty()
+    })
+    .await;
+    assert!(delivered.is_ok(), "no callback: {}", world.op.log_text());
+    let (_, body) = world.receiver.requests.lock().unwrap()[0].clone();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let listed: Vec<&str> = body["Files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["UserId"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), files(&job).len(), "{body:#}");
+    assert_eq!(listed.first(), Some(&"alice"), "{body:#}");
+    assert!(
+        body["Files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["Status"] == 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_event_named_people_start_when_they_publish_and_dismissal_ends_at_once() {
+    let world = world("onpublish", SECRET_KEY).await;
+    let sig = recorder_sig();
+    apply_in(
+        &world.ns,
+        &relay_example(
+            &world,
+            &sig,
+            &[(
+                "record: [anchor-1]",
+                "record: [anchor-1]\n      startOn: publish".into(),
+            )],
+        ),
+    );
+    // Nobody publishes: no worker waits on a stream that is not there.
+    wait_for("the job waiting for anchor-1", &world, || async {
+        world.api.get("heritage-43474").await.is_ok_and(|job| {
+            job.status.is_some_and(|s| {
+                s.workers
+                    .first()
+                    .is_some_and(|w| w.message.contains("waiting for anchor-1 to publish"))
+            })
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(worker_pods(&world).await.is_empty());
+    assert!(world.trtc.relays().is_empty());
+    // Someone else publishing starts nothing.
+    let other = world.trtc.anchor(APP, ROOM, "someone-else");
+    other.publish(small_camera()).unwrap();
+    // anchor-1 publishes: the relay and the worker start.
+    let anchor = world.trtc.anchor(APP, ROOM, "anchor-1");
+    anchor.publish(small_camera()).unwrap();
+    recording(&world, "heritage-43474", "anchor-1", 3.0).await;
+    assert_eq!(world.trtc.relays().len(), 1, "{:#?}", world.trtc.relays());
+    // The room's dismissal ends the job at once.
+    let dismissed = Instant::now();
+    application(&world)
+        .dismiss_room(&DismissRoomRequest {
+            sdk_app_id: APP,
+            room_id: ROOM,
+        })
+        .await
+        .unwrap();
+    let job = ended(&world, "heritage-43474", "Succeeded", 60).await;
+    assert!(
+        dismissed.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        dismissed.elapsed()
+    );
+    assert_eq!(
+        job.status.as_ref().unwrap().stop_reason,
+        Some(StopReason::RoomDismissed)
+    );
+    assert_files_play(&job, &["h264", "aac"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_event_unsigned_replayed_and_foreign_events_change_nothing() {
+    let world = world("events", SECRET_KEY).await;
+    apply_in(&world.ns, &whole_room_example(&world, &[]));
+    let job_before = || async { status_json(&world.api.get("class-43474").await.unwrap()) };
+    wait_for("the job waiting", &world, || async {
+        world
+            .api
+            .get("class-43474")
+            .await
+            .is_ok_and(|j| j.status.is_some_and(|s| s.phase.is_some()))
+    })
+    .await;
+    let before = job_before().await;
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let event = |app: u64, ts_ms: i64| {
+        serde_json::to_vec(&json!({
+            "EventGroupId": 2, "EventType": 201, "CallbackTs": ts_ms,
+            "EventInfo": {"RoomId": ROOM, "EventTs": ts_ms / 1000, "EventMsTs": ts_ms,
+                          "UserId": "mallory", "Role": 20, "TerminalType": 1, "UserType": 3, "Reason": 0},
+        }))
+        .map(|body| (app, body))
+        .unwrap()
+    };
+    // Unsigned, signed with another key, a replay from ten minutes ago: refused.
+    let (_, fresh) = event(APP, now_ms);
+    assert_eq!(world.trtc.send_raw(&fresh, None).await, Ok(401));
+    assert_eq!(
+        world.trtc.send_raw(&fresh, Some("bm90IHRoZSBzaWdu")).await,
+        Ok(401)
+    );
+    let (_, stale) = event(APP, now_ms - 600_000);
+    let stale_sign = world.trtc.sign(&stale).unwrap();
+    assert_eq!(
+        world.trtc.send_raw(&stale, Some(&stale_sign)).await,
+        Ok(400)
+    );
+    // An oversized body, malformed JSON: refused.
+    let big = vec![b' '; 70 * 1024];
+    let big_sign = world.trtc.sign(&big).unwrap();
+    assert_eq!(world.trtc.send_raw(&big, Some(&big_sign)).await, Ok(413));
+    let junk = b"{\"EventType\":";
+    let junk_sign = world.trtc.sign(junk).unwrap();
+    assert_eq!(world.trtc.send_raw(junk, Some(&junk_sign)).await, Ok(400));
+    // A well-signed event of another application's room: acknowledged, ignored.
+    let (_, foreign) = event(APP + 1, now_ms);
+    let body = String::from_utf8(foreign.clone()).unwrap();
+    let foreign_sign = world.trtc.sign(body.as_bytes()).unwrap();
+    let answered = reqwest::Client::new()
+        .post(format!("http://{}/trtc/events", events_address(&world)))
+        .header("Sign", foreign_sign)
+        .header("SdkAppId", (APP + 1).to_string())
+        .body(foreign)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(answered, 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        job_before().await,
+        before,
+        "an event that should change nothing did"
+    );
+    assert!(worker_pods(&world).await.is_empty());
+    let metrics = world.op.metrics().await;
+    for (result, at_least) in [
+        ("refused-signature", 2),
+        ("refused-stale", 1),
+        ("refused-malformed", 2),
+        ("ignored", 1),
+    ] {
+        let line = format!("roomrec_room_events_total{{result=\"{result}\"}} ");
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(count >= at_least, "{result}: {count}\n{metrics}");
+    }
+}
+
+/// The operator's room events address, from its flags.
+fn events_address(world: &World) -> String {
+    let at = world
+        .op_args
+        .iter()
+        .position(|a| a == "--room-events-address")
+        .unwrap();
+    world.op_args[at + 1].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_room_an_operator_restart_mid_room_loses_and_doubles_nobody() {
+    let mut world = world("roomrestart", SECRET_KEY).await;
+    apply_in(&world.ns, &whole_room_example(&world, &[]));
+    let alice = world.trtc.anchor(APP, ROOM, "alice");
+    alice.publish(small_camera()).unwrap();
+    recording(&world, "class-43474", "alice", 2.0).await;
+    // The operator dies; meanwhile Bob publishes. TRTC's callback fails and is retried every
+    // 10 s for a minute: the new operator gets it.
+    world.op.child.start_kill().unwrap();
+    let _ = world.op.child.wait().await;
+    let bob = world.trtc.anchor(APP, ROOM, "bob");
+    bob.publish(small_camera()).unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    world.op = start_operator(&world.ns, &world.op_args).await;
+    recording(&world, "class-43474", "bob", 3.0).await;
+    recording(&world, "class-43474", "alice", 6.0).await;
+    // Nobody doubled: one worker pod and one relay each.
+    let pods = worker_pods(&world).await;
+    assert_eq!(
+        pods.len(),
+        2,
+        "{:?}",
+        pods.iter()
+            .map(|p| p.metadata.name.clone())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(world.trtc.relays().len(), 2, "{:#?}", world.trtc.relays());
+    application(&world)
+        .dismiss_room(&DismissRoomRequest {
+            sdk_app_id: APP,
+            room_id: ROOM,
+        })
+        .await
+        .unwrap();
+    let job = ended(&world, "class-43474", "Succeeded", 90).await;
+    assert_files_play(&job, &["h264", "aac"]);
+    for user in ["alice", "bob"] {
+        assert_eq!(
+            files_of(&job, user, "main").len(),
+            1,
+            "{}",
+            status_json(&job)
+        );
+    }
 }

@@ -52,3 +52,14 @@ seccompProfile:
 {{- range .Values.operator.imagePullSecrets }}{{ $names = append $names .name }}{{ end -}}
 {{- join "," $names -}}
 {{- end -}}
+
+{{- /* Where heritage RecordingJobs go: heritage.namespace, else the watched namespace, else the
+       release's. A namespace the operator does not watch would hold jobs that never run. */ -}}
+{{- define "roomrec.heritageNamespace" -}}
+{{- $watched := .Values.operator.watchNamespace -}}
+{{- $namespace := .Values.heritage.namespace | default $watched | default .Release.Namespace -}}
+{{- if and $watched (ne $namespace $watched) -}}
+{{- fail (printf "heritage.namespace is %s but operator.watchNamespace is %s: heritage jobs would never run; leave heritage.namespace empty or make them equal" $namespace $watched) -}}
+{{- end -}}
+{{- $namespace -}}
+{{- end -}}
