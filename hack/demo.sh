@@ -58,8 +58,10 @@ kubectl create namespace "$NAMESPACE" > /dev/null
 echo "==> starting roomrec-operator as ServiceAccount roomrec-system/demo-roomrec-operator"
 token=$(kubectl create token demo-roomrec-operator -n roomrec-system --duration 2h)
 sed "s|^\(\s*token:\).*|\1 $token|" "$KUBECONFIG" > "$DIR/operator.kubeconfig"
+# Progress every 5 s so that a short demo shows it grow (the chart's default is 60 s).
 KUBECONFIG="$DIR/operator.kubeconfig" "$target/debug/roomrec-operator" \
   --worker-image ghcr.io/roomrec/roomrec-worker:demo --metrics-address 127.0.0.1:0 \
+  --worker-report-interval-seconds 5 \
   --log-format text --log-level "${DEMO_OPERATOR_LOG:-info}" > "$DIR/operator.log" 2>&1 &
 pids+=($!)
 

@@ -40,6 +40,7 @@ pub mod var {
     pub const SPOOL_DIR: &str = "ROOMREC_SPOOL_DIR";
     pub const SPOOL_MAX: &str = "ROOMREC_SPOOL_MAX";
     pub const EXPECTED_BITRATE: &str = "ROOMREC_EXPECTED_BITRATE";
+    pub const STORE_REQUEST_TIMEOUT_SECONDS: &str = "ROOMREC_STORE_REQUEST_TIMEOUT_SECONDS";
     pub const FASTSTART: &str = "ROOMREC_FASTSTART";
     pub const SCRATCH_DIR: &str = "ROOMREC_SCRATCH_DIR";
     pub const MANIFEST: &str = "ROOMREC_MANIFEST";
@@ -47,6 +48,7 @@ pub mod var {
     pub const FFMPEG: &str = "ROOMREC_FFMPEG";
     pub const FFPROBE: &str = "ROOMREC_FFPROBE";
     pub const REPORT_JOB: &str = "ROOMREC_REPORT_JOB";
+    pub const REPORT_INTERVAL_SECONDS: &str = "ROOMREC_REPORT_INTERVAL_SECONDS";
     pub const POD_NAME: &str = "ROOMREC_POD_NAME";
     pub const TERMINATION_MESSAGE: &str = "ROOMREC_TERMINATION_MESSAGE";
     pub const METRICS_ADDRESS: &str = "ROOMREC_METRICS_ADDRESS";
@@ -95,6 +97,8 @@ pub struct WorkerEnv {
     pub shutdown_timeout_seconds: u64,
     /// `NAMESPACE/NAME` of the RecordingJob whose status.files the worker writes.
     pub report_job: String,
+    /// Seconds between progress reports while a part is open.
+    pub report_interval_seconds: u64,
     pub termination_message: String,
     pub metrics_address: Option<String>,
 }
@@ -175,6 +179,10 @@ impl WorkerEnv {
         set(var::LOG_FORMAT, "json".into());
         set(var::MANIFEST, "-".into());
         set(var::REPORT_JOB, self.report_job.clone());
+        set(
+            var::REPORT_INTERVAL_SECONDS,
+            self.report_interval_seconds.to_string(),
+        );
         out.push((var::POD_NAME, EnvValue::PodField("metadata.name")));
         out.push((
             var::TERMINATION_MESSAGE,

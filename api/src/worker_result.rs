@@ -137,4 +137,69 @@ mod tests {
         assert_eq!(r.stop_reason, StopReason::IdleTimeout);
         assert!(r.retryable && r.message.is_empty());
     }
+
+    use proptest::prelude::*;
+
+    /// A termination message as a broken or hostile worker might leave it: the result's keys
+    /// with values of any JSON type.
+    fn result_like() -> impl Strategy<Value = serde_json::Value> {
+        let value = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(|f| serde_json::json!(f)),
+            prop_oneof![
+                Just("succeeded".to_string()),
+                Just("failed".to_string()),
+                Just("idle-timeout".to_string()),
+                ".{0,30}"
+            ]
+            .prop_map(serde_json::Value::from),
+        ];
+        proptest::collection::btree_map(
+            prop_oneof![
+                Just("status".to_string()),
+                Just("stopReason".to_string()),
+                Just("message".to_string()),
+                Just("retryable".to_string()),
+                Just("parts".to_string()),
+                Just("bytes".to_string()),
+                Just("durationSeconds".to_string()),
+                "[a-zA-Z]{1,10}"
+            ],
+            value,
+            0..8,
+        )
+        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_termination_message_parses_to_a_result_or_to_nothing(s in ".{0,600}") {
+            // A log tail, noise, a cut-off result: never a panic.
+            let _ = WorkerResult::parse(&s);
+        }
+
+        #[test]
+        fn a_result_is_read_only_when_its_status_and_stop_reason_are_known(v in result_like()) {
+            let parsed = WorkerResult::parse(&v.to_string());
+            let known = |key: &str| v.get(key).and_then(|x| x.as_str()).is_some_and(|x| {
+                serde_json::from_value::<FileState>(x.into()).is_ok()
+                    || serde_json::from_value::<StopReason>(x.into()).is_ok()
+            });
+            if parsed.is_some() {
+                prop_assert!(known("status") && known("stopReason"), "{v}");
+            }
+        }
+
+        #[test]
+        fn any_message_is_cut_within_its_bounds_on_a_character_boundary(s in "\\PC{0,3000}") {
+            let cut = truncate(&s);
+            prop_assert!(cut.chars().count() <= MESSAGE_CHARS);
+            prop_assert!(serde_json::to_string(&cut).unwrap().len() <= MESSAGE_JSON_BYTES + 2);
+            prop_assert!(s.starts_with(cut.trim_end_matches('…')) || cut == s);
+        }
+    }
 }

@@ -55,6 +55,10 @@ pub struct Options {
     /// Port of each worker pod's /metrics (containerPort `metrics`); 0: no metrics endpoint.
     #[arg(long, env = "ROOMREC_WORKER_METRICS_PORT", default_value_t = settings::WORKER_METRICS_PORT)]
     pub worker_metrics_port: u16,
+    /// Seconds between a worker's progress reports into its job while a part is open (a part's
+    /// opening and end are reported at once); each is one API write, and so is the answer.
+    #[arg(long, env = "ROOMREC_WORKER_REPORT_INTERVAL_SECONDS", default_value_t = roomrec_api::defaults::PROGRESS_INTERVAL_SECONDS, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub worker_report_interval_seconds: u64,
     /// Worker pods per recorded person before the job fails.
     #[arg(long, env = "ROOMREC_MAX_ATTEMPTS", default_value_t = settings::MAX_ATTEMPTS)]
     pub max_attempts: u32,
@@ -235,6 +239,7 @@ impl Options {
             worker_env: self.worker_env.clone(),
             worker_grace: Duration::from_secs(self.worker_grace_seconds),
             worker_metrics_port: self.worker_metrics_port,
+            worker_report_interval_seconds: self.worker_report_interval_seconds,
             max_attempts: self.max_attempts.max(1),
             retry_backoff: Duration::from_secs_f64(self.retry_backoff_seconds.max(0.0)),
             callback: CallbackSettings {

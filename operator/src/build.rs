@@ -294,6 +294,7 @@ pub fn worker_env(
         spool_dir: SPOOL_DIR.into(),
         shutdown_timeout_seconds: grace - 10,
         report_job: format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
+        report_interval_seconds: settings.worker_report_interval_seconds,
         termination_message: "/dev/termination-log".into(),
         metrics_address: (settings.worker_metrics_port != 0)
             .then(|| format!("0.0.0.0:{}", settings.worker_metrics_port)),

@@ -233,6 +233,18 @@ pub fn signature(key: &[u8], timestamp: i64, body: &[u8]) -> String {
 }
 
 /// One POST. Ok when the receiver answered 2xx.
+/// The most of a refusing receiver's body that is read (and quoted, up to 200 characters).
+const REFUSAL_BODY_BYTES: usize = 4096;
+
+/// The client callbacks go out with. Redirects are not followed: the body names the job's files
+/// and is signed for the receiver the job names, not for wherever that receiver points.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client without custom TLS settings builds")
+}
+
 pub async fn deliver(
     http: &reqwest::Client,
     job: &RecordingJob,
@@ -267,17 +279,35 @@ pub async fn deliver(
         .map_err(|e| format!("POST {} failed: {}", callback.url, error_chain(&e)))?;
     let status = response.status();
     if status.is_success() {
-        Ok(())
-    } else {
-        let text: String = response
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(200)
-            .collect();
-        Err(format!("POST {} answered {status}: {text}", callback.url))
+        return Ok(());
     }
+    if status.is_redirection() {
+        let to = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or("nowhere");
+        return Err(format!(
+            "POST {} answered {status} to {to}: redirects are not followed; set \
+             spec.callback.url to the address that takes the callback",
+            callback.url
+        ));
+    }
+    // A refusal's reason, from the start of its body only: a receiver decides how much it sends.
+    let mut response = response;
+    let mut head = Vec::new();
+    while head.len() < REFUSAL_BODY_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    let text: String = String::from_utf8_lossy(&head)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    Err(format!("POST {} answered {status}: {text}", callback.url))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

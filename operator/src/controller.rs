@@ -70,7 +70,7 @@ impl Context {
             settings,
             metrics,
             recorder,
-            http: reqwest::Client::new(),
+            http: callback::http_client(),
             failures: Mutex::default(),
             presence: Arc::default(),
         }

@@ -430,4 +430,86 @@ mod tests {
         assert!(!in_room(&job, 1400000000, &room(json!(43475))));
         assert_eq!(room_text(&json!(null)), None);
     }
+
+    use proptest::prelude::*;
+
+    /// A job following the whole room 1400000000/43474 (screen shares too), with one relay.
+    fn whole_room_job() -> RecordingJob {
+        serde_json::from_value(json!({
+            "apiVersion": "roomrec.dev/v1alpha1", "kind": "RecordingJob",
+            "metadata": {"name": "j", "namespace": "n"},
+            "spec": {"source": {"trtc": {"sdkAppId": 1400000000u64, "roomId": 43474, "userId": "r",
+                                          "wholeRoom": {"screenShare": true}, "playDomain": "p"}}},
+            "status": {"workers": [{"userId": "a", "state": "Recording", "attempts": 1,
+                "relay": {"taskId": "t", "agentUserId": "r_1", "startedAt": "2026-12-07T10:00:00Z"}}]}
+        }))
+        .unwrap()
+    }
+
+    /// An event as a sender that is not TRTC might write it: TRTC's fields with values of any
+    /// type and size, the event types roomrec reads more often than not.
+    fn event_like() -> impl Strategy<Value = Value> {
+        let int = prop_oneof![
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from)
+        ];
+        let anything = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            int.clone(),
+            any::<f64>().prop_map(|f| json!(f)),
+            ".{0,20}".prop_map(Value::from),
+        ];
+        let event_type = prop_oneof![
+            3 => prop::sample::select(vec![101u32, 102, 103, 104, 201, 202, 203, 204, 205, 206])
+                .prop_map(Value::from),
+            1 => anything.clone(),
+        ];
+        let user = prop_oneof![
+            3 => prop::sample::select(vec!["a", "b", "r_1", ""]).prop_map(Value::from),
+            1 => anything.clone(),
+        ];
+        (
+            event_type,
+            int.clone(),
+            anything.clone(),
+            int.clone(),
+            user,
+            int.clone(),
+            anything,
+        )
+            .prop_map(
+                |(event_type, callback_ts, room, event_ts, user, reason, ms)| {
+                    json!({"EventGroupId": 1, "EventType": event_type, "CallbackTs": callback_ts,
+                       "EventInfo": {"RoomId": room, "EventTs": event_ts, "UserId": user,
+                                     "Reason": reason, "EventMsTs": ms}})
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_body_is_refused_or_read_without_a_panic(body in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = signed(b"key", Some("c2lnbg=="), &body);
+            if let Ok(event) = serde_json::from_slice::<Event>(&body) {
+                let _ = updated_room(&whole_room_job(), &event, &Default::default());
+            }
+        }
+
+        #[test]
+        fn any_event_shaped_json_changes_the_room_into_a_valid_status_or_not_at_all(v in event_like()) {
+            let Ok(event) = serde_json::from_value::<Event>(v.clone()) else {
+                return Ok(());
+            };
+            let _ = room_text(&event.event_info.room_id);
+            if let Some(room) = updated_room(&whole_room_job(), &event, &Default::default()) {
+                // What is written into status.room reads back as the same status.
+                let text = serde_json::to_value(&room).unwrap();
+                let back: RoomStatus = serde_json::from_value(text).unwrap();
+                prop_assert_eq!(back, room);
+            }
+        }
+    }
 }

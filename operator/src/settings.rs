@@ -37,6 +37,9 @@ pub struct Settings {
     pub spool_limit: String,
     /// Port of each worker's /metrics (containerPort `metrics`); 0: no metrics endpoint.
     pub worker_metrics_port: u16,
+    /// Seconds between a worker's progress reports while a part is open (chart
+    /// worker.progressIntervalSeconds).
+    pub worker_report_interval_seconds: u64,
     /// Worker pods per recorded person before the job fails.
     pub max_attempts: u32,
     /// Wait before the n-th replacement: 0 for the first, then this, doubling, at most 5 min.
@@ -87,6 +90,7 @@ impl Default for Settings {
             worker_grace: Duration::from_secs(WORKER_GRACE_SECONDS),
             spool_limit: SPOOL_LIMIT.into(),
             worker_metrics_port: WORKER_METRICS_PORT,
+            worker_report_interval_seconds: roomrec_api::defaults::PROGRESS_INTERVAL_SECONDS,
             max_attempts: MAX_ATTEMPTS,
             retry_backoff: Duration::from_secs_f64(RETRY_BACKOFF_SECONDS),
             callback: CallbackSettings::default(),

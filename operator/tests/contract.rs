@@ -87,6 +87,7 @@ fn as_worker_env(a: &RecordArgs) -> WorkerEnv {
         spool_dir: a.spool_dir.as_ref().unwrap().display().to_string(),
         shutdown_timeout_seconds: a.shutdown_timeout,
         report_job: a.report_job.clone().unwrap(),
+        report_interval_seconds: a.report_interval,
         termination_message: a
             .termination_message
             .as_ref()

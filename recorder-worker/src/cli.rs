@@ -226,6 +226,16 @@ pub struct RecordArgs {
     /// new part.
     #[arg(long, env = var::EXPECTED_BITRATE, default_value = "4M", value_parser = parse_size, help_heading = "Durability")]
     pub expected_bitrate: u64,
+    /// The most one request to the store may take (answer and body) before it is abandoned and
+    /// retried: a store or gateway that hangs costs this long, not the recording.
+    #[arg(
+        long,
+        env = var::STORE_REQUEST_TIMEOUT_SECONDS,
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=3600),
+        help_heading = "Durability"
+    )]
+    pub store_request_timeout: u64,
 
     /// MP4 modes (01, 02): store every part as a classic MP4 (moov first, not fragmented), for
     /// players and editors that need one. The part still streams into the store as fragmented
@@ -297,6 +307,16 @@ pub struct RecordArgs {
         help_heading = "Reporting"
     )]
     pub report_name: Option<String>,
+    /// Seconds between progress reports into the RecordingJob while a part is open (a part's
+    /// opening and end are reported at once). Each report is one write to the API server.
+    #[arg(
+        long,
+        env = var::REPORT_INTERVAL_SECONDS,
+        default_value_t = roomrec_api::defaults::PROGRESS_INTERVAL_SECONDS,
+        value_parser = clap::value_parser!(u64).range(1..=3600),
+        help_heading = "Reporting"
+    )]
+    pub report_interval: u64,
     /// After the run, write a short JSON result here (the pod's terminationMessagePath).
     #[arg(
         long,
@@ -330,6 +350,8 @@ pub struct Reporting {
     pub job: Option<JobRef>,
     /// The pod name.
     pub name: String,
+    /// Between progress reports while a part is open.
+    pub interval: Duration,
     pub termination_message: Option<PathBuf>,
     pub metrics_address: Option<SocketAddr>,
     pub metrics_linger: Duration,
@@ -398,7 +420,7 @@ pub enum UsageError {
     NoStorage,
     #[error("--storage: {0}")]
     Storage(#[source] StorageError),
-    #[error("credentials: {0}")]
+    #[error("--credentials-dir or the store's key variables: {0}")]
     Credentials(#[source] StorageError),
     #[error("--resolve {0:?}: use HOST=ADDR:PORT")]
     ResolveForm(String),
@@ -447,6 +469,7 @@ impl RecordArgs {
         Ok(Reporting {
             job,
             name,
+            interval: Duration::from_secs(self.report_interval),
             termination_message: self.termination_message.clone(),
             metrics_address: self.metrics_address,
             metrics_linger: Duration::from_secs(self.metrics_linger),
@@ -583,7 +606,10 @@ impl RecordArgs {
                 ffmpeg: self.ffmpeg,
                 ffprobe: self.ffprobe,
             },
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy {
+                request_timeout: Duration::from_secs(self.store_request_timeout),
+                ..RetryPolicy::default()
+            },
             expected_bitrate: self.expected_bitrate,
             faststart,
         })
@@ -819,5 +845,50 @@ mod tests {
             c.chunk_size()
         );
         assert!(c.chunk_size() >= 5 << 20);
+    }
+
+    use clap::CommandFactory;
+    use proptest::prelude::*;
+
+    /// Every `record` flag that takes a value, by its long name.
+    fn value_flags() -> Vec<String> {
+        let cli = Cli::command();
+        let record = cli
+            .get_subcommands()
+            .find(|c| c.get_name() == "record")
+            .expect("the record subcommand");
+        record
+            .get_arguments()
+            .filter(|a| a.get_action().takes_values())
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_value_of_any_flag_is_taken_or_refused_naming_a_flag(
+            which in any::<prop::sample::Index>(),
+            value in prop_oneof![".{0,40}", "[0-9kKmMgGiB.-]{0,12}", "[a-z]{1,8}://[ -~]{0,30}"],
+        ) {
+            let flags = value_flags();
+            prop_assume!(!flags.is_empty());
+            let flag = which.get(&flags);
+            // A usable job, with one flag given a value a user (or a broken env) might give.
+            let given = format!("{flag}={value}");
+            let all = [
+                "--source", "rtmp://h/live/a", "--storage", "file:///tmp/roomrec-proptest",
+                given.as_str(),
+            ];
+            let refusal = match record_args(&all) {
+                Err(e) => Some(e.to_string()),
+                Ok(a) => a.reporting().err().map(|e| e.to_string())
+                    .or_else(|| a.into_config().err().map(|e| e.to_string())),
+            };
+            if let Some(refusal) = refusal {
+                prop_assert!(refusal.contains("--"), "{flag}={value:?}: {refusal}");
+            }
+        }
     }
 }

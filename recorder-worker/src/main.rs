@@ -107,7 +107,14 @@ fn main() -> ExitCode {
         let status_report = reporting
             .job
             .clone()
-            .map(|job| Reporter::start(job, reporting.name.clone(), status.clone()));
+            .map(|job| {
+                Reporter::start(
+                    job,
+                    reporting.name.clone(),
+                    status.clone(),
+                    reporting.interval,
+                )
+            });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};

@@ -17,6 +17,9 @@
 //! Refusals carry COS's error XML. An accepted request is forwarded path-style to the S3 server,
 //! re-signed with AWS SigV4 (`x-cos-*` headers renamed to their `x-amz-*` equivalents), and the
 //! answer relayed back with `x-amz-*` renamed to `x-cos-*`. Bodies are buffered in memory.
+//!
+//! [`CosStandIn::misbehave`] turns it into a store that answers badly (see [`Fault`]), as a
+//! failing gateway or a store under trouble does.
 
 use crate::error::{Result, TestbedError};
 use crate::ports::free_port;
@@ -68,6 +71,18 @@ pub struct Refusal {
     pub message: String,
 }
 
+/// How a misbehaving store answers every request while the fault lasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// 500 with a body of random bytes (not COS's error XML); nothing reaches the store.
+    Garbage,
+    /// The request is carried out, but the answer's body is replaced with random bytes (status
+    /// and headers kept): a 200 whose body says nothing a client can read.
+    WrongBody,
+    /// The request is never answered and its body never read (an upload hangs mid-body).
+    Hang,
+}
+
 pub struct CosStandIn {
     pub port: u16,
     log: Arc<Mutex<Vec<LoggedRequest>>>,
@@ -82,6 +97,7 @@ struct State {
     client: reqwest::Client,
     log: Arc<Mutex<Vec<LoggedRequest>>>,
     request_ids: AtomicU64,
+    fault: Mutex<Option<Fault>>,
 }
 
 impl CosStandIn {
@@ -99,6 +115,7 @@ impl CosStandIn {
             client: reqwest::Client::builder().build()?,
             log: log.clone(),
             request_ids: AtomicU64::new(1),
+            fault: Mutex::new(None),
         });
         let mut stand_in = Self {
             port,
@@ -149,6 +166,11 @@ impl CosStandIn {
         Ok(())
     }
 
+    /// Answers every request from now on as `fault` says (None: as COS does).
+    pub fn misbehave(&self, fault: Option<Fault>) {
+        *self.state.fault.lock().unwrap_or_else(|e| e.into_inner()) = fault;
+    }
+
     /// The endpoint to give a COS client; it prefixes the bucket to the host itself.
     pub fn endpoint(&self) -> String {
         format!("http://localhost:{}", self.port)
@@ -172,6 +194,55 @@ impl Drop for CosStandIn {
 }
 
 async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let fault = *state.fault.lock().unwrap_or_else(|e| e.into_inner());
+    match fault {
+        Some(Fault::Hang) => std::future::pending().await,
+        Some(Fault::Garbage) => {
+            state
+                .log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(LoggedRequest {
+                    method: request.method().to_string(),
+                    path: request.uri().path().to_string(),
+                    query: request.uri().query().unwrap_or_default().to_string(),
+                    status: 500,
+                });
+            let mut response = Response::new(Full::new(random_bytes()));
+            *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+            return response;
+        }
+        Some(Fault::WrongBody) => {
+            let response = answer(state, request).await;
+            let (mut parts, _) = response.into_parts();
+            let body = random_bytes();
+            parts
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+            return Response::from_parts(parts, Full::new(body));
+        }
+        None => {}
+    }
+    answer(state, request).await
+}
+
+/// 64 to 1087 bytes of noise, different on every call.
+fn random_bytes() -> Bytes {
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let digest = Sha256::digest(seed.to_le_bytes());
+    let len = 64 + usize::from(digest[0]) * 4;
+    Bytes::from(
+        (0..len)
+            .map(|i| digest[i % digest.len()] ^ (i as u8).wrapping_mul(31))
+            .collect::<Vec<u8>>(),
+    )
+}
+
+/// The answer COS would give.
+async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let request_id = format!(
         "cos-stand-in-{:08}",

@@ -138,6 +138,11 @@ impl Operator {
                 true => &[][..],
                 false => &["--worker-metrics-port", "0"][..],
             })
+            // Tests watch progress grow in seconds, not the chart's minute.
+            .args(match extra.contains(&"--worker-report-interval-seconds") {
+                true => &[][..],
+                false => &["--worker-report-interval-seconds", "5"][..],
+            })
             .args(extra)
             .stdout(file.try_clone().unwrap())
             .stderr(file)

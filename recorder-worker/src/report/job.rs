@@ -6,8 +6,9 @@
 //! entries this worker owns: recovered parts, stored parts and the open one.
 //!
 //! One task sends the reports: when a part is recovered, opens or is stored (coalesced), every
-//! 10 s while a part is open, and once more from the manifest at the end. A failed report is
-//! logged and retried on the next tick; it never touches the recording.
+//! `--report-interval` (60 s by default) while a part is open, and once more from the manifest at
+//! the end. A failed report is logged and retried on the next tick; it never touches the
+//! recording.
 
 use crate::shared::live::{LivePart, Status};
 use crate::shared::part::PartRecord;
@@ -21,8 +22,6 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// How often an open part's figures are reported.
-const TICK: Duration = Duration::from_secs(10);
 /// One apply's bound, so a hanging API server delays the next report, not forever.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The API server refuses longer field managers.
@@ -97,10 +96,11 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// Starts reporting `status`'s parts into `job` as worker `pod`.
-    pub fn start(job: JobRef, pod: String, status: Arc<Status>) -> Self {
+    /// Starts reporting `status`'s parts into `job` as worker `pod`, an open part's figures
+    /// every `interval`.
+    pub fn start(job: JobRef, pod: String, status: Arc<Status>, interval: Duration) -> Self {
         let (last, last_rx) = oneshot::channel();
-        let task = tokio::spawn(report(job, pod, status, last_rx));
+        let task = tokio::spawn(report(job, pod, status, interval, last_rx));
         Self { last, task }
     }
 
@@ -131,11 +131,12 @@ async fn report(
     job: JobRef,
     pod: String,
     status: Arc<Status>,
+    interval: Duration,
     mut last: oneshot::Receiver<Vec<PartRecord>>,
 ) {
     let mut target: Option<Target> = None;
     let mut pending = false;
-    let mut tick = tokio::time::interval(TICK);
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (entries, is_last) = tokio::select! {

@@ -31,8 +31,8 @@ pub enum StorageError {
     #[error(transparent)]
     CurrentDir(std::io::Error),
     #[error(
-        "credentials directory {} must hold the files secretId (or accessKeyId) and secretKey (or secretAccessKey)",
-        .0.display()
+        "credentials directory {:?} must hold the files secretId (or accessKeyId) and secretKey (or secretAccessKey)",
+        .0
     )]
     IncompleteCredentialsDir(PathBuf),
     /// One variable of an id/secret pair is set without the other.

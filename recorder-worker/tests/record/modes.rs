@@ -19,11 +19,7 @@ async fn every_mode_into_every_backend() {
     ] {
         for storage in [
             Storage::s3(&format!("modes/{mode}")),
-            Storage::Cos {
-                port: cos.port,
-                prefix: format!("modes/{mode}"),
-                bucket_dir: bed().s3_bucket_dir.parent().unwrap().join(COS_BUCKET),
-            },
+            Storage::cos(&cos, &format!("modes/{mode}")),
             Storage::dir(&format!("modes-{mode}")),
         ] {
             let child = start(&mut worker(&url, mode, &storage, &["--max-duration", "4"]));

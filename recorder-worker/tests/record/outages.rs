@@ -1,9 +1,10 @@
 //! The object store unreachable: a private store (so a test may stop it) paused for 30 s, the
 //! COS endpoint down for 30 s, past the memory spool (spilled to disk), at the end of a run
 //! (the next run uploads what was kept), and until the spool is full (the recording fails,
-//! what was stored stays).
+//! what was stored stays); a store that answers with noise, lies in its body or hangs.
 
 use crate::support::*;
+use roomrec_testbed::cos::Fault;
 use roomrec_testbed::media::StreamSpec;
 use roomrec_testbed::object_store::ObjectStore;
 use roomrec_testbed::prometheus::scrape;
@@ -59,11 +60,7 @@ async fn an_object_store_outage_of_30_seconds_loses_nothing() {
 async fn a_cos_outage_of_30_seconds_loses_nothing() {
     // The COS endpoint itself goes down (connections cut, new ones refused) and comes back.
     let mut cos = cos_stand_in().await;
-    let storage = Storage::Cos {
-        port: cos.port,
-        prefix: "cos-outage".into(),
-        bucket_dir: bed().s3_bucket_dir.parent().unwrap().join(COS_BUCKET),
-    };
+    let storage = Storage::cos(&cos, "cos-outage");
     let _publisher = publish("cos-outage", StreamSpec::default()).await;
     let metrics = metrics_address();
     let child = start(&mut worker(
@@ -96,6 +93,54 @@ async fn a_cos_outage_of_30_seconds_loses_nothing() {
     );
     // Every request that reached COS was signed correctly, before and after.
     assert!(cos.requests().iter().all(|r| r.status != 403));
+}
+
+#[tokio::test]
+async fn a_store_that_answers_garbage_lies_or_hangs_loses_nothing() {
+    // The COS endpoint misbehaves three ways in turn, 10 s each, while a 60 s recording runs:
+    // 500s with noise for a body, answers whose body is noise (the request itself carried
+    // out), and requests that hang mid-body. Each is retried; nothing recorded is lost.
+    let cos = cos_stand_in().await;
+    let storage = Storage::cos(&cos, "cos-faults");
+    let _publisher = publish("cos-faults", StreamSpec::default()).await;
+    let metrics = metrics_address();
+    let child = start(&mut worker(
+        &bed().rtmp_url("cos-faults"),
+        "02",
+        &storage,
+        &[
+            "--max-duration",
+            "60",
+            "--store-request-timeout",
+            "3",
+            "--metrics-address",
+            &metrics,
+        ],
+    ));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    for fault in [Fault::Garbage, Fault::WrongBody, Fault::Hang] {
+        let retries = scrape(&metrics).await.unwrap()["roomrec_worker_upload_retries_total"];
+        cos.misbehave(Some(fault));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        cos.misbehave(None);
+        if fault != Fault::WrongBody {
+            // A body of noise is read only where the answer matters (a 200 to a PUT says all
+            // it has to in its status); the other two cannot go unnoticed.
+            let after = scrape(&metrics).await.unwrap()["roomrec_worker_upload_retries_total"];
+            assert!(after > retries, "{fault:?}: no request was retried");
+        }
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    }
+    let run = finish(child).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    assert!(
+        seconds >= 59.0,
+        "recorded {seconds} s of 60 through a misbehaving store: {:#}\n{}",
+        run.manifest,
+        run.stderr
+    );
+    assert!(cos.requests().iter().any(|r| r.status == 500));
 }
 
 /// A private object store (so a test may stop it) and the storage flags for it.

@@ -175,6 +175,8 @@ async fn files_are_reported_into_the_recording_job_status_and_the_result_into_th
             &job_ref,
             "--report-name",
             "test-pod",
+            "--report-interval",
+            "3",
             "--termination-message",
             message_file.to_str().unwrap(),
         ],
@@ -182,7 +184,7 @@ async fn files_are_reported_into_the_recording_job_status_and_the_result_into_th
     command.env("KUBECONFIG", &bed().kubeconfig);
     let child = start(&mut command);
 
-    // While recording: an entry `recording` whose bytes grow (the 10 s report).
+    // While recording: an entry `recording` whose bytes grow (a report every 3 s).
     let mut recording: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     while !child.output.is_finished() {
         if let Ok(job) = jobs.get("report").await {

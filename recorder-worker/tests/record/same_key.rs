@@ -17,11 +17,7 @@ async fn twenty_workers_with_the_same_keys_store_twenty_whole_recordings_in_s3()
 #[tokio::test]
 async fn twenty_workers_with_the_same_keys_store_twenty_whole_recordings_in_cos() {
     let cos = cos_stand_in().await;
-    let storage = Storage::Cos {
-        port: cos.port,
-        prefix: "same-key-cos".into(),
-        bucket_dir: bed().s3_bucket_dir.parent().unwrap().join(COS_BUCKET),
-    };
+    let storage = Storage::cos(&cos, "same-key-cos");
     same_key_recordings("same-key-cos", storage).await;
 }
 

@@ -137,6 +137,15 @@ impl Storage {
         Storage::Dir(bed().scratch(name).unwrap())
     }
 
+    /// Under `prefix` in the COS stand-in's bucket.
+    pub fn cos(cos: &roomrec_testbed::cos::CosStandIn, prefix: &str) -> Self {
+        Storage::Cos {
+            port: cos.port,
+            prefix: prefix.into(),
+            bucket_dir: bed().s3_bucket_dir.parent().unwrap().join(COS_BUCKET),
+        }
+    }
+
     fn apply(&self, command: &mut tokio::process::Command) {
         match self {
             Storage::S3 {

@@ -1,0 +1,370 @@
+#!/usr/bin/env python3
+"""The cluster side of `make bench`: how long until media is safe, how long from a stop until
+the file's URL is known, and what steady recording costs the API server.
+
+On the test bed (real kube-apiserver, etcd, node agent, S3 store, nginx-rtmp), with release
+builds of the operator and the worker, the operator running as the chart's ServiceAccount with
+the chart's defaults, and one looped 720p stream published to nginx-rtmp:
+
+1. start latency: RecordingJobs applied one at a time; for each, from `kubectl apply` (its
+   return) to the worker pod Running and to the first media durable in the store (the first
+   status.files entry with seconds in it: the worker reports once its first checkpoint is
+   stored), split into the operator's reaction (apply -> pod created), the pod's start
+   (created -> Running) and the worker's (Running -> first checkpoint reported);
+2. stop-to-URL latency: `spec.stop: true` on each running job, one at a time; to every file
+   final in status.files, to the phase terminal, and to the callback received;
+3. steady state: N jobs recording at once; the API server's own apiserver_request_total read
+   before and after a window, less the same window with no job (the control plane's own
+   leases, discovery): requests per job per minute, by verb and resource, and the operator's
+   CPU and RSS.
+
+Times are taken when this script sees the change (a watch of jobs and pods through kubectl),
+so each includes up to ~0.1 s of watch delivery.
+"""
+
+import argparse, http.server, json, os, re, socketserver, statistics, subprocess, sys, tempfile
+import threading, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "hack"))
+from bench import publisher_command  # noqa: E402  (the same stream as the media benchmark)
+
+
+def sh(*args, **kw):
+    return subprocess.run([str(a) for a in args], check=True, text=True, **kw)
+
+
+class Watch:
+    """`kubectl get KIND -w -o json`: the latest object by name and when each was first seen
+    in a state (`seen[(name, state)] = time`), states decided by `classify(obj)`."""
+
+    def __init__(self, kubectl, env, kind, namespace, classify):
+        self.latest, self.seen, self.lock = {}, {}, threading.Lock()
+        self.classify = classify
+        self.proc = subprocess.Popen([kubectl, "get", kind, "-n", namespace, "-w", "-o", "json"],
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        decoder, buffer = json.JSONDecoder(), ""
+        for line in self.proc.stdout:
+            buffer += line
+            while buffer.strip():
+                try:
+                    obj, end = decoder.raw_decode(buffer.lstrip())
+                except json.JSONDecodeError:
+                    break
+                buffer = buffer.lstrip()[end:]
+                now = time.monotonic()
+                name = obj["metadata"]["name"]
+                with self.lock:
+                    self.latest[name] = obj
+                    for state in self.classify(obj):
+                        self.seen.setdefault((name, state), now)
+
+    def when(self, name, state, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if (name, state) in self.seen:
+                    return self.seen[(name, state)]
+            time.sleep(0.02)
+        raise SystemExit(f"bench: {name} did not reach {state} within {timeout} s")
+
+    def stop(self):
+        self.proc.kill()
+
+
+def job_states(job):
+    status = job.get("status") or {}
+    files = status.get("files") or []
+    if any(f.get("durationSeconds", 0) > 0 for f in files):
+        yield "media-durable"
+    if files and all(f.get("status") != "recording" for f in files):
+        yield "files-final"
+    if status.get("phase") in ("Succeeded", "Failed", "Stopped"):
+        yield "terminal"
+
+
+def pod_states(pod):
+    yield "created"
+    if (pod.get("status") or {}).get("phase") == "Running":
+        yield "running"
+
+
+class Callbacks(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+
+
+def callback_receiver():
+    received = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            job = self.headers.get("X-Roomrec-Job", "").split("/")[-1]
+            received.setdefault(job, time.monotonic())
+            self.send_response(200)
+            self.end_headers()
+            del body
+
+        def log_message(self, *args):
+            pass
+
+    server = Callbacks(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, received
+
+
+def job_yaml(name, stream, bucket, endpoint, callback, seconds):
+    return f"""apiVersion: roomrec.dev/v1alpha1
+kind: RecordingJob
+metadata:
+  name: {name}
+spec:
+  source:
+    url: {stream}
+  mode: AudioVideoMp4
+  storage:
+    s3:
+      bucket: {bucket}
+      path: bench/{name}
+      region: us-east-1
+      endpoint: {endpoint}
+      credentialsSecret: s3-keys
+  maxDurationSeconds: {seconds}
+  callback:
+    url: {callback}
+---
+"""
+
+
+def pct(values, p):
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    k = (len(values) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def request_counts(kubectl, env):
+    """apiserver_request_total by (verb, resource, subresource), from the API server itself."""
+    text = subprocess.run([kubectl, "get", "--raw", "/metrics"], env=env, check=True,
+                          capture_output=True, text=True).stdout
+    counts = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        key = (labels.get("verb"), labels.get("resource"), labels.get("subresource", ""))
+        counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def proc_cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_mib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--latency-jobs", type=int, default=20)
+    ap.add_argument("--steady-jobs", type=int, default=40)
+    ap.add_argument("--steady-seconds", type=int, default=180)
+    ap.add_argument("--out", default=str(ROOT / "docs/benchmarks.md"))
+    args = ap.parse_args()
+
+    bin_dir = sh("bash", ROOT / "hack/testbed.sh", capture_output=True).stdout.strip()
+    env = dict(os.environ, ROOMREC_TESTBED_BIN=bin_dir)
+    sh("cargo", "build", "--release", "--quiet", "-p", "roomrec-worker", "-p", "roomrec-operator",
+       cwd=ROOT)
+    sh("cargo", "build", "--quiet", "-p", "roomrec-testbed", cwd=ROOT)
+    target_dir = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    kubectl, helm = Path(bin_dir) / "kubectl", Path(bin_dir) / "helm"
+    work = Path(tempfile.mkdtemp(prefix="roomrec-bench-cluster-"))
+    # Workers run from the release build (the node agent searches ROOMREC_NODE_PATH first).
+    env["ROOMREC_NODE_PATH"] = str(target_dir / "release")
+    bed = subprocess.Popen([target_dir / "debug" / "roomrec-testbed", "up", "--dir", work / "bed"],
+                           env=env, stdout=open(work / "bed.log", "w"), stderr=subprocess.STDOUT)
+    procs = [bed]
+    try:
+        for _ in range(240):
+            if (work / "bed/bed.json").exists():
+                break
+            time.sleep(0.5)
+        info = json.load(open(work / "bed/bed.json"))
+        kenv = dict(env, KUBECONFIG=info["kubeconfig"])
+        k = lambda *a, **kw: sh(kubectl, *a, env=kenv, **kw)  # noqa: E731
+        k("apply", "--server-side", "-f", ROOT / "crds/recordingjob.yaml", capture_output=True)
+        k("wait", "--for", "condition=Established", "crd/recordingjobs.roomrec.dev", "--timeout",
+          "60s", capture_output=True)
+        k("create", "namespace", "roomrec-system", capture_output=True)
+        rbac = sh(helm, "template", "bench", ROOT / "charts/roomrec", "--namespace", "roomrec-system",
+                  "--kube-version", "1.37.2",
+                  "--show-only", "templates/serviceaccount.yaml", "--show-only",
+                  "templates/rbac.yaml", capture_output=True, env=kenv).stdout
+        k("apply", "--server-side", "-f", "-", input=rbac, capture_output=True)
+        token = k("create", "token", "bench-roomrec-operator", "-n", "roomrec-system",
+                  "--duration", "4h", capture_output=True).stdout.strip()
+        kubeconfig = re.sub(r"(?m)^(\s*token:).*$", rf"\1 {token}", open(info["kubeconfig"]).read())
+        (work / "operator.kubeconfig").write_text(kubeconfig)
+        operator = subprocess.Popen(
+            [target_dir / "release/roomrec-operator", "--worker-image",
+             "ghcr.io/roomrec/roomrec-worker:bench", "--metrics-address", "127.0.0.1:0",
+             "--worker-metrics-port", "0", "--log-format", "json", "--log-level", "warn"],
+            env=dict(env, KUBECONFIG=str(work / "operator.kubeconfig")),
+            stdout=open(work / "operator.log", "w"), stderr=subprocess.STDOUT)
+        procs.append(operator)
+        stream = f"rtmp://127.0.0.1:{info['rtmp_port']}/live/bench"
+        publisher = subprocess.Popen(publisher_command(stream), stdout=subprocess.DEVNULL,
+                                     stderr=open(work / "publisher.log", "w"))
+        procs.append(publisher)
+        server, callbacks = callback_receiver()
+        callback_url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
+        ns = "bench"
+        k("create", "namespace", ns, capture_output=True)
+        k("create", "secret", "generic", "s3-keys", "-n", ns,
+          f"--from-literal=accessKeyId={info['s3_access_key']}",
+          f"--from-literal=secretAccessKey={info['s3_secret_key']}", capture_output=True)
+        jobs = Watch(kubectl, kenv, "recordingjobs", ns, job_states)
+        pods = Watch(kubectl, kenv, "pods", ns, pod_states)
+        time.sleep(3)
+
+        def apply(names, seconds):
+            text = "".join(job_yaml(n, stream, info["s3_bucket"], info["s3_endpoint"],
+                                    callback_url, seconds) for n in names)
+            k("apply", "-n", ns, "-f", "-", input=text, capture_output=True)
+            return time.monotonic()
+
+        # 1. Start latency, one job at a time.
+        print(f"== start latency: {args.latency_jobs} jobs applied one at a time")
+        starts = []
+        for i in range(args.latency_jobs):
+            name = f"start-{i}"
+            applied = apply([name], 3600)
+            pod = f"{name}-0-1"
+            created = pods.when(pod, "created", 60)
+            running = pods.when(pod, "running", 120)
+            durable = jobs.when(name, "media-durable", 120)
+            starts.append((created - applied, running - created, durable - running,
+                           running - applied, durable - applied))
+            print(f"  {name}: pod created {created - applied:.2f} s, Running +{running - created:.2f} s, "
+                  f"media durable +{durable - running:.2f} s (total {durable - applied:.2f} s)")
+
+        # 2. Stop-to-URL latency, one job at a time.
+        print(f"== stop latency: spec.stop on each of the {args.latency_jobs} jobs, one at a time")
+        stops = []
+        for i in range(args.latency_jobs):
+            name = f"start-{i}"
+            k("patch", "recordingjob", name, "-n", ns, "--type", "merge", "-p",
+              '{"spec":{"stop":true}}', capture_output=True)
+            asked = time.monotonic()
+            final = jobs.when(name, "files-final", 120)
+            terminal = jobs.when(name, "terminal", 120)
+            deadline = time.monotonic() + 60
+            while name not in callbacks and time.monotonic() < deadline:
+                time.sleep(0.02)
+            called = callbacks.get(name, float("nan"))
+            stops.append((final - asked, terminal - asked, called - asked))
+            print(f"  {name}: files final {final - asked:.2f} s, phase terminal {terminal - asked:.2f} s, "
+                  f"callback {called - asked:.2f} s")
+        k("delete", "recordingjobs", "--all", "-n", ns, "--wait=true", "--timeout", "300s",
+          capture_output=True)
+
+        # 3. Steady state: N jobs at once. First the same window with no job, to take out what
+        # the control plane itself asks (its leases, kubectl's discovery) and these watches.
+        print(f"== idle baseline: {args.steady_seconds} s with no job")
+        idle_before, t0 = request_counts(kubectl, kenv), time.monotonic()
+        time.sleep(args.steady_seconds)
+        idle_after, idle_minutes = request_counts(kubectl, kenv), (time.monotonic() - t0) / 60
+        idle = {key: (idle_after.get(key, 0) - idle_before.get(key, 0)) / idle_minutes
+                for key in idle_after}
+        print(f"== steady state: {args.steady_jobs} jobs at once, {args.steady_seconds} s measured")
+        names = [f"steady-{i}" for i in range(args.steady_jobs)]
+        apply(names, 3600)
+        for name in names:
+            jobs.when(name, "media-durable", 300)
+        time.sleep(30)
+        before, cpu_before, t0 = request_counts(kubectl, kenv), proc_cpu_seconds(operator.pid), time.monotonic()
+        rss = []
+        while time.monotonic() - t0 < args.steady_seconds:
+            rss.append(proc_rss_mib(operator.pid))
+            time.sleep(5)
+        after, cpu_after = request_counts(kubectl, kenv), proc_cpu_seconds(operator.pid)
+        minutes = (time.monotonic() - t0) / 60
+        per_job = {}
+        for key in after:
+            extra = (after.get(key, 0) - before.get(key, 0)) / minutes - idle.get(key, 0)
+            if extra / args.steady_jobs >= 0.005:
+                per_job[key] = extra / args.steady_jobs
+        writes = sum(v for (verb, *_), v in per_job.items()
+                     if verb in ("CREATE", "UPDATE", "PATCH", "APPLY", "DELETE"))
+        reads = sum(v for (verb, *_), v in per_job.items() if verb in ("GET", "LIST"))
+        for key, v in sorted(per_job.items(), key=lambda kv: -kv[1]):
+            print(f"  {' '.join(p for p in key if p)}: {v:.2f} per job per minute")
+        print(f"  writes {writes:.2f}, reads {reads:.2f} per job per minute; operator CPU "
+              f"{(cpu_after - cpu_before) / (minutes * 60) * 100:.2f} %, RSS max {max(rss):.1f} MiB")
+        write_results(args, starts, stops, per_job, writes, reads,
+                      (cpu_after - cpu_before) / (minutes * 60), max(rss))
+        jobs.stop()
+        pods.stop()
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def write_results(args, starts, stops, per_job, writes, reads, operator_cpu, operator_rss):
+    col = lambda rows, i: [r[i] for r in rows]  # noqa: E731
+    p = lambda rows, i: f"p50 {pct(col(rows, i), 50):.2f} s, p99 {pct(col(rows, i), 99):.2f} s"  # noqa: E731
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on this project's machine ({os.cpu_count()} cores), with "
+        f"`hack/bench_cluster.py --latency-jobs {args.latency_jobs} --steady-jobs {args.steady_jobs} "
+        f"--steady-seconds {args.steady_seconds}` (in `make bench`). Release builds; the publisher "
+        f"(x264 720p30), nginx-rtmp, the S3 store and the control plane share the machine.",
+        "",
+        "| measure | goal | result |",
+        "|---|---|---|",
+        f"| apply → worker pod Running ({len(starts)} jobs, one at a time) | — | {p(starts, 3)} |",
+        f"| apply → first media durable in the store | p50 ≤ 3 s | {p(starts, 4)} |",
+        f"| … of which: operator reaction (apply → pod created) | — | {p(starts, 0)} |",
+        f"| … pod start (created → Running) | — | {p(starts, 1)} |",
+        f"| … ffmpeg connect, first fragment and checkpoint (Running → reported durable) | — | {p(starts, 2)} |",
+        f"| `spec.stop` → every file final in status.files | p50 ≤ 1 s, p99 ≤ 3 s | {p(stops, 0)} |",
+        f"| `spec.stop` → phase terminal | — | {p(stops, 1)} |",
+        f"| `spec.stop` → callback received | — | {p(stops, 2)} |",
+        f"| API writes per job per minute, {args.steady_jobs} jobs recording | ≤ 2 | **{writes:.2f}** |",
+        f"| API reads per job per minute (GET, LIST) | — | {reads:.2f} |",
+        f"| operator CPU, RSS at that steady state | RSS ≤ 150 MiB | {operator_cpu * 100:.2f} % of a core, {operator_rss:.1f} MiB |",
+        "",
+        "| request (verb resource subresource) | per job per minute |",
+        "|---|---|",
+    ] + [f"| {' '.join(x for x in key if x)} | {v:.2f} |"
+         for key, v in sorted(per_job.items(), key=lambda kv: -kv[1])]
+    out = Path(args.out)
+    text = out.read_text()
+    start, end = "<!-- bench-cluster:start -->", "<!-- bench-cluster:end -->"
+    block = start + "\n" + "\n".join(lines) + "\n" + end
+    if start in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text += "\n## Cluster: start, stop and steady state\n\n" + block + "\n"
+    out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
