@@ -48,8 +48,11 @@ echo "==> installing the RecordingJob CRD and the chart's operator RBAC"
 kubectl apply --server-side -f crds/recordingjob.yaml > /dev/null
 kubectl wait --for condition=Established crd/recordingjobs.roomrec.dev --timeout 60s > /dev/null
 kubectl create namespace roomrec-system > /dev/null
+kubectl create namespace "$NAMESPACE" > /dev/null
+# The operator watches every namespace and may read Secrets only where the chart lists: here.
 "$bin/helm" template demo charts/roomrec --namespace roomrec-system --kube-version 1.37.2 \
   --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml \
+  --set "operator.secretNamespaces={$NAMESPACE}" \
   | kubectl apply --server-side -f - > /dev/null
 
 echo "==> starting roomrec-operator as ServiceAccount roomrec-system/demo-roomrec-operator"
@@ -71,7 +74,6 @@ ffmpeg -nostdin -hide_banner -loglevel error -re \
 pids+=($!)
 
 echo "==> kubectl apply -f examples/quickstart.yaml (in namespace $NAMESPACE, with the bed's ports)"
-kubectl create namespace "$NAMESPACE" > /dev/null
 sed -e "s|rtmp://127.0.0.1:1935/live/quickstart|$rtmp|" -e "s|http://127.0.0.1:9000|$s3|" \
   examples/quickstart.yaml | kubectl apply -n "$NAMESPACE" -f -
 

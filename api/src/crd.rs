@@ -397,7 +397,9 @@ pub struct Segment {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerOverrides {
-    /// The worker image (default: the operator's --worker-image).
+    /// The worker image (default: the operator's --worker-image). Only an image the chart allows
+    /// (worker.overrides.allowedImages); with the chart's admission policy, only set by someone
+    /// who may create pods in the namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub image: Option<String>,
@@ -412,7 +414,9 @@ pub struct WorkerOverrides {
     pub tolerations: Option<Vec<Toleration>>,
     /// A ServiceAccount of your own for the workers (e.g. for cloud identity); default: one the
     /// operator creates per job. Either way the operator grants it only the right to report
-    /// this job's files.
+    /// this job's files. Only where the chart allows it (worker.overrides.allowServiceAccount);
+    /// with the chart's admission policy, only set by someone who may create pods in the
+    /// namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub service_account_name: Option<String>,

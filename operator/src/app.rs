@@ -6,7 +6,7 @@ use crate::defaults::{self, JobDefaults};
 use crate::http::{self, Probes};
 use crate::lease::LeaseLock;
 use crate::metrics::Metrics;
-use crate::settings::{self, CallbackSettings, Settings};
+use crate::settings::{self, CallbackSettings, Settings, WorkerOverridePolicy};
 use crate::trtc_api::{TrtcApiConfig, TrtcClient};
 use clap::Parser;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -35,6 +35,13 @@ pub struct Options {
         default_value = settings::WORKER_IMAGE
     )]
     pub worker_image: String,
+    /// Images a job's spec.worker.image may name besides --worker-image, comma-separated:
+    /// exact references or prefixes ending in * (registry.example.com/roomrec/*). Unset: none.
+    #[arg(long, env = "ROOMREC_ALLOWED_WORKER_IMAGES", value_delimiter = ',')]
+    pub allowed_worker_images: Vec<String>,
+    /// Honour a job's spec.worker.serviceAccountName (off: such jobs are refused).
+    #[arg(long, env = "ROOMREC_ALLOW_WORKER_SERVICE_ACCOUNT")]
+    pub allow_worker_service_account: bool,
     /// Extra environment for every worker, KEY=VALUE (repeatable; e.g. ROOMREC_LOG=debug).
     #[arg(long = "worker-env", value_parser = parse_key_value)]
     pub worker_env: Vec<(String, String)>,
@@ -220,6 +227,15 @@ impl Options {
                 storage: self.default_storage.clone().and_then(|d| d.0),
             },
             worker_image: self.worker_image.clone(),
+            worker_overrides: WorkerOverridePolicy {
+                allowed_images: self
+                    .allowed_worker_images
+                    .iter()
+                    .map(|image| image.trim().to_string())
+                    .filter(|image| !image.is_empty())
+                    .collect(),
+                allow_service_account: self.allow_worker_service_account,
+            },
             worker_env: self.worker_env.clone(),
             worker_grace: Duration::from_secs(self.worker_grace_seconds),
             worker_metrics_port: self.worker_metrics_port,

@@ -209,7 +209,7 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
             trtc_api: ctx.trtc.is_some(),
             room_events: ctx.settings.room_events,
         };
-        match validate::validate(job, &ctx.settings.defaults, &ctx.client, offered).await? {
+        match validate::validate(job, &ctx.settings, &ctx.client, offered).await? {
             Validation::Valid => {}
             Validation::FillDefaults(patch) => {
                 if let Some(filled) = apply::fill_defaults(&jobs, job, patch).await? {
@@ -228,13 +228,13 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
                     status::write(&jobs, &name, &status).await?;
                 }
                 ctx.metrics.observe(job, Some((Phase::Pending, 0)));
-                // A missing Secret may be created any time; a spec problem needs an edit.
-                // A Secret may be created or fixed any time (no event tells us); a spec
-                // problem needs an edit of the job, which does.
+                // A Secret may be created, fixed or granted any time (no event tells us); a
+                // spec problem needs an edit of the job, which does.
                 return Ok(match reason {
-                    "InvalidReference" | "InvalidUserSig" | "NoRoomEvents" => {
-                        Action::requeue(Duration::from_secs(15))
-                    }
+                    "InvalidReference"
+                    | "InvalidUserSig"
+                    | "NoRoomEvents"
+                    | validate::SECRETS_NOT_GRANTED => Action::requeue(Duration::from_secs(15)),
                     _ => Action::await_change(),
                 });
             }
@@ -265,7 +265,17 @@ async fn reconcile_job(cached: &RecordingJob, ctx: &Context) -> Result<Action> {
         "plan"
     );
 
-    // Build and apply.
+    // Build and apply. spec.worker may change after the start, which validated it: a new worker
+    // runs only what the chart allows.
+    if !plan.create.is_empty()
+        && let Some(problem) = validate::refused_override(
+            job,
+            &ctx.settings.worker_overrides,
+            &ctx.settings.worker_image,
+        )
+    {
+        return Err(Error::OverrideNotAllowed(problem));
+    }
     if !plan.create.is_empty() {
         let validated = ValidatedJob::of(job).map_err(Error::MissingField)?;
         start_relays(job, &validated, &mut plan, ctx, &jobs).await?;

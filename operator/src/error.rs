@@ -25,10 +25,14 @@ pub enum Error {
     MissingField(&'static str),
     #[error("a TRTC relay: {0}")]
     Relay(String),
+    /// A started job's `spec.worker` now asks for what the chart does not allow: no new worker
+    /// runs until the job or the chart changes.
+    #[error("{0}")]
+    OverrideNotAllowed(String),
 }
 
 /// Every value `Error::step` returns (metric series exist from the start).
-pub const STEPS: [&str; 7] = [
+pub const STEPS: [&str; 8] = [
     "read",
     "apply",
     "delete",
@@ -36,6 +40,7 @@ pub const STEPS: [&str; 7] = [
     "finalizer",
     "invalid-object",
     "relay",
+    "worker-override",
 ];
 
 impl Error {
@@ -49,6 +54,7 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::MissingField(_) => "invalid-object",
             Error::Relay(_) => "relay",
+            Error::OverrideNotAllowed(_) => "worker-override",
         }
     }
 
@@ -61,6 +67,7 @@ impl Error {
             Error::Finalizer(_) => "FinalizerFailed",
             Error::MissingField(_) => "InvalidObject",
             Error::Relay(_) => "RelayFailed",
+            Error::OverrideNotAllowed(_) => crate::validate::OVERRIDE_NOT_ALLOWED,
         }
     }
 }

@@ -76,7 +76,8 @@ pub enum RelayError {
 impl RelayError {
     pub fn is_retryable(&self) -> bool {
         match self {
-            RelayError::Invalid(_) | RelayError::Secret(SecretError::Missing(_)) => false,
+            RelayError::Invalid(_)
+            | RelayError::Secret(SecretError::Missing(_) | SecretError::NotGranted(_)) => false,
             RelayError::Secret(SecretError::Read { .. }) => true,
             RelayError::Api(e) => e.is_retryable(),
         }

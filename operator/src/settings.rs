@@ -23,6 +23,8 @@ pub const MAX_PEOPLE_PER_JOB: u32 = 25;
 pub struct Settings {
     /// The worker image when a job does not name one.
     pub worker_image: String,
+    /// Which of a job's `spec.worker` image and ServiceAccount the operator honours.
+    pub worker_overrides: WorkerOverridePolicy,
     /// Worker resources when a job does not set them.
     pub worker_resources: Option<ResourceRequirements>,
     /// Image pull Secrets of every worker pod.
@@ -57,6 +59,18 @@ pub struct Settings {
     pub max_people_per_job: u32,
 }
 
+/// The chart's `worker.overrides`: a job may choose its workers' image or ServiceAccount only
+/// where these allow it, since either lets whoever creates the job decide what runs in the
+/// namespace, or as whom.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerOverridePolicy {
+    /// Images `spec.worker.image` may name besides the operator's own: exact references, or
+    /// prefixes ending in `*`. Empty: none.
+    pub allowed_images: Vec<String>,
+    /// `spec.worker.serviceAccountName` is honoured.
+    pub allow_service_account: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct CallbackSettings {
     pub max_attempts: u32,
@@ -69,6 +83,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             worker_image: WORKER_IMAGE.into(),
+            worker_overrides: WorkerOverridePolicy::default(),
             worker_resources: None,
             worker_image_pull_secrets: Vec::new(),
             worker_env: Vec::new(),

@@ -1,17 +1,25 @@
-//! Validate: what the schema cannot check, before a job starts — the operator's defaults
-//! filled in and every referenced Secret present — and, once the spec is complete, the
-//! `ValidatedJob` that the build takes (the values in force, with no defaulting left to do).
+//! Validate: what the schema cannot check, before a job starts — the worker overrides the
+//! chart allows, the operator's defaults filled in and every referenced Secret present and
+//! readable — and, once the spec is complete, the `ValidatedJob` that the build takes (the
+//! values in force, with no defaulting left to do).
 
 use crate::build::{self, Person};
-use crate::defaults::{Defaulting, JobDefaults};
+use crate::defaults::Defaulting;
 use crate::error::{Error, Result};
 use crate::relay::{self, RelayError};
-use crate::secrets::SecretError;
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client, ResourceExt};
+use crate::secrets::{self, SecretError};
+use crate::settings::{Settings, WorkerOverridePolicy};
+use kube::{Client, ResourceExt};
 use roomrec_api::Mode;
 use roomrec_api::crd::{RecordingJob, SecretKeyRef, Storage};
 use serde_json::Value;
+
+/// The Event reason (and `Valid` condition reason) of a job whose Secrets the operator may not
+/// read.
+pub const SECRETS_NOT_GRANTED: &str = "SecretsNotGranted";
+/// The Event reason (and, before the start, `Valid` condition reason) of a job asking for a
+/// worker image or ServiceAccount the chart does not allow.
+pub const OVERRIDE_NOT_ALLOWED: &str = "WorkerOverrideNotAllowed";
 
 /// A job whose spec is complete: what its workers record, and how.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,11 +70,18 @@ pub struct Capabilities {
 /// The validate step for a job that has not started.
 pub async fn validate(
     job: &RecordingJob,
-    defaults: &JobDefaults,
+    settings: &Settings,
     client: &Client,
     offered: Capabilities,
 ) -> Result<Validation> {
-    match defaults.apply_to(&job.spec) {
+    if let Some(problem) = refused_override(job, &settings.worker_overrides, &settings.worker_image)
+    {
+        return Ok(Validation::Invalid {
+            reason: OVERRIDE_NOT_ALLOWED,
+            problem,
+        });
+    }
+    match settings.defaults.apply_to(&job.spec) {
         Defaulting::Complete => {}
         Defaulting::Patch(patch) => return Ok(Validation::FillDefaults(patch)),
         Defaulting::Impossible(problem) => {
@@ -77,14 +92,17 @@ pub async fn validate(
         }
     }
     let ns = job.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     for wanted in referenced_secrets(job) {
-        if let Some(problem) = wanted.problem(&secrets, &ns).await? {
-            return Ok(Validation::Invalid {
-                reason: "InvalidReference",
-                problem,
-            });
-        }
+        let problem = match wanted.problem(client, &ns).await {
+            Ok(None) => continue,
+            Ok(Some(problem)) | Err(SecretError::Missing(problem)) => problem,
+            Err(SecretError::NotGranted(problem)) => return Ok(not_granted(problem)),
+            Err(SecretError::Read { source, .. }) => return Err(Error::Read(source)),
+        };
+        return Ok(Validation::Invalid {
+            reason: "InvalidReference",
+            problem,
+        });
     }
     if let Some(trtc) = job
         .spec
@@ -127,6 +145,9 @@ pub async fn validate(
                 Err(RelayError::Secret(SecretError::Read { source, .. })) => {
                     return Err(Error::Read(source));
                 }
+                Err(RelayError::Secret(SecretError::NotGranted(problem))) => {
+                    return Ok(not_granted(problem));
+                }
                 Err(e) => {
                     return Ok(Validation::Invalid {
                         reason: "InvalidUserSig",
@@ -137,6 +158,49 @@ pub async fn validate(
         }
     }
     Ok(Validation::Valid)
+}
+
+fn not_granted(problem: String) -> Validation {
+    Validation::Invalid {
+        reason: SECRETS_NOT_GRANTED,
+        problem,
+    }
+}
+
+/// Why the job's `spec.worker` asks for more than the chart allows, naming the field and the
+/// chart value to change; None when it does not. An image or a ServiceAccount of the job's
+/// choosing would let anyone who may create a RecordingJob run any program, or act as any
+/// ServiceAccount of the namespace, through the operator (the chart's admission policy also
+/// asks that whoever sets them may create pods there; this check holds without it).
+pub fn refused_override(
+    job: &RecordingJob,
+    allowed: &WorkerOverridePolicy,
+    default_image: &str,
+) -> Option<String> {
+    let overrides = job.spec.worker.as_ref()?;
+    if let Some(image) = overrides.image.as_deref()
+        && image != default_image
+        && !image_allowed(image, &allowed.allowed_images)
+    {
+        return Some(format!(
+            "spec.worker.image {image} is not an image this operator may run: add it to the chart value worker.overrides.allowedImages (flag --allowed-worker-images), or leave spec.worker.image out to run {default_image}"
+        ));
+    }
+    if overrides.service_account_name.is_some() && !allowed.allow_service_account {
+        return Some("spec.worker.serviceAccountName is not allowed by this operator: set the chart value worker.overrides.allowServiceAccount=true (flag --allow-worker-service-account), or leave it out so that the workers run as the ServiceAccount the operator makes for the job".into());
+    }
+    None
+}
+
+/// Whether `image` is one of `allowed`: an exact reference, or a prefix ending in `*`
+/// (`registry.example.com/roomrec/*`).
+fn image_allowed(image: &str, allowed: &[String]) -> bool {
+    allowed
+        .iter()
+        .any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => image.starts_with(prefix),
+            None => image == pattern,
+        })
 }
 
 /// A Secret a job names, and the keys its reader needs (any one of the sets).
@@ -157,10 +221,10 @@ impl WantedSecret {
     }
 
     /// What is wrong with it, naming the field and the fix; None when it is there.
-    async fn problem(&self, secrets: &Api<Secret>, ns: &str) -> Result<Option<String>> {
+    async fn problem(&self, client: &Client, ns: &str) -> Result<Option<String>, SecretError> {
         let (name, field) = (&self.name, self.field);
         let wanted = self.key_sets[0].join(" and ");
-        let Some(secret) = secrets.get_opt(name).await.map_err(Error::Read)? else {
+        let Some(secret) = secrets::get(client, ns, name, field).await? else {
             return Ok(Some(format!(
                 "Secret {name} ({field}) not found in namespace {ns}: create it with key(s) {wanted}"
             )));

@@ -97,6 +97,14 @@ fn a_typo_in_values_fails_at_install_and_names_the_key() {
             "operator.replicas=2,operator.leaderElection.enabled=false",
             "needs operator.leaderElection.enabled=true",
         ),
+        (
+            "operator.watchNamespace=recordings,operator.secretNamespaces={team-a}",
+            "leave operator.secretNamespaces empty",
+        ),
+        (
+            "worker.overrides.allowedImages={registry.example.com/a:1'}",
+            "worker/overrides/allowedImages/0",
+        ),
     ] {
         let out = helm_template_output(&["--set", set]);
         assert!(!out.status.success(), "--set {set} was accepted");
@@ -145,6 +153,8 @@ async fn the_chart_renders_what_the_api_server_accepts() {
                 "ServiceMonitor",
                 "PodMonitor",
                 "PrometheusRule",
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding",
             ] {
                 assert!(
                     rendered.contains(&format!("\nkind: {kind}\n")),
@@ -507,5 +517,172 @@ async fn heritage_values_render_a_namespaced_grant_a_template_the_operator_accep
         applied.status.success(),
         "{}",
         String::from_utf8_lossy(&applied.stderr)
+    );
+}
+
+/// `kubectl` as `user` (impersonated by the bed's admin): Ok, or Err with what it printed.
+fn kubectl_as(user: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {
+    let mut all = vec!["--as", user];
+    all.extend(args);
+    let out = kubectl(&all, stdin);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(text(&out))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_requester_who_may_create_pods_may_choose_the_worker_image_or_service_account() {
+    cluster().await;
+    let ns = bed().namespace("overrides-policy").await.unwrap();
+    // Two users of the namespace: alice may manage RecordingJobs only, bob may create pods too.
+    let grant = |role: &str, verbs: &str, resource: &str, users: &[&str]| {
+        let role_args = [
+            "create",
+            "role",
+            role,
+            "-n",
+            &ns,
+            "--verb",
+            verbs,
+            "--resource",
+            resource,
+        ];
+        let mut binding_args = vec!["create", "rolebinding", role, "-n", &ns, "--role", role];
+        for user in users {
+            binding_args.extend(["--user", user]);
+        }
+        for args in [&role_args[..], &binding_args] {
+            let out = kubectl(args, None);
+            assert!(out.status.success(), "kubectl {args:?}: {}", text(&out));
+        }
+    };
+    grant(
+        "recordingjob-editor",
+        "create,get,list,patch,update",
+        "recordingjobs.roomrec.dev",
+        &["alice", "bob"],
+    );
+    grant("pod-creator", "create", "pods", &["bob"]);
+    // The chart's policy, bound to this namespace (as operator.watchNamespace binds it).
+    let watch = format!("operator.watchNamespace={ns}");
+    let policy = |allow_account: &str| {
+        helm_template_with(
+            &["templates/admissionpolicy.yaml"],
+            &[
+                &watch,
+                "worker.overrides.allowedImages={registry.example.com/roomrec/*}",
+                &format!("worker.overrides.allowServiceAccount={allow_account}"),
+            ],
+        )
+    };
+    kubectl_apply(&policy("true"));
+    let job = |name: &str, worker: serde_json::Value| {
+        json!({
+            "apiVersion": "roomrec.dev/v1alpha1", "kind": "RecordingJob",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"source": {"url": "rtmp://127.0.0.1/live/cam"}, "worker": worker},
+        })
+        .to_string()
+    };
+    let create = |user: &str, name: &str, worker: serde_json::Value, dry_run: bool| {
+        let mut args = vec!["create", "-f", "-"];
+        if dry_run {
+            args.push("--dry-run=server");
+        }
+        kubectl_as(user, &args, Some(&job(name, worker)))
+    };
+    let allowed_image = json!({"image": "registry.example.com/roomrec/roomrec-worker:debug"});
+    let account = json!({"serviceAccountName": "recorder"});
+    let not_a_pod_creator = "alice may not create pods there, so may not set them";
+    // Policies take effect once the API server's informer has them. (A misspelt field in an
+    // expression would be an error at each request, so every request below would be refused;
+    // the bed runs no kube-controller-manager type-checking controller to warn earlier.)
+    let active = wait_until(Duration::from_secs(30), || async {
+        create("alice", "probe", allowed_image.clone(), true)
+            .is_err_and(|e| e.contains(not_a_pod_creator))
+    })
+    .await;
+    assert!(active.is_ok(), "the policy never refused alice");
+
+    // alice may record, with the chart's own worker image too, but choose no other image or
+    // ServiceAccount: that would run a pod she may not create.
+    let deployment = helm_template_with(&["templates/deployment.yaml"], &[]);
+    let chart_image = objects(&deployment)[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "ROOMREC_WORKER_IMAGE")
+        .unwrap()["value"]
+        .clone();
+    create("alice", "plain", json!({}), false).unwrap();
+    create("alice", "chart-image", json!({"image": chart_image}), false).unwrap();
+    for (name, worker) in [
+        ("alice-image", allowed_image.clone()),
+        ("alice-account", account.clone()),
+    ] {
+        let refused = create("alice", name, worker, false).unwrap_err();
+        assert!(
+            refused
+                .contains("spec.worker.image and spec.worker.serviceAccountName choose what runs")
+                && refused.contains(not_a_pod_creator),
+            "{name}: {refused}"
+        );
+    }
+    // bob may create pods: both are his to choose, within what the chart allows.
+    create("bob", "bob-image", allowed_image.clone(), false).unwrap();
+    create("bob", "bob-account", account.clone(), false).unwrap();
+    let refused = create(
+        "bob",
+        "bob-miner",
+        json!({"image": "evil.example.com/miner:1"}),
+        false,
+    )
+    .unwrap_err();
+    assert!(
+        refused.contains(
+            "spec.worker.image evil.example.com/miner:1 is not an image this operator may run"
+        ) && refused.contains("worker.overrides.allowedImages"),
+        "{refused}"
+    );
+    // alice may stop bob's job (the image it keeps is not hers to answer for), not change it.
+    let patch = |body: &str| {
+        kubectl_as(
+            "alice",
+            &[
+                "patch",
+                "-n",
+                &ns,
+                "recordingjobs.roomrec.dev",
+                "bob-image",
+                "--type",
+                "merge",
+                "-p",
+                body,
+            ],
+            None,
+        )
+    };
+    patch(r#"{"spec": {"stop": true}}"#).unwrap();
+    let refused = patch(
+        r#"{"spec": {"worker": {"image": "registry.example.com/roomrec/roomrec-worker:2"}}}"#,
+    )
+    .unwrap_err();
+    assert!(refused.contains(not_a_pod_creator), "{refused}");
+
+    // With worker.overrides.allowServiceAccount off, not even bob may choose one.
+    kubectl_apply(&policy("false"));
+    let account_off = wait_until(Duration::from_secs(30), || async {
+        create("bob", "bob-account-2", account.clone(), true).is_err_and(|e| {
+            e.contains("spec.worker.serviceAccountName is not allowed by this operator")
+                && e.contains("worker.overrides.allowServiceAccount=true")
+        })
+    })
+    .await;
+    assert!(
+        account_off.is_ok(),
+        "{:?}",
+        create("bob", "bob-account-2", account.clone(), true)
     );
 }

@@ -169,17 +169,8 @@ async fn quickstart_example_records_into_the_bucket() {
         (owner.kind.as_str(), owner.controller),
         ("RecordingJob", Some(true))
     );
-    let events = kubectl(
-        &["get", "events.events.k8s.io", "-n", &ns, "-o", "json"],
-        None,
-    );
-    let events: Value = serde_json::from_slice(&events.stdout).unwrap();
-    let reasons: Vec<&str> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["reason"].as_str())
-        .collect();
+    let events = events_in(&ns);
+    let reasons: Vec<&str> = events.iter().filter_map(|e| e["reason"].as_str()).collect();
     assert!(
         reasons.contains(&"Started") && reasons.contains(&"Succeeded"),
         "{reasons:?}"
@@ -501,43 +492,8 @@ async fn a_missing_storage_or_secret_holds_the_job_with_the_fix_then_it_runs() {
     job.spec.mode = None;
     job.spec.idle_timeout_seconds = None;
     api.create(&PostParams::default(), &job).await.unwrap();
-    let held_with = |problem: &'static str| {
-        let api = api.clone();
-        let op = &op;
-        async move {
-            let last = std::sync::Mutex::new(None);
-            let held = wait_until(Duration::from_secs(30), || async {
-                let job = api.get("waits").await.unwrap();
-                let valid = job
-                    .status
-                    .clone()
-                    .unwrap_or_default()
-                    .conditions
-                    .into_iter()
-                    .find(|c| c.type_ == "Valid");
-                *last.lock().unwrap() = Some(job);
-                valid.is_some_and(|c| c.status == "False" && c.message.contains(problem))
-            })
-            .await;
-            assert!(
-                held.is_ok(),
-                "expected {problem:?}: {:?}\n{}",
-                last.lock().unwrap().clone().map(|j| j.status),
-                op.log_text()
-            );
-            let job = api.get("waits").await.unwrap();
-            assert_eq!(
-                job.status.clone().unwrap().phase.unwrap().as_str(),
-                "Pending"
-            );
-            assert!(
-                worker_pods(&job.namespace().unwrap(), &job)
-                    .await
-                    .is_empty()
-            );
-        }
-    };
-    held_with("spec.storage is not set and the operator has no default storage").await;
+    let no_storage = ["spec.storage is not set and the operator has no default storage"];
+    wait_held(&api, "waits", "InvalidSpec", &no_storage, &op).await;
 
     // Adding the storage is allowed (it was never set); the Secret it names is missing next.
     api.patch(
@@ -547,7 +503,8 @@ async fn a_missing_storage_or_secret_holds_the_job_with_the_fix_then_it_runs() {
     )
     .await
     .unwrap();
-    held_with("Secret s3-keys (spec.storage.s3.credentialsSecret) not found").await;
+    let no_secret = ["Secret s3-keys (spec.storage.s3.credentialsSecret) not found"];
+    wait_held(&api, "waits", "InvalidReference", &no_secret, &op).await;
 
     let _publisher = publish(&key, None).await;
     s3_secret(&ns).await;
@@ -822,10 +779,23 @@ async fn the_operator_cannot_do_more_than_the_chart_grants() {
         Err(kube::Error::Api(e)) => e.code,
         Err(e) => panic!("{e}"),
     };
+    // The grant an operator watching this namespace gets (operator.secretNamespaces).
+    grant_secrets(&ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     // Allowed: get one Secret by name (404: authorized, absent).
     assert_eq!(code(secrets.get("anything").await.map(|_| ())), 404);
-    // Refused: listing Secrets, deleting RecordingJobs, touching Deployments or Nodes.
+    // Refused: reading a Secret in a namespace the chart did not grant (it exists there),
+    // any Secret cluster-wide, listing Secrets, deleting RecordingJobs, touching Deployments
+    // or Nodes.
+    let elsewhere = bed().namespace("rbac-ungranted").await.unwrap();
+    s3_secret(&elsewhere).await;
+    let ungranted: Api<Secret> = Api::namespaced(client.clone(), &elsewhere);
+    assert_eq!(code(ungranted.get("s3-keys").await.map(|_| ())), 403);
+    let everywhere: Api<Secret> = Api::all(client.clone());
+    assert_eq!(
+        code(everywhere.list(&ListParams::default()).await.map(|_| ())),
+        403
+    );
     assert_eq!(
         code(secrets.list(&ListParams::default()).await.map(|_| ())),
         403
@@ -845,6 +815,140 @@ async fn the_operator_cannot_do_more_than_the_chart_grants() {
     assert_eq!(
         code(nodes.list(&ListParams::default()).await.map(|_| ())),
         403
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_secrets_the_operator_may_not_read_is_held_naming_the_namespace_and_the_chart_value()
+ {
+    cluster().await;
+    let ns = bed().namespace("ungranted").await.unwrap();
+    s3_secret(&ns).await;
+    // As an operator watching every namespace sees one operator.secretNamespaces leaves out.
+    let op = Operator::spawn_ungranted(&ns, &[], true).await;
+    op.wait_ready().await;
+    let key = format!("ungranted-{ns}");
+    let api = jobs(&ns).await;
+    let job = url_job(
+        "ungranted",
+        &bed().rtmp_url(&key),
+        json!({"maxDurationSeconds": 3}),
+    );
+    api.create(&PostParams::default(), &job).await.unwrap();
+    let in_namespace = format!("may not read Secrets in namespace {ns} ");
+    let fix = format!("add {ns} to the chart value operator.secretNamespaces");
+    let problem = [
+        in_namespace.as_str(),
+        "spec.storage.s3.credentialsSecret",
+        fix.as_str(),
+    ];
+    wait_held(&api, "ungranted", "SecretsNotGranted", &problem, &op).await;
+    let events = events_in(&ns);
+    assert!(
+        events.iter().any(|e| {
+            e["reason"] == "SecretsNotGranted"
+                && e["type"] == "Warning"
+                && e["note"].as_str().unwrap_or("").contains(&fix)
+        }),
+        "no SecretsNotGranted warning naming the chart value: {events:#?}"
+    );
+
+    // Granted, as the chart does for a listed namespace: the job starts at the next check.
+    grant_secrets(&ns);
+    let _publisher = publish(&key, None).await;
+    let job = ended_as(&api, "ungranted", "Succeeded", Duration::from_secs(90), &op).await;
+    assert_files_play(&job, &["h264"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_image_or_service_account_the_chart_does_not_allow_is_refused() {
+    cluster().await;
+    let ns = bed().namespace("overrides").await.unwrap();
+    s3_secret(&ns).await;
+    // No admission policy here: the operator's own check is what refuses.
+    let allowed = "registry.example.com/roomrec/*";
+    let op = Operator::start(&ns, &["--allowed-worker-images", allowed]).await;
+    let api = jobs(&ns).await;
+    let asking = |name: &str, worker: Value| {
+        let mut job = url_job(name, "rtmp://127.0.0.1:1/live/never", json!({}));
+        job.spec.worker = Some(serde_json::from_value(worker).unwrap());
+        job
+    };
+    let refused = [
+        (
+            "own-image",
+            json!({"image": "evil.example.com/miner:1"}),
+            [
+                "spec.worker.image evil.example.com/miner:1 ",
+                "chart value worker.overrides.allowedImages",
+            ],
+        ),
+        (
+            "own-account",
+            json!({"serviceAccountName": "default"}),
+            [
+                "spec.worker.serviceAccountName ",
+                "chart value worker.overrides.allowServiceAccount=true",
+            ],
+        ),
+    ];
+    for (name, worker, _) in &refused {
+        let job = asking(name, worker.clone());
+        api.create(&PostParams::default(), &job).await.unwrap();
+    }
+    for (name, _, problem) in &refused {
+        wait_held(&api, name, "WorkerOverrideNotAllowed", problem, &op).await;
+    }
+    // An image the chart allows (by prefix) is what the worker pod runs.
+    let image = "registry.example.com/roomrec/roomrec-worker:e2e";
+    let job = asking("allowed-image", json!({ "image": image }));
+    let job = api.create(&PostParams::default(), &job).await.unwrap();
+    let started = wait_until(Duration::from_secs(30), || async {
+        !worker_pods(&ns, &job).await.is_empty()
+    })
+    .await;
+    assert!(started.is_ok(), "no worker pod: {}", op.log_text());
+    let pod = worker_pods(&ns, &job).await.remove(0);
+    let first_worker = pod.name_any();
+    assert_eq!(
+        pod.spec.unwrap().containers[0].image.as_deref(),
+        Some(image)
+    );
+
+    // Changed after the start (the check before it passed), the image is refused for the
+    // replacement of a deleted worker: no pod runs it, and a Warning says why.
+    let evil = "evil.example.com/miner:1";
+    api.patch(
+        "allowed-image",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"worker": {"image": evil}}})),
+    )
+    .await
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(bed().client().await.unwrap(), &ns);
+    pods.delete(&first_worker, &DeleteParams::default())
+        .await
+        .unwrap();
+    let warned = wait_until(Duration::from_secs(30), || async {
+        events_in(&ns).iter().any(|e| {
+            e["regarding"]["name"] == "allowed-image"
+                && e["reason"] == "WorkerOverrideNotAllowed"
+                && e["note"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(&format!("spec.worker.image {evil} "))
+        })
+    })
+    .await;
+    assert!(warned.is_ok(), "no warning: {}", op.log_text());
+    let images: Vec<Option<String>> = worker_pods(&ns, &job)
+        .await
+        .into_iter()
+        .map(|p| p.spec.unwrap().containers[0].image.clone())
+        .collect();
+    assert!(
+        !images.contains(&Some(evil.into())),
+        "a worker runs {evil}: {images:?}"
     );
 }
 
@@ -914,15 +1018,8 @@ async fn a_worker_that_cannot_succeed_fails_the_job_without_retrying() {
         "{}",
         finished.message
     );
-    let events = kubectl(
-        &["get", "events.events.k8s.io", "-n", &ns, "-o", "json"],
-        None,
-    );
-    let events: Value = serde_json::from_slice(&events.stdout).unwrap();
     assert!(
-        events["items"]
-            .as_array()
-            .unwrap()
+        events_in(&ns)
             .iter()
             .any(|e| e["reason"] == "WorkerFailed" && e["type"] == "Warning"),
         "no WorkerFailed warning event"
@@ -1000,11 +1097,22 @@ async fn a_deleted_job_whose_worker_ignores_sigterm_is_released_at_the_finalize_
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let op = Operator::start(&ns, &["--finalize-timeout-seconds", "5"]).await;
+    // An image of the job's choosing runs only when the chart allows it.
+    let image = "ghcr.io/roomrec/roomrec-worker-ignores-sigterm:e2e";
+    let op = Operator::start(
+        &ns,
+        &[
+            "--finalize-timeout-seconds",
+            "5",
+            "--allowed-worker-images",
+            image,
+        ],
+    )
+    .await;
     let api = jobs(&ns).await;
     let mut job = url_job("stubborn", "rtmp://127.0.0.1:1/live/never", json!({}));
     job.spec.worker = Some(roomrec_api::crd::WorkerOverrides {
-        image: Some("ghcr.io/roomrec/roomrec-worker-ignores-sigterm:e2e".into()),
+        image: Some(image.into()),
         ..Default::default()
     });
     api.create(&PostParams::default(), &job).await.unwrap();
@@ -1044,17 +1152,11 @@ async fn a_deleted_job_whose_worker_ignores_sigterm_is_released_at_the_finalize_
         took >= Duration::from_secs(4) && took < Duration::from_secs(20),
         "released after {took:?}"
     );
-    let events = kubectl(
-        &["get", "events.events.k8s.io", "-n", &ns, "-o", "json"],
-        None,
-    );
-    let events: Value = serde_json::from_slice(&events.stdout).unwrap();
-    let timeout = events["items"]
-        .as_array()
-        .unwrap()
+    let events = events_in(&ns);
+    let timeout = events
         .iter()
         .find(|e| e["reason"] == "FinalizeTimeout")
-        .unwrap_or_else(|| panic!("no FinalizeTimeout event: {events:#}"));
+        .unwrap_or_else(|| panic!("no FinalizeTimeout event: {events:#?}"));
     assert_eq!(timeout["type"], "Warning");
     assert!(
         timeout["note"]

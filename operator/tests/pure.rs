@@ -7,8 +7,8 @@ use roomrec_api::crd::{Phase, RecordingJob};
 use roomrec_operator::build::{self, Resume};
 use roomrec_operator::callback;
 use roomrec_operator::progress::{self, plan};
-use roomrec_operator::settings::Settings;
-use roomrec_operator::validate::ValidatedJob;
+use roomrec_operator::settings::{Settings, WorkerOverridePolicy};
+use roomrec_operator::validate::{ValidatedJob, refused_override};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -162,6 +162,79 @@ fn a_worker_pod_carries_the_job_as_env_and_secrets_only_by_reference() {
     assert_eq!(labels["roomrec.dev/person"], "1");
     assert_eq!(labels["roomrec.dev/attempt"], "3");
     assert_eq!(labels["app.kubernetes.io/managed-by"], "roomrec-operator");
+}
+
+#[test]
+fn a_worker_image_or_service_account_of_the_jobs_choosing_needs_the_charts_leave() {
+    const OWN_IMAGE: &str = "ghcr.io/roomrec/roomrec-worker:0.1.0";
+    let asking = |worker: Value| {
+        job(
+            json!({"source": {"url": "rtmp://h/live/cam"}, "worker": worker}),
+            json!({}),
+        )
+    };
+    let refused = |worker: Value, policy: &WorkerOverridePolicy| {
+        refused_override(&asking(worker), policy, OWN_IMAGE)
+    };
+    let nothing_allowed = WorkerOverridePolicy::default();
+    // Asking for neither, or for the operator's own image: nothing to refuse.
+    for worker in [
+        json!({}),
+        json!({"image": OWN_IMAGE}),
+        json!({"resources": {"limits": {"memory": "1Gi"}}, "nodeSelector": {"pool": "rec"}}),
+    ] {
+        assert_eq!(refused(worker.clone(), &nothing_allowed), None, "{worker}");
+    }
+    // By default, any other image and any ServiceAccount are refused, naming the field and the
+    // chart value that allows them.
+    let image = refused(
+        json!({"image": "evil.example.com/miner:1"}),
+        &nothing_allowed,
+    )
+    .unwrap();
+    assert!(
+        image.starts_with("spec.worker.image evil.example.com/miner:1 ")
+            && image.contains("worker.overrides.allowedImages"),
+        "{image}"
+    );
+    let account = refused(json!({"serviceAccountName": "admin"}), &nothing_allowed).unwrap();
+    assert!(
+        account.starts_with("spec.worker.serviceAccountName ")
+            && account.contains("worker.overrides.allowServiceAccount=true"),
+        "{account}"
+    );
+    // Allowed: exact references and prefixes ending in `*`, nothing that only looks alike.
+    let allowing = WorkerOverridePolicy {
+        allowed_images: vec![
+            "registry.example.com/roomrec/*".into(),
+            "ghcr.io/roomrec/roomrec-worker:debug".into(),
+        ],
+        allow_service_account: true,
+    };
+    for allowed in [
+        "registry.example.com/roomrec/roomrec-worker:2",
+        "ghcr.io/roomrec/roomrec-worker:debug",
+    ] {
+        assert_eq!(
+            refused(json!({"image": allowed}), &allowing),
+            None,
+            "{allowed}"
+        );
+    }
+    for not_allowed in [
+        "registry.example.com/other/roomrec-worker:2",
+        "registry.example.com/roomrec",
+        "ghcr.io/roomrec/roomrec-worker:debug2",
+    ] {
+        assert!(
+            refused(json!({"image": not_allowed}), &allowing).is_some(),
+            "{not_allowed} was allowed"
+        );
+    }
+    assert_eq!(
+        refused(json!({"serviceAccountName": "admin"}), &allowing),
+        None
+    );
 }
 
 #[test]

@@ -19,8 +19,8 @@ mod support {
     pub mod trtc_world;
 
     pub use self::{
-        callbacks::*, cluster::*, cos::*, examples::*, jobs::*, logs::*, operator_process::*,
-        processes::*, stored_files::*, trtc_world::*,
+        callbacks::*, cluster::*, cos::*, examples::*, jobs::*, kubectl::*, logs::*,
+        operator_process::*, processes::*, stored_files::*, trtc_world::*,
     };
 }
 
@@ -60,10 +60,19 @@ struct World {
 
 /// The operator's API credentials (a mounted Secret in a cluster): `secret_key` may be wrong.
 async fn world(prefix: &str, secret_key: &str) -> World {
+    world_with(prefix, secret_key, examples_cos().await, &[]).await
+}
+
+/// As `world`, with a COS stand-in of the test's choosing and more operator flags.
+async fn world_with(
+    prefix: &str,
+    secret_key: &str,
+    (cos, cos_port): (CosStandIn, String),
+    extra_args: &[String],
+) -> World {
     cluster().await;
     let ns = bed().namespace(prefix).await.unwrap();
     let dir = bed().scratch(&format!("trtc-{ns}")).unwrap();
-    let (cos, cos_port) = examples_cos().await;
     let TrtcSide {
         trtc,
         operator_args,
@@ -73,6 +82,7 @@ async fn world(prefix: &str, secret_key: &str) -> World {
         format!("ROOMREC_RESOLVE=class-1250000000.localhost=127.0.0.1:{cos_port}"),
     ];
     op_args.extend(operator_args);
+    op_args.extend_from_slice(extra_args);
     let op = start_operator(&ns, &op_args).await;
     let receiver = Receiver::start(0).await;
     let api = jobs(&ns).await;
@@ -280,6 +290,203 @@ async fn relay_start_heritage_request_records_into_cos_and_remove_user_ends_it()
         })).collect::<Vec<Value>>(),
     });
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), expected);
+}
+
+/// What an observer of the node reads in /proc: every process's arguments and environment.
+fn processes_seen() -> Vec<(String, Vec<u8>)> {
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        for file in ["cmdline", "environ"] {
+            // A process may end between listing and reading.
+            if let Ok(bytes) = std::fs::read(entry.path().join(file)) {
+                seen.push((format!("/proc/{pid}/{file}"), bytes));
+            }
+        }
+    }
+    seen
+}
+
+/// Each place in `seen` that holds one of `secrets`, as it is or base64-encoded.
+fn leaks(secrets: &[(&str, &str)], seen: &[(String, Vec<u8>)]) -> Vec<String> {
+    use base64::Engine;
+    let mut found = Vec::new();
+    for (place, bytes) in seen {
+        let text = String::from_utf8_lossy(bytes);
+        for (what, value) in secrets {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+            if text.contains(value) || text.contains(&encoded) {
+                found.push(format!("{what} in {place}"));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_value_is_visible_to_an_observer() {
+    // Values no other test uses, in the job's three kinds of Secret: the store's keys, the
+    // callback's signing key and the agent's UserSig.
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    let cos_id = format!("AKIDcanary{tag}");
+    let cos_key = format!("canary-cos-secret-key-{tag}");
+    let callback_key = format!("canary-callback-signing-key-{tag}");
+    let user_sig = recorder_sig();
+    let worker_metrics_port = roomrec_testbed::ports::free_port();
+    let world = world_with(
+        "observer",
+        SECRET_KEY,
+        cos_with_keys(&cos_id, &cos_key).await,
+        &[
+            "--worker-metrics-port".into(),
+            worker_metrics_port.to_string(),
+        ],
+    )
+    .await;
+    let anchor = world.trtc.anchor(APP, ROOM, "anchor-1");
+    anchor.publish(small_camera()).unwrap();
+    apply_in(
+        &world.ns,
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: callback-key}}\nstringData: {{key: \"{callback_key}\"}}\n"
+        ),
+    );
+    let callback_url = format!("    url: {}", world.receiver.url());
+    let signed_callback =
+        format!("{callback_url}\n    signingSecret: {{ name: callback-key, key: key }}");
+    let yaml = relay_example(
+        &world,
+        &user_sig,
+        &[
+            (
+                "secretId: AKIDEXAMPLEEXAMPLEEXAMPLE",
+                format!("secretId: {cos_id}"),
+            ),
+            (
+                "secretKey: example-secret-key",
+                format!("secretKey: {cos_key}"),
+            ),
+            (&callback_url, signed_callback),
+            // It ends by itself, so its worker pod stays with its termination message.
+            (
+                "  idleTimeoutSeconds: 300 ",
+                "  maxDurationSeconds: 10\n  idleTimeoutSeconds: 300 ".into(),
+            ),
+        ],
+    );
+    apply_in(&world.ns, &yaml);
+    let job = wait_recording_bytes(&world.api, "heritage-43474", 3.0, &world.op).await;
+
+    // While it records: every process's arguments and environment (the worker's and its
+    // ffmpeg's included), and both /metrics.
+    let pod = job.status.clone().unwrap().worker_pod.unwrap();
+    let worker = worker_pid(&pod).expect("the worker's process");
+    let mut seen = processes_seen();
+    assert!(
+        seen.iter()
+            .any(|(place, _)| *place == format!("/proc/{worker}/environ")),
+        "the worker's process was not read"
+    );
+    let worker_metrics = reqwest::get(format!("http://127.0.0.1:{worker_metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(worker_metrics.contains("roomrec_worker_recording 1"));
+    seen.push(("the worker's /metrics".into(), worker_metrics.into_bytes()));
+    seen.push((
+        "the operator's /metrics while recording".into(),
+        world.op.metrics().await.into_bytes(),
+    ));
+
+    // Ended at its maximum duration; the callback is delivered, signed with the key.
+    let job = ended(&world, "heritage-43474", "Succeeded", 60).await;
+    let delivered = wait_until(Duration::from_secs(30), || async {
+        !world.receiver.requests.lock().unwrap().is_empty()
+    })
+    .await;
+    assert!(delivered.is_ok(), "no callback: {}", world.op.log_text());
+    for (i, (headers, body)) in world.receiver.requests.lock().unwrap().iter().enumerate() {
+        assert!(
+            headers
+                .iter()
+                .any(|(name, _)| name == "x-roomrec-signature"),
+            "the callback was not signed: {headers:?}"
+        );
+        let mut request = format!("{headers:?}\n").into_bytes();
+        request.extend(body);
+        seen.push((format!("callback request {i}"), request));
+    }
+    assert!(
+        !world.cos.requests().is_empty() && world.cos.requests().iter().all(|r| r.status != 403),
+        "the store did not take the keys"
+    );
+    assert_files_play(&job, &["h264", "aac"]);
+
+    // Afterwards: the job, its pods (with their termination messages), events and the rest of
+    // the namespace as the API shows them, every log, the operator's /metrics.
+    let objects = kubectl(
+        &[
+            "get",
+            "recordingjobs,pods,events,events.events.k8s.io,serviceaccounts,roles,rolebindings,configmaps",
+            "-n",
+            &world.ns,
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert!(objects.status.success());
+    let listed: Value = serde_json::from_slice(&objects.stdout).unwrap();
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["kind"] == "Pod"
+                && o["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())),
+        "no termination message to read"
+    );
+    seen.push(("the namespace's objects".into(), objects.stdout));
+    seen.push((
+        "the operator's /metrics afterwards".into(),
+        world.op.metrics().await.into_bytes(),
+    ));
+    seen.push((
+        "the operator's log".into(),
+        std::fs::read(&world.op.log).unwrap(),
+    ));
+    for (pod, log) in container_logs(&world.ns, "worker") {
+        seen.push((format!("the worker log of {pod}"), log.into_bytes()));
+    }
+    for entry in std::fs::read_dir(bed().dir.join("kubernetes"))
+        .unwrap()
+        .flatten()
+    {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            seen.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+        }
+    }
+    let found = leaks(
+        &[
+            ("the COS secretId", &cos_id),
+            ("the COS secretKey", &cos_key),
+            ("the callback signing key", &callback_key),
+            ("the UserSig", &user_sig),
+        ],
+        &seen,
+    );
+    assert!(found.is_empty(), "secret values seen: {found:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

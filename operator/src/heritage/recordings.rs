@@ -325,7 +325,9 @@ impl Recordings {
         )
         .await
         .map_err(|e| match e {
-            SecretError::Missing(problem) => HeritageError::Setup(problem),
+            SecretError::Missing(problem) | SecretError::NotGranted(problem) => {
+                HeritageError::Setup(problem)
+            }
             SecretError::Read { source, .. } => HeritageError::Api {
                 what: "reading the application's key".into(),
                 source,

@@ -3,7 +3,7 @@
 //! worker binary built, the RecordingJob CRD established, the chart's operator RBAC
 //! installed), and a live publisher on the bed's RTMP server.
 
-use super::kubectl::{helm_template, kubectl_apply};
+use super::kubectl::{helm_template, helm_template_with, kubectl_apply};
 use roomrec_testbed::media::{Publisher, StreamSpec};
 use roomrec_testbed::{BedInfo, shared};
 use std::path::{Path, PathBuf};
@@ -60,6 +60,18 @@ pub async fn cluster() -> &'static () {
         ]));
     })
     .await
+}
+
+/// The chart's Secret grant in `namespace` (`operator.secretNamespaces`), as an install that
+/// watches every namespace gives it: the operator may read the Secrets jobs there name. The
+/// chart grants none cluster-wide, so without this the operator may read no Secret there.
+// Used through operator_process.rs (every binary that starts an operator) and by e2e.rs.
+#[allow(dead_code)]
+pub fn grant_secrets(namespace: &str) {
+    kubectl_apply(&helm_template_with(
+        &["templates/rbac.yaml"],
+        &[&format!("operator.secretNamespaces={{{namespace}}}")],
+    ));
 }
 
 /// A low-cost synthetic camera (320×240, 15 fps) published to the bed's RTMP server.

@@ -133,3 +133,57 @@ pub async fn wait_recording_bytes(
     );
     last.unwrap()
 }
+
+/// Waits until the job is held before it starts: condition `Valid=False` with `reason` and a
+/// message holding each of `fragments`; then asserts it is `Pending` with no worker pod.
+// Used by e2e.rs.
+#[allow(dead_code)]
+pub async fn wait_held(
+    api: &Api<RecordingJob>,
+    name: &str,
+    reason: &str,
+    fragments: &[&str],
+    op: &impl OperatorLog,
+) -> RecordingJob {
+    let last = Mutex::new(None);
+    let held = wait_until(Duration::from_secs(30), || async {
+        let Ok(job) = api.get(name).await else {
+            return false;
+        };
+        let valid = job
+            .status
+            .clone()
+            .unwrap_or_default()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Valid");
+        *last.lock().unwrap() = Some(job);
+        valid.is_some_and(|c| {
+            c.status == "False"
+                && c.reason == reason
+                && fragments.iter().all(|f| c.message.contains(f))
+        })
+    })
+    .await;
+    let job = last.into_inner().unwrap();
+    assert!(
+        held.is_ok(),
+        "expected {name} held with {reason} {fragments:?}: {:?}\n{}",
+        job.as_ref().map(|j| &j.status),
+        op.log_text()
+    );
+    let job = job.unwrap();
+    assert_eq!(
+        job.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .map(|p| p.as_str()),
+        Some("Pending")
+    );
+    let ns = job.namespace().unwrap();
+    assert!(
+        worker_pods(&ns, &job).await.is_empty(),
+        "a held job started a worker"
+    );
+    job
+}

@@ -91,3 +91,20 @@ pub fn kubectl_apply(yaml: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The Events (`events.k8s.io`) of `namespace`, as JSON objects.
+// Used by e2e.rs.
+#[allow(dead_code)]
+pub fn events_in(namespace: &str) -> Vec<serde_json::Value> {
+    let out = kubectl(
+        &["get", "events.events.k8s.io", "-n", namespace, "-o", "json"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "kubectl get events: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    list["items"].as_array().cloned().unwrap_or_default()
+}

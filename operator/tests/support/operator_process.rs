@@ -2,7 +2,7 @@
 //! ServiceAccount (a real token from the TokenRequest API), so every test also proves the
 //! chart's RBAC is enough.
 
-use super::cluster::{SYSTEM_NAMESPACE, bed};
+use super::cluster::{SYSTEM_NAMESPACE, bed, grant_secrets};
 use super::logs::{OperatorLog, tail};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -72,19 +72,30 @@ impl Operator {
     /// Started and ready (/readyz: leading, when `lease` turns leader election on).
     pub async fn start_with(namespace: &str, extra: &[&str], lease: bool) -> Self {
         let op = Self::spawn(namespace, extra, lease).await;
-        let url = op.url("/readyz");
+        op.wait_ready().await;
+        op
+    }
+
+    pub async fn wait_ready(&self) {
+        let url = self.url("/readyz");
         wait_until(Duration::from_secs(30), || async {
             reqwest::get(&url)
                 .await
                 .is_ok_and(|r| r.status().is_success())
         })
         .await
-        .unwrap_or_else(|_| panic!("the operator did not become ready: {}", op.log_text()));
-        op
+        .unwrap_or_else(|_| panic!("the operator did not become ready: {}", self.log_text()));
     }
 
-    /// Started, not waited for.
+    /// Started, not waited for, with the chart's Secret grant in `namespace`.
     pub async fn spawn(namespace: &str, extra: &[&str], lease: bool) -> Self {
+        grant_secrets(namespace);
+        Self::spawn_ungranted(namespace, extra, lease).await
+    }
+
+    /// Started, not waited for, without a Secret grant in `namespace`: as an operator that
+    /// watches every namespace sees one that `operator.secretNamespaces` does not list.
+    pub async fn spawn_ungranted(namespace: &str, extra: &[&str], lease: bool) -> Self {
         let metrics_port = roomrec_testbed::ports::free_port();
         let log = bed()
             .scratch("operator")
