@@ -122,11 +122,6 @@ impl Operator {
                 "--log-level",
                 "info,roomrec_operator=debug",
             ])
-            // Pods share the host's network here: a fixed worker metrics port would collide.
-            .args(match extra.contains(&"--worker-metrics-port") {
-                true => &[][..],
-                false => &["--worker-metrics-port", "0"][..],
-            })
             .args(extra)
             .stdout(file.try_clone().unwrap())
             .stderr(file)
