@@ -545,7 +545,8 @@ async fn prometheus_scrapes_a_target() {
 }
 
 /// Each pod serves this on 0.0.0.0:9090 (as every worker serves /metrics), after asking the
-/// host's service on 127.0.0.1 who it is and connecting to its own port over loopback.
+/// host's TCP and UDP services on 127.0.0.1 who it is and connecting to its own port over
+/// loopback. Its UDP sockets are connected: they take answers from 127.0.0.1:port only.
 const POD_SERVER: &str = r#"
 import os, socket
 name, ip = os.environ["POD_NAME"], os.environ["POD_IP"]
@@ -555,13 +556,20 @@ own.listen()
 host = socket.create_connection(("127.0.0.1", int(os.environ["HOST_PORT"])), timeout=20)
 host.sendall(name.encode() + b"\n")
 said = host.makefile().readline().strip()
+said_udp = []
+for port in os.environ["UDP_PORTS"].split(","):
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.settimeout(20)
+    udp.connect(("127.0.0.1", int(port)))
+    udp.send(name.encode())
+    said_udp.append(udp.recv(100).decode())
 me = socket.create_connection(("127.0.0.1", 9090), timeout=20)
 itself, _ = own.accept()
 itself.close(); me.close()
 print("serving", flush=True)
 while True:
     conn, _ = own.accept()
-    conn.sendall(f"{name} {ip} host-said:{said} self:ok\n".encode())
+    conn.sendall(f"{name} {ip} host-said:{said} udp-said:{'|'.join(said_udp)} self:ok\n".encode())
     conn.close()
 "#;
 
@@ -600,6 +608,21 @@ async fn pods_bind_the_same_port_each_at_its_own_ip_and_reach_the_hosts_loopback
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let host_port = listener.local_addr().unwrap().port();
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    // And two UDP services that answer from the socket they were sent to: one on 127.0.0.1,
+    // one on every address (its answers leave from the address the route picks).
+    let mut udp_ports = Vec::new();
+    let mut udp_servers = Vec::new();
+    for address in ["127.0.0.1:0", "0.0.0.0:0"] {
+        let socket = tokio::net::UdpSocket::bind(address).await.unwrap();
+        udp_ports.push(socket.local_addr().unwrap().port().to_string());
+        udp_servers.push(tokio::spawn(async move {
+            let mut buffer = [0u8; 100];
+            while let Ok((_, peer)) = socket.recv_from(&mut buffer).await {
+                let answer = format!("seen {}", peer.ip());
+                let _ = socket.send_to(answer.as_bytes(), peer).await;
+            }
+        }));
+    }
     let server = tokio::spawn(async move {
         while let Ok((socket, peer)) = listener.accept().await {
             let seen = seen_tx.clone();
@@ -627,6 +650,7 @@ async fn pods_bind_the_same_port_each_at_its_own_ip_and_reach_the_hosts_loopback
                     "ports": [{"name": "metrics", "containerPort": 9090}],
                     "env": [
                         {"name": "HOST_PORT", "value": host_port.to_string()},
+                        {"name": "UDP_PORTS", "value": udp_ports.join(",")},
                         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
                     ]
@@ -662,11 +686,14 @@ async fn pods_bind_the_same_port_each_at_its_own_ip_and_reach_the_hosts_loopback
     assert_ne!(ips[0], ips[1], "each pod has its own IP");
 
     // From the host, each pod answers at its IP: with its name, the IP its downward API gave
-    // it, what the host's loopback service saw as its address (the pod's IP), and that its own
-    // declared port on 127.0.0.1 is its own.
+    // it, what the host's loopback services saw as its address (the pod's IP, over TCP and to
+    // both UDP sockets), and that its own declared port on 127.0.0.1 is its own.
     for (name, ip) in ["net-a", "net-b"].into_iter().zip(&ips) {
         let answer = read_line(&format!("{ip}:9090")).await.unwrap();
-        assert_eq!(answer, format!("{name} {ip} host-said:seen {ip} self:ok"));
+        assert_eq!(
+            answer,
+            format!("{name} {ip} host-said:seen {ip} udp-said:seen {ip}|seen {ip} self:ok")
+        );
     }
     let mut seen = vec![seen_rx.recv().await.unwrap(), seen_rx.recv().await.unwrap()];
     seen.sort();
@@ -698,6 +725,7 @@ async fn pods_bind_the_same_port_each_at_its_own_ip_and_reach_the_hosts_loopback
         );
     }
     server.abort();
+    udp_servers.iter().for_each(|s| s.abort());
 }
 
 /// Whether this machine has a network interface named `name`.
@@ -742,6 +770,9 @@ fn bridge_and_table_ids(name: &str) -> (Option<u64>, Option<u64>) {
 
 #[tokio::test]
 async fn a_crashed_beds_network_is_removed_by_the_next_node_agent() {
+    // Free ports are only unique within a process: the other process's bed starts once this
+    // one's shared bed holds its ports, so the two cannot pick the same.
+    let _ = bed();
     // A bed in a process of its own, with a pod, killed with SIGKILL: nothing of it runs
     // its cleanup.
     let dir = tempfile::tempdir().unwrap();
