@@ -18,7 +18,7 @@ VERSITYGW_VERSION=v1.8.0
 PROMETHEUS_OPERATOR_VERSION=v0.85.0   # its CRDs: the chart's ServiceMonitor, PodMonitor, PrometheusRule
 MEDIAMTX_VERSION=v1.12.3               # the RTSP and SRT server of the worker's protocol tests
 NODE_MEDIA_SERVER_VERSION=4.4.3        # the HTTP-FLV server (npm registry; runs on the machine's Node.js)
-DEBIAN_PACKAGES=(ffmpeg nginx-light libnginx-mod-rtmp prometheus openssl util-linux)
+DEBIAN_PACKAGES=(ffmpeg nginx-light libnginx-mod-rtmp prometheus openssl util-linux iproute2 nftables)
 
 CACHE=${ROOMREC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/roomrec}
 KEY="k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_versitygw-${VERSITYGW_VERSION}"
@@ -32,7 +32,7 @@ export CGO_ENABLED=0
 
 # Debian packages: only when one of the commands is missing.
 need_apt=0
-for cmd in ffmpeg ffprobe nginx prometheus openssl unshare; do
+for cmd in ffmpeg ffprobe nginx prometheus openssl unshare ip nft; do
   command -v "$cmd" >/dev/null 2>&1 || need_apt=1
 done
 [[ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ]] || need_apt=1

@@ -24,6 +24,7 @@ mod support {
     };
 }
 
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use roomrec_api::crd::RecordingJob;
 use roomrec_testbed::wait_until;
@@ -57,6 +58,29 @@ impl OperatorLog for OperatorPod {
             .collect();
         tail(&text, 6000)
     }
+}
+
+/// `http://{pod IP}:{port metrics}/readyz` of the chart's operator pod, once it has an IP.
+async fn operator_readyz(pods: &Api<Pod>) -> Option<String> {
+    pods.list(&Default::default())
+        .await
+        .ok()?
+        .items
+        .into_iter()
+        .find_map(|pod| {
+            let container = pod
+                .spec?
+                .containers
+                .into_iter()
+                .find(|c| c.name == "operator")?;
+            let port = container
+                .ports?
+                .into_iter()
+                .find(|p| p.name.as_deref() == Some("metrics"))?
+                .container_port;
+            let ip = pod.status?.pod_ip?;
+            Some(format!("http://{ip}:{port}/readyz"))
+        })
 }
 
 /// How a process really runs: (real uid, real gid, root filesystem read-only), from /proc.
@@ -178,14 +202,12 @@ async fn the_installed_chart_records_with_its_own_service_account() {
     cluster().await;
     let ns = bed().namespace("chart").await.unwrap();
     s3_secret(&ns).await;
-    let metrics_port = roomrec_testbed::ports::free_port();
-    // Every pod of the bed shares the host's network: the operator gets a free port, workers
-    // none. The worker defaults are the bed's store, so the job below names no storage.
+    // Ports as the chart sets them (each pod has a network of its own). The worker defaults
+    // are the bed's store, so the job below names no storage.
     let values = json!({
         "crds": {"install": false},
         "operator": {
             "image": {"tag": "e2e"},
-            "metricsPort": metrics_port,
             "watchNamespace": ns,
             "leaderElection": {"leaseSeconds": 6},
             "logLevel": "info,roomrec_operator=debug",
@@ -193,7 +215,6 @@ async fn the_installed_chart_records_with_its_own_service_account() {
         },
         "worker": {
             "image": {"tag": "e2e"},
-            "metricsPort": 0,
             "terminationGracePeriodSeconds": 25,
             "defaults": {
                 "mode": "AudioVideoMp4",
@@ -227,12 +248,16 @@ async fn the_installed_chart_records_with_its_own_service_account() {
         text(&install)
     );
 
-    // The Deployment's pod leads (/readyz), under the chart's securityContext.
+    // The Deployment's pod leads (/readyz at its IP, on its port `metrics`), under the chart's
+    // securityContext.
     let op = OperatorPod {
         namespace: ns.clone(),
     };
-    let ready = format!("http://127.0.0.1:{metrics_port}/readyz");
+    let pods: Api<Pod> = Api::namespaced(bed().client().await.unwrap(), &ns);
     let leading = wait_until(Duration::from_secs(60), || async {
+        let Some(ready) = operator_readyz(&pods).await else {
+            return false;
+        };
         reqwest::get(&ready)
             .await
             .is_ok_and(|r| r.status().is_success())

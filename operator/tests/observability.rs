@@ -218,7 +218,8 @@ async fn every_dashboard_and_alert_expression_reads_series_a_real_recording_prod
     cluster().await;
     let ns = bed().namespace("obs").await.unwrap();
     s3_secret(&ns).await;
-    let worker_port = roomrec_testbed::ports::free_port();
+    // The operator's default: each worker pod has a network of its own, so all use one port.
+    let worker_port = roomrec_operator::settings::WORKER_METRICS_PORT;
     let op = Operator::start(&ns, &["--worker-metrics-port", &worker_port.to_string()]).await;
     // As the chart's ServiceMonitor and PodMonitor label them.
     bed()
@@ -226,9 +227,6 @@ async fn every_dashboard_and_alert_expression_reads_series_a_real_recording_prod
             "roomrec-operator",
             &format!("127.0.0.1:{}", op.metrics_port),
         )
-        .unwrap();
-    bed()
-        .add_prometheus_target("roomrec-worker", &format!("127.0.0.1:{worker_port}"))
         .unwrap();
 
     // A job whose Secret is missing stays Pending: the oldest-pending gauge grows, in
@@ -267,7 +265,28 @@ async fn every_dashboard_and_alert_expression_reads_series_a_real_recording_prod
         &bed().rtmp_url(&key),
         json!({"maxDurationSeconds": 10}),
     );
-    api.create(&PostParams::default(), &job).await.unwrap();
+    let created = api.create(&PostParams::default(), &job).await.unwrap();
+    // Scraped as the PodMonitor has Prometheus do it: at the worker pod's IP.
+    let pod_ip = std::sync::Mutex::new(None);
+    let started = wait_until(Duration::from_secs(60), || async {
+        let ip = worker_pods(&ns, &created)
+            .await
+            .into_iter()
+            .find_map(|pod| pod.status?.pod_ip);
+        let found = ip.is_some();
+        *pod_ip.lock().unwrap() = ip;
+        found
+    })
+    .await;
+    assert!(
+        started.is_ok(),
+        "no worker pod with an IP: {}",
+        worker_logs(&ns)
+    );
+    let pod_ip = pod_ip.into_inner().unwrap().unwrap();
+    bed()
+        .add_prometheus_target("roomrec-worker", &format!("{pod_ip}:{worker_port}"))
+        .unwrap();
     let seen_recording = wait_until(Duration::from_secs(90), || async {
         value("max_over_time(roomrec_worker_recording{job=\"roomrec-worker\"}[10m])").await
             == Some(1.0)

@@ -393,7 +393,10 @@ async fn no_secret_value_is_visible_to_an_observer() {
             .any(|(place, _)| *place == format!("/proc/{worker}/environ")),
         "the worker's process was not read"
     );
-    let worker_metrics = reqwest::get(format!("http://127.0.0.1:{worker_metrics_port}/metrics"))
+    // The worker's port is its own, at its pod's address.
+    let pods: Api<Pod> = Api::namespaced(bed().client().await.unwrap(), &world.ns);
+    let pod_ip = pods.get(&pod).await.unwrap().status.unwrap().pod_ip.unwrap();
+    let worker_metrics = reqwest::get(format!("http://{pod_ip}:{worker_metrics_port}/metrics"))
         .await
         .unwrap()
         .text()

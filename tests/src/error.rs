@@ -51,6 +51,9 @@ pub enum TestbedError {
 
     #[error("attached test bed: {0}")]
     Attach(String),
+
+    #[error("pod network: {0}")]
+    Network(#[from] crate::node_agent::network::NetworkError),
 }
 
 pub type Result<T, E = TestbedError> = std::result::Result<T, E>;

@@ -3,7 +3,7 @@
 //! | component | what runs | module |
 //! |---|---|---|
 //! | Kubernetes control plane | etcd, kube-apiserver (RBAC), kube-controller-manager | `control_plane` |
-//! | node `local` | the node agent, a kubelet stand-in running containers as processes | `node_agent` |
+//! | node `local` | the node agent, a kubelet stand-in running containers as processes, each pod in a network namespace of its own | `node_agent` |
 //! | media | nginx with the RTMP module, an ffmpeg test-pattern publisher, ffprobe | `media` |
 //! | object store | versitygw (S3 with SigV4 checking) on a POSIX directory | `object_store` |
 //! | metrics | Prometheus with file-based target discovery | `prometheus` |

@@ -59,6 +59,7 @@ async fn main() -> std::process::ExitCode {
   rtmp         rtmp://127.0.0.1:{rtmp}/live/KEY   (HLS: rtmp://…/hls/KEY → http://127.0.0.1:{http}/hls/KEY.m3u8)
   s3           {s3} bucket={bucket} access={ak} secret={sk} region={region}
   prometheus   {prom}
+  pods         {pods}, the node at {node} (bridge {bridge}; pods reach its 127.0.0.1)
   attach tests export ROOMREC_TESTBED={info}
 Ctrl-C (or SIGTERM) stops everything.",
         dir = dir.display(),
@@ -71,6 +72,9 @@ Ctrl-C (or SIGTERM) stops everything.",
         sk = i.s3_secret_key,
         region = i.s3_region,
         prom = i.prometheus_url,
+        pods = bed.node_agent.pod_subnet(),
+        node = bed.node_agent.host_ip(),
+        bridge = roomrec_testbed::node_agent::network::bridge_of(bed.node_agent.host_ip()),
         info = info_path.display(),
     );
     let mut terminate =

@@ -544,12 +544,309 @@ async fn prometheus_scrapes_a_target() {
     server.abort();
 }
 
+/// Each pod serves this on 0.0.0.0:9090 (as every worker serves /metrics), after asking the
+/// host's TCP and UDP services on 127.0.0.1 who it is and connecting to its own port over
+/// loopback. Its UDP sockets are connected: they take answers from 127.0.0.1:port only.
+const POD_SERVER: &str = r#"
+import os, socket
+name, ip = os.environ["POD_NAME"], os.environ["POD_IP"]
+own = socket.socket()  # no SO_REUSEADDR: a second 0.0.0.0:9090 in one namespace is refused
+own.bind(("0.0.0.0", 9090))
+own.listen()
+host = socket.create_connection(("127.0.0.1", int(os.environ["HOST_PORT"])), timeout=20)
+host.sendall(name.encode() + b"\n")
+said = host.makefile().readline().strip()
+said_udp = []
+for port in os.environ["UDP_PORTS"].split(","):
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.settimeout(20)
+    udp.connect(("127.0.0.1", int(port)))
+    udp.send(name.encode())
+    said_udp.append(udp.recv(100).decode())
+me = socket.create_connection(("127.0.0.1", 9090), timeout=20)
+itself, _ = own.accept()
+itself.close(); me.close()
+print("serving", flush=True)
+while True:
+    conn, _ = own.accept()
+    conn.sendall(f"{name} {ip} host-said:{said} udp-said:{'|'.join(said_udp)} self:ok\n".encode())
+    conn.close()
+"#;
+
+/// The pod's log, to show why it failed.
+fn pod_log(pod: &Pod) -> String {
+    let meta = &pod.metadata;
+    let dir = bed().dir.join("node/pods").join(format!(
+        "{}_{}_{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+        meta.uid.as_deref().unwrap_or_default()
+    ));
+    std::fs::read_to_string(dir.join("main.log")).unwrap_or_default()
+}
+
+async fn read_line(address: &str) -> std::io::Result<String> {
+    use tokio::io::AsyncBufReadExt;
+    let stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(address),
+    )
+    .await??;
+    let mut line = String::new();
+    tokio::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .await?;
+    Ok(line.trim().to_string())
+}
+
+#[tokio::test]
+async fn pods_bind_the_same_port_each_at_its_own_ip_and_reach_the_hosts_loopback() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let client = bed().client().await.unwrap();
+    let ns = bed().namespace("smoke-net").await.unwrap();
+    // A service of the host on 127.0.0.1, as the bed's are: it tells each caller its address.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host_port = listener.local_addr().unwrap().port();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    // And two UDP services that answer from the socket they were sent to: one on 127.0.0.1,
+    // one on every address (its answers leave from the address the route picks).
+    let mut udp_ports = Vec::new();
+    let mut udp_servers = Vec::new();
+    for address in ["127.0.0.1:0", "0.0.0.0:0"] {
+        let socket = tokio::net::UdpSocket::bind(address).await.unwrap();
+        udp_ports.push(socket.local_addr().unwrap().port().to_string());
+        udp_servers.push(tokio::spawn(async move {
+            let mut buffer = [0u8; 100];
+            while let Ok((_, peer)) = socket.recv_from(&mut buffer).await {
+                let answer = format!("seen {}", peer.ip());
+                let _ = socket.send_to(answer.as_bytes(), peer).await;
+            }
+        }));
+    }
+    let server = tokio::spawn(async move {
+        while let Ok((socket, peer)) = listener.accept().await {
+            let seen = seen_tx.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut name = String::new();
+                let _ = tokio::io::BufReader::new(read).read_line(&mut name).await;
+                let _ = write
+                    .write_all(format!("seen {}\n", peer.ip()).as_bytes())
+                    .await;
+                let _ = seen.send((name.trim().to_string(), peer.ip().to_string()));
+            });
+        }
+    });
+
+    let pods: Api<Pod> = Api::namespaced(client, &ns);
+    for name in ["net-a", "net-b"] {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{
+                    "name": "main", "image": "python", "command": ["python3", "-c", POD_SERVER],
+                    "ports": [{"name": "metrics", "containerPort": 9090}],
+                    "env": [
+                        {"name": "HOST_PORT", "value": host_port.to_string()},
+                        {"name": "UDP_PORTS", "value": udp_ports.join(",")},
+                        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+                    ]
+                }]
+            }
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let mut ips = Vec::new();
+    for name in ["net-a", "net-b"] {
+        let pod = wait_pod(&pods, name, Duration::from_secs(60), |p| {
+            terminal(p) || pod_log(p).contains("serving")
+        })
+        .await;
+        assert_eq!(
+            phase(&pod),
+            "Running",
+            "{name} is not serving: {}\n{:#?}",
+            pod_log(&pod),
+            pod.status
+        );
+        let status = pod.status.unwrap();
+        let ip = status.pod_ip.clone().expect("a pod IP");
+        assert_eq!(status.pod_ips.unwrap()[0].ip, ip, "podIPs holds the pod IP");
+        let host_ip = status.host_ip.expect("a host IP");
+        assert!(
+            ip != "127.0.0.1" && ip != host_ip,
+            "{name} has an address of its own: {ip}, host {host_ip}"
+        );
+        ips.push(ip);
+    }
+    assert_ne!(ips[0], ips[1], "each pod has its own IP");
+
+    // From the host, each pod answers at its IP: with its name, the IP its downward API gave
+    // it, what the host's loopback services saw as its address (the pod's IP, over TCP and to
+    // both UDP sockets), and that its own declared port on 127.0.0.1 is its own.
+    for (name, ip) in ["net-a", "net-b"].into_iter().zip(&ips) {
+        let answer = read_line(&format!("{ip}:9090")).await.unwrap();
+        assert_eq!(
+            answer,
+            format!("{name} {ip} host-said:seen {ip} udp-said:seen {ip}|seen {ip} self:ok")
+        );
+    }
+    let mut seen = vec![seen_rx.recv().await.unwrap(), seen_rx.recv().await.unwrap()];
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("net-a".to_string(), ips[0].clone()),
+            ("net-b".to_string(), ips[1].clone())
+        ]
+    );
+
+    // Deleted, each pod's veth is removed and its address answers no more.
+    for name in ["net-a", "net-b"] {
+        pods.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    for name in ["net-a", "net-b"] {
+        wait_until(Duration::from_secs(30), || async {
+            pods.get_opt(name).await.unwrap().is_none()
+        })
+        .await
+        .expect("the pod is deleted");
+    }
+    for ip in &ips {
+        let veth = roomrec_testbed::node_agent::network::host_veth_of(ip.parse().unwrap());
+        assert!(!link_exists(&veth), "{veth} of {ip} is gone");
+        assert!(
+            read_line(&format!("{ip}:9090")).await.is_err(),
+            "{ip} answers no more"
+        );
+    }
+    server.abort();
+    udp_servers.iter().for_each(|s| s.abort());
+}
+
+/// Whether this machine has a network interface named `name`.
+fn link_exists(name: &str) -> bool {
+    std::process::Command::new("ip")
+        .args(["link", "show", name])
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// The interface index of link `name`, and the handle of the nftables table `ip name`: what
+/// identifies a bed's bridge and table even after another bed reuses the name.
+fn bridge_and_table_ids(name: &str) -> (Option<u64>, Option<u64>) {
+    let json = |program: &str, args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let links = json("ip", &["-j", "link", "show"]);
+    let link = links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["ifname"] == name);
+    let tables = json("nft", &["-j", "list", "tables"]);
+    let table = tables["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| &t["table"])
+        .find(|t| t["family"] == "ip" && t["name"] == name);
+    (
+        link.and_then(|l| l["ifindex"].as_u64()),
+        table.and_then(|t| t["handle"].as_u64()),
+    )
+}
+
+#[tokio::test]
+async fn a_crashed_beds_network_is_removed_by_the_next_node_agent() {
+    // Free ports are only unique within a process: the other process's bed starts once this
+    // one's shared bed holds its ports, so the two cannot pick the same.
+    let _ = bed();
+    // A bed in a process of its own, with a pod, killed with SIGKILL: nothing of it runs
+    // its cleanup.
+    let dir = tempfile::tempdir().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut crashed = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomrec-testbed"))
+        .args(["up", "--dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let info_path = dir.path().join("bed.json");
+    let started = wait_until(Duration::from_secs(120), || async { info_path.exists() }).await;
+    assert!(
+        started.is_ok(),
+        "the bed in the other process did not start: {}",
+        std::fs::read_to_string(log.path()).unwrap_or_default()
+    );
+    let info = roomrec_testbed::bed::attach(&info_path).unwrap();
+    let pods: Api<Pod> = Api::namespaced(info.client().await.unwrap(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "crashes"},
+        "spec": {"containers": [{"name": "main", "image": "sleep", "command": ["sleep", "300"]}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let pod = wait_pod(&pods, "crashes", Duration::from_secs(60), |p| {
+        phase(p) == "Running"
+    })
+    .await;
+    let status = pod.status.unwrap();
+    let pod_ip: std::net::Ipv4Addr = status.pod_ip.unwrap().parse().unwrap();
+    let gateway: std::net::Ipv4Addr = status.host_ip.unwrap().parse().unwrap();
+    let bridge = roomrec_testbed::node_agent::network::bridge_of(gateway);
+    let veth = roomrec_testbed::node_agent::network::host_veth_of(pod_ip);
+    assert!(link_exists(&veth), "the pod's veth {veth}");
+    crashed.start_kill().unwrap();
+    crashed.wait().await.unwrap();
+
+    // The kernel removes the pod's namespace and veth (its processes died with the agent and
+    // nothing else holds it); the bridge and the table stay behind.
+    wait_until(Duration::from_secs(10), || async { !link_exists(&veth) })
+        .await
+        .expect("the crashed pod's veth went with its namespace");
+    let (link, table) = bridge_and_table_ids(&bridge);
+    assert!(
+        link.is_some() && table.is_some(),
+        "a crash leaves {bridge} and its table behind"
+    );
+
+    // The next node agent to start removes them (it may then claim the same name afresh).
+    let next = roomrec_testbed::TestBed::start().await.unwrap();
+    let (link_after, table_after) = bridge_and_table_ids(&bridge);
+    assert_ne!(
+        link_after, link,
+        "the crashed bed's bridge {bridge} is gone"
+    );
+    assert_ne!(
+        table_after, table,
+        "the crashed bed's table {bridge} is gone"
+    );
+    drop(next);
+}
+
 #[test]
 fn a_panicking_test_leaves_no_process_or_file_behind() {
     use roomrec_testbed::TestBed;
     use std::sync::{Arc, Mutex};
     let seen: Arc<Mutex<(Vec<u32>, std::path::PathBuf)>> = Default::default();
     let record = seen.clone();
+    type Ids = (Option<u64>, Option<u64>);
+    let network_seen: Arc<Mutex<Option<(String, Ids)>>> = Default::default();
+    let network = network_seen.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.block_on(async move {
@@ -564,6 +861,8 @@ fn a_panicking_test_leaves_no_process_or_file_behind() {
                 bed.prometheus.process().pid(),
             ];
             *record.lock().unwrap() = (pids.into_iter().flatten().collect(), bed.info.dir.clone());
+            let bridge = roomrec_testbed::node_agent::network::bridge_of(bed.node_agent.host_ip());
+            *network.lock().unwrap() = Some((bridge.clone(), bridge_and_table_ids(&bridge)));
             panic!("a test fails half-way");
         })
     }));
@@ -580,4 +879,10 @@ fn a_panicking_test_leaves_no_process_or_file_behind() {
         );
     }
     assert!(!dir.exists(), "{} was removed", dir.display());
+    // The pod network: its bridge and table are gone (what has the name now is not them).
+    let (bridge, (link, table)) = network_seen.lock().unwrap().clone().unwrap();
+    assert!(link.is_some() && table.is_some(), "{bridge} existed");
+    let (link_after, table_after) = bridge_and_table_ids(&bridge);
+    assert_ne!(link_after, link, "{bridge} was removed");
+    assert_ne!(table_after, table, "table {bridge} was removed");
 }

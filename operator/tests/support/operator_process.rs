@@ -133,11 +133,6 @@ impl Operator {
                 "--log-level",
                 "info,roomrec_operator=debug",
             ])
-            // Pods share the host's network here: a fixed worker metrics port would collide.
-            .args(match extra.contains(&"--worker-metrics-port") {
-                true => &[][..],
-                false => &["--worker-metrics-port", "0"][..],
-            })
             // Tests watch progress grow in seconds, not the chart's minute.
             .args(match extra.contains(&"--worker-report-interval-seconds") {
                 true => &[][..],

@@ -100,6 +100,8 @@ pub async fn resolve(
 pub fn field_value(pod: &Pod, path: &str) -> Result<String, String> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
+    // The agent writes the pod's addresses into its copy of the pod before containers start.
+    let status = pod.status.as_ref();
     let keyed = |prefix: &str, map: Option<&BTreeMap<String, String>>| -> Option<String> {
         let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
         Some(map.and_then(|m| m.get(key)).cloned().unwrap_or_default())
@@ -112,8 +114,20 @@ pub fn field_value(pod: &Pod, path: &str) -> Result<String, String> {
         "metadata.annotations" => Some(format_map(meta.annotations.as_ref())),
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
         "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()),
-        "status.podIP" | "status.hostIP" => Some("127.0.0.1".into()),
-        "status.podIPs" | "status.hostIPs" => Some("127.0.0.1".into()),
+        "status.podIP" => status.and_then(|s| s.pod_ip.clone()),
+        "status.hostIP" => status.and_then(|s| s.host_ip.clone()),
+        "status.podIPs" => status.and_then(|s| s.pod_ips.as_ref()).map(|ips| {
+            ips.iter()
+                .map(|i| i.ip.clone())
+                .collect::<Vec<_>>()
+                .join(",")
+        }),
+        "status.hostIPs" => status.and_then(|s| s.host_ips.as_ref()).map(|ips| {
+            ips.iter()
+                .map(|i| i.ip.clone())
+                .collect::<Vec<_>>()
+                .join(",")
+        }),
         _ => keyed("metadata.labels['", meta.labels.as_ref())
             .or_else(|| keyed("metadata.annotations['", meta.annotations.as_ref())),
     };
@@ -250,7 +264,9 @@ mod tests {
     fn downward_api_fields() {
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p", "namespace": "ns", "uid": "u-1", "labels": {"app": "rec"}},
-            "spec": {"containers": [], "nodeName": "local", "serviceAccountName": "sa"}
+            "spec": {"containers": [], "nodeName": "local", "serviceAccountName": "sa"},
+            "status": {"podIP": "198.18.3.7", "podIPs": [{"ip": "198.18.3.7"}],
+                       "hostIP": "198.18.3.1", "hostIPs": [{"ip": "198.18.3.1"}]}
         }))
         .unwrap();
         assert_eq!(field_value(&pod, "metadata.name").unwrap(), "p");
@@ -259,6 +275,9 @@ mod tests {
         assert_eq!(field_value(&pod, "metadata.labels['app']").unwrap(), "rec");
         assert_eq!(field_value(&pod, "spec.nodeName").unwrap(), "local");
         assert_eq!(field_value(&pod, "spec.serviceAccountName").unwrap(), "sa");
+        assert_eq!(field_value(&pod, "status.podIP").unwrap(), "198.18.3.7");
+        assert_eq!(field_value(&pod, "status.podIPs").unwrap(), "198.18.3.7");
+        assert_eq!(field_value(&pod, "status.hostIP").unwrap(), "198.18.3.1");
         assert!(field_value(&pod, "status.bogus").is_err());
     }
 }

@@ -1,9 +1,11 @@
 //! The node agent: the one stand-in of the test bed, doing the kubelet's job for a node named
-//! `local`. It registers the node, binds pending pods to it (there is no scheduler), runs each
-//! pod's containers as local processes (see `sandbox` and `image`), and reports status back.
+//! `local`. It registers the node, binds pending pods to it (there is no scheduler), gives each
+//! pod a network namespace of its own (see `network`), runs its containers as local processes
+//! (see `sandbox` and `image`), and reports status back.
 
 mod env;
 pub mod image;
+pub mod network;
 mod pod;
 mod sandbox;
 mod volumes;
@@ -15,7 +17,9 @@ use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
+use network::Network;
 use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -37,24 +41,33 @@ pub(crate) struct AgentContext {
     pub work_dir: PathBuf,
     pub images: ImageResolver,
     pub service_env: Vec<(String, String)>,
+    pub network: Arc<Network>,
 }
 
-/// Runs until dropped; dropping it kills every container it started.
+/// Runs until dropped; dropping it kills every container it started and removes the pod
+/// network.
 pub struct NodeAgent {
     task: JoinHandle<()>,
+    network: Arc<Network>,
 }
 
 impl NodeAgent {
     pub async fn start(client: Client, config: NodeAgentConfig) -> Result<Self> {
         std::fs::create_dir_all(config.work_dir.join("pods"))
             .map_err(crate::error::file_error(&config.work_dir))?;
-        register_node(&client, &config.node_name).await?;
+        let network = tokio::task::spawn_blocking(Network::start)
+            .await
+            .expect("setting up the pod network does not panic")?;
+        let network = Arc::new(network);
+        register_node(&client, &config.node_name, network.gateway()).await?;
         let port = config.api_port.to_string();
         let service_env = vec![
             (
                 "PATH".to_string(),
                 std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
             ),
+            // 127.0.0.1 in a pod reaches the node's loopback (see `network`), and it is a name
+            // the API server's certificate holds.
             ("KUBERNETES_SERVICE_HOST".into(), "127.0.0.1".into()),
             ("KUBERNETES_SERVICE_PORT".into(), port.clone()),
             ("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.clone()),
@@ -65,20 +78,33 @@ impl NodeAgent {
             work_dir: config.work_dir,
             images: config.images,
             service_env,
+            network: network.clone(),
         });
         let task = tokio::spawn(run(ctx, config.node_name));
-        Ok(Self { task })
+        Ok(Self { task, network })
+    }
+
+    /// The node's address on the pod network: every pod's `hostIP`, reachable from pods.
+    pub fn host_ip(&self) -> Ipv4Addr {
+        self.network.gateway()
+    }
+
+    /// The pod network, `198.18.N.0/24`.
+    pub fn pod_subnet(&self) -> String {
+        self.network.subnet()
     }
 }
 
 impl Drop for NodeAgent {
     fn drop(&mut self) {
         self.task.abort();
+        // Now, not when the aborted pod tasks are dropped (the runtime does that later).
+        self.network.stop();
     }
 }
 
 /// Creates or refreshes the Node object, Ready, with this machine's capacity.
-async fn register_node(client: &Client, name: &str) -> Result<()> {
+async fn register_node(client: &Client, name: &str, address: Ipv4Addr) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let labels = BTreeMap::from([
         ("kubernetes.io/hostname".to_string(), name.to_string()),
@@ -111,7 +137,7 @@ async fn register_node(client: &Client, name: &str) -> Result<()> {
         "status": {
             "capacity": capacity,
             "allocatable": capacity,
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
+            "addresses": [{"type": "InternalIP", "address": address.to_string()}, {"type": "Hostname", "address": name}],
             "conditions": [{
                 "type": "Ready", "status": "True", "reason": "KubeletReady",
                 "message": "roomrec node agent is posting ready status",

@@ -1,9 +1,11 @@
-//! One pod's life on the node: volumes, init containers in order, then the containers, restarts
-//! by `restartPolicy`, status written back after every change, and on deletion SIGTERM, the
-//! grace period, SIGKILL, a terminal phase and the final delete — the kubelet's contract.
+//! One pod's life on the node: volumes, its network, init containers in order, then the
+//! containers, restarts by `restartPolicy`, status written back after every change, and on
+//! deletion SIGTERM, the grace period, SIGKILL, a terminal phase and the final delete — the
+//! kubelet's contract.
 
 use super::AgentContext;
 use super::env;
+use super::network::{OwnPort, PodNetwork, Protocol};
 use super::sandbox::{BindMount, Sandbox, signal_main, signal_tree};
 use super::volumes;
 use crate::error::log_tail;
@@ -43,6 +45,10 @@ pub async fn run(ctx: Arc<AgentContext>, pod: Pod, mut deletion: Deletion) {
     if let Err(message) = &outcome {
         tracing::warn!(pod = %name, namespace = %namespace, "pod failed to run: {message}");
     }
+    if life.nothing_runs() {
+        // A terminal pod's sandbox goes at once, as the kubelet's does; its IP stays in status.
+        life.network = None;
+    }
     // Terminal (or being deleted): wait for the deletion and finish it, as the kubelet does.
     let grace = loop {
         if let Some(grace) = *deletion.borrow() {
@@ -53,6 +59,7 @@ pub async fn run(ctx: Arc<AgentContext>, pod: Pod, mut deletion: Deletion) {
         }
     };
     life.terminate(grace).await;
+    life.network = None;
     life.finish_deletion().await;
 }
 
@@ -81,6 +88,11 @@ struct PodLife {
     api: Api<Pod>,
     dir: PathBuf,
     volumes: BTreeMap<String, PathBuf>,
+    /// The pod's network namespace, from volumes set up until the pod is terminal; dropping
+    /// it removes it. None before, after, and with `hostNetwork`.
+    network: Option<PodNetwork>,
+    pod_ip: Option<String>,
+    host_ip: String,
     init: Vec<ContainerRun>,
     main: Vec<ContainerRun>,
     phase: &'static str,
@@ -116,6 +128,9 @@ impl PodLife {
         Self {
             init: runs(spec.init_containers.unwrap_or_default()),
             main: runs(spec.containers),
+            network: None,
+            pod_ip: None,
+            host_ip: ctx.network.gateway().to_string(),
             ctx,
             pod,
             api,
@@ -163,6 +178,17 @@ impl PodLife {
                         return Ok(());
                     }
                 }
+            }
+        }
+
+        // The sandbox's network, retried like a volume (the kubelet's FailedCreatePodSandBox).
+        while let Err(message) = self.create_network().await {
+            for run in self.main.iter_mut() {
+                run.status = waiting(&run.spec, "ContainerCreating", Some(message.clone()));
+            }
+            self.report().await;
+            if wait_or_deleted(deletion, Duration::from_secs(2)).await {
+                return Ok(());
             }
         }
 
@@ -264,6 +290,39 @@ impl PodLife {
                 _ = deleted(deletion) => return Ok(()),
             }
         }
+    }
+
+    /// Gives the pod its network namespace (or the host's, with `hostNetwork`) and writes its
+    /// addresses into the agent's copy of the pod, for the downward API.
+    async fn create_network(&mut self) -> Result<(), String> {
+        let host_network = self.pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+        let ip = if host_network {
+            self.host_ip.clone()
+        } else {
+            let network = self.ctx.network.clone();
+            let own = own_ports(&self.pod);
+            let created =
+                tokio::task::spawn_blocking(move || PodNetwork::create(&network, &own)).await;
+            let pod_network = created
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("Failed to create pod sandbox: {e}"))?;
+            let ip = pod_network.ip().to_string();
+            self.network = Some(pod_network);
+            ip
+        };
+        let status = self.pod.status.get_or_insert_default();
+        status.pod_ip = Some(ip.clone());
+        status.pod_ips = Some(vec![PodIP { ip: ip.clone() }]);
+        status.host_ip = Some(self.host_ip.clone());
+        status.host_ips = Some(vec![HostIP {
+            ip: self.host_ip.clone(),
+        }]);
+        self.pod_ip = Some(ip);
+        Ok(())
+    }
+
+    fn nothing_runs(&self) -> bool {
+        self.init.iter().chain(&self.main).all(|r| r.pid.is_none())
     }
 
     /// Starts container `index`; its exit arrives on `self.exits`.
@@ -371,6 +430,7 @@ impl PodLife {
             group: group.map(|g| g as u32),
             supplemental_groups: supplemental,
             no_new_privileges: security.allow_privilege_escalation == Some(false),
+            netns: self.network.as_ref().map(PodNetwork::netns_fd),
             log: run.log.clone(),
         };
         let mut child = sandbox
@@ -558,17 +618,15 @@ impl PodLife {
             phase: Some(self.phase.into()),
             reason: self.reason.clone(),
             message: self.message.clone(),
-            host_ip: Some("127.0.0.1".into()),
+            host_ip: Some(self.host_ip.clone()),
             host_ips: Some(vec![HostIP {
-                ip: "127.0.0.1".into(),
+                ip: self.host_ip.clone(),
             }]),
-            pod_ip: Some("127.0.0.1".into()),
-            pod_ips: Some(vec![PodIP {
-                ip: "127.0.0.1".into(),
-            }]),
+            pod_ip: self.pod_ip.clone(),
+            pod_ips: self.pod_ip.clone().map(|ip| vec![PodIP { ip }]),
             start_time: Some(self.start_time.clone()),
             conditions: Some(vec![
-                condition("PodReadyToStartContainers", true),
+                condition("PodReadyToStartContainers", self.pod_ip.is_some()),
                 condition("Initialized", initialized),
                 condition("Ready", ready),
                 condition("ContainersReady", ready),
@@ -611,6 +669,28 @@ fn waiting(container: &Container, reason: &str, message: Option<String>) -> Cont
         }),
         ..Default::default()
     }
+}
+
+/// The ports the pod's containers declare: its own, also on 127.0.0.1 (see `network`).
+fn own_ports(pod: &Pod) -> Vec<OwnPort> {
+    let spec = pod.spec.as_ref();
+    spec.into_iter()
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let port = u16::try_from(p.container_port).ok()?;
+            let protocol = match p.protocol.as_deref().unwrap_or("TCP") {
+                "TCP" => Protocol::Tcp,
+                "UDP" => Protocol::Udp,
+                _ => return None,
+            };
+            Some(OwnPort { protocol, port })
+        })
+        .collect()
 }
 
 fn exit_code(status: &ContainerStatus) -> Option<i32> {

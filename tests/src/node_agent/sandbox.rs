@@ -1,11 +1,12 @@
 //! Starts a container's process the way a runtime would, using what Linux gives a root process:
-//! a private mount namespace where each volume is bind-mounted at its `mountPath` (read-only
-//! when asked), an optionally read-only root filesystem, the user and groups of the security
-//! context, `no_new_privs`, and a session of its own so the whole process tree can be killed
-//! when the main process ends (as a PID namespace would). What it does not do: images,
-//! network, cgroups, seccomp, capabilities beyond dropping root. docs/testing.md lists it.
+//! the pod's network namespace, a private mount namespace where each volume is bind-mounted at
+//! its `mountPath` (read-only when asked), an optionally read-only root filesystem, the user and
+//! groups of the security context, `no_new_privs`, and a session of its own so the whole process
+//! tree can be killed when the main process ends (as a PID namespace would). What it does not
+//! do: images, cgroups, seccomp, capabilities beyond dropping root. docs/testing.md lists it.
 
 use std::ffi::CString;
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,8 @@ pub struct Sandbox {
     pub group: Option<u32>,
     pub supplemental_groups: Vec<u32>,
     pub no_new_privileges: bool,
+    /// The pod's network namespace; None runs in the host's (`hostNetwork`).
+    pub netns: Option<RawFd>,
     pub log: PathBuf,
 }
 
@@ -99,6 +102,7 @@ impl Sandbox {
         let (user, group) = (self.user, self.group.or(self.user.map(|_| 0)));
         let groups: Vec<libc::gid_t> = self.supplemental_groups.clone();
         let no_new_privileges = self.no_new_privileges;
+        let netns = self.netns;
 
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -119,6 +123,9 @@ impl Sandbox {
         unsafe {
             command.pre_exec(move || {
                 check(libc::setsid())?;
+                if let Some(fd) = netns {
+                    check(libc::setns(fd, libc::CLONE_NEWNET))?;
+                }
                 check(libc::unshare(libc::CLONE_NEWNS))?;
                 let none = std::ptr::null();
                 check(libc::mount(
