@@ -395,7 +395,14 @@ async fn no_secret_value_is_visible_to_an_observer() {
     );
     // The worker's port is its own, at its pod's address.
     let pods: Api<Pod> = Api::namespaced(bed().client().await.unwrap(), &world.ns);
-    let pod_ip = pods.get(&pod).await.unwrap().status.unwrap().pod_ip.unwrap();
+    let pod_ip = pods
+        .get(&pod)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .pod_ip
+        .unwrap();
     let worker_metrics = reqwest::get(format!("http://{pod_ip}:{worker_metrics_port}/metrics"))
         .await
         .unwrap()
