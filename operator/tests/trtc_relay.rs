@@ -267,12 +267,22 @@ async fn relay_start_heritage_request_records_into_cos_and_remove_user_ends_it()
             .stopped_at
             .is_some()
     );
-    assert!(worker_pods(&world).await.iter().all(|p| {
+    assert!(
+        world.trtc.relays().iter().all(|r| !r.is_running()),
+        "{:#?}",
+        world.trtc.relays()
+    );
+    // Its worker ended and said so; no pod of the job still runs (RemoveUser's cleanup may
+    // have deleted them already).
+    assert_eq!(status.workers[0].state, WorkerState::Done, "{}", status_json(&job));
+    let pods = worker_pods(&world).await;
+    let terminal = |p: &Pod| {
         p.status
             .as_ref()
             .and_then(|s| s.phase.as_deref())
             .is_some_and(|phase| phase == "Succeeded" || phase == "Failed")
-    }));
+    };
+    assert!(pods.iter().all(terminal), "{pods:#?}");
 
     // The callback: exactly the heritage payload, the stop reason in each file's Message.
     let delivered = wait_until(Duration::from_secs(30), || async {

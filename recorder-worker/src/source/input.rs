@@ -135,14 +135,24 @@ impl Source {
     /// read a live FLV stream as live: `live_flv` joins a timeline that restarts (a publisher
     /// that returned while the server kept the connection) onto the one before, where the
     /// plain `flv` reader squeezes every later timestamp into the last one's and the rest of
-    /// the recording is lost.
+    /// the recording is lost. FLV's own metadata gives the frame rate, so ffmpeg need not
+    /// count frames to estimate it before it reports the tracks (`-fpsprobesize 0`): that
+    /// count held the recording's start back by 1.7–2.7 s on a 30 fps stream, 0.4–0.7 s
+    /// without it, every track still found (see docs/benchmarks.md, start latency).
     pub fn input_options(&self) -> Vec<String> {
         let options: &[&str] = match self.protocol() {
             Protocol::Rtsp => &["-rtsp_transport", "tcp", "-timeout", "10000000"],
-            Protocol::Rtmp => &["-f", "live_flv"],
+            Protocol::Rtmp => &["-fpsprobesize", "0", "-f", "live_flv"],
             // No reconnecting inside ffmpeg: a new response starts a new FLV stream, header
             // and all, which the reader cannot take mid-stream. The worker reopens it.
-            Protocol::HttpFlv => &["-rw_timeout", "10000000", "-f", "live_flv"],
+            Protocol::HttpFlv => &[
+                "-rw_timeout",
+                "10000000",
+                "-fpsprobesize",
+                "0",
+                "-f",
+                "live_flv",
+            ],
             // MPEG-TS: a publisher's return restarts its timestamps (and HLS marks it with a
             // discontinuity). ffmpeg joins any jump of more than a second onto the timeline
             // before it; by default only those of more than 10 s, and a shorter one left a hole
