@@ -16,14 +16,16 @@ the chart's defaults, and one looped 720p stream published to nginx-rtmp:
 3. steady state: N jobs recording at once; the API server's own apiserver_request_total read
    before and after a window, less the same window with no job (the control plane's own
    leases, discovery): requests per job per minute, by verb and resource, and the operator's
-   CPU and RSS.
+   CPU and RSS;
+4. ending at once: `spec.stop` on every steady-state job together, each timed from its own
+   patch to its callback received.
 
 Times are taken when this script sees the change (a watch of jobs and pods through kubectl),
 so each includes up to ~0.1 s of watch delivery.
 """
 
-import argparse, http.server, json, os, re, socketserver, statistics, subprocess, sys, tempfile
-import threading, time
+import argparse, concurrent.futures, datetime, http.server, json, os, re, socket, socketserver, statistics, subprocess, sys, tempfile
+import threading, time, urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,6 +152,23 @@ def pct(values, p):
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+OPERATOR_METRICS_PORT = free_port()
+
+
+def reconcile_durations():
+    """The operator's roomrec_reconcile_duration_seconds: (reconciles, of them over 1 s)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{OPERATOR_METRICS_PORT}/metrics").read().decode()
+    buckets = dict(re.findall(r'roomrec_reconcile_duration_seconds_bucket\{le="([^"]+)"\} (\S+)', text))
+    total = float(buckets.get("+Inf", 0))
+    return total, total - float(buckets.get("1", 0))
+
+
 def request_counts(kubectl, env):
     """apiserver_request_total by (verb, resource, subresource), from the API server itself."""
     text = subprocess.run([kubectl, "get", "--raw", "/metrics"], env=env, check=True,
@@ -161,6 +180,35 @@ def request_counts(kubectl, env):
         labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
         key = (labels.get("verb"), labels.get("resource"), labels.get("subresource", ""))
         counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def requests_by_client(audit_log, since, until, namespace):
+    """Requests received between two wall-clock times, from the API server's audit log, by who
+    made them (the operator's ServiceAccount, the workers' in the jobs' namespace, or anyone
+    else: the control plane, this script's watches) and by kind (writes, reads; watches are
+    long-running and not counted)."""
+    counts = {}
+    for line in open(audit_log):
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        received = datetime.datetime.fromisoformat(event["requestReceivedTimestamp"]).timestamp()
+        if not since <= received < until:
+            continue
+        user = event.get("user", {}).get("username", "")
+        if user.endswith(":bench-roomrec-operator"):
+            client = "operator"
+        elif user.startswith(f"system:serviceaccount:{namespace}:"):
+            client = "workers"
+        else:
+            client = "others"
+        verb = event.get("verb")
+        kind = ("writes" if verb in ("create", "update", "patch", "delete", "deletecollection")
+                else "reads" if verb in ("get", "list") else None)
+        if kind:
+            counts[(client, kind)] = counts.get((client, kind), 0) + 1
     return counts
 
 
@@ -179,8 +227,12 @@ def proc_rss_mib(pid):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--latency-jobs", type=int, default=20)
-    ap.add_argument("--steady-jobs", type=int, default=40)
+    ap.add_argument("--steady-jobs", type=int, default=100)
     ap.add_argument("--steady-seconds", type=int, default=180)
+    ap.add_argument("--burst-jobs", type=int, default=1000,
+                    help="jobs applied at once with stand-in workers (0: skip)")
+    ap.add_argument("--burst-seconds", type=int, default=600,
+                    help="steady state measured after the burst")
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks.md"))
     args = ap.parse_args()
 
@@ -192,10 +244,19 @@ def main():
     target_dir = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     kubectl, helm = Path(bin_dir) / "kubectl", Path(bin_dir) / "helm"
     work = Path(tempfile.mkdtemp(prefix="roomrec-bench-cluster-"))
-    # Workers run from the release build (the node agent searches ROOMREC_NODE_PATH first).
-    env["ROOMREC_NODE_PATH"] = str(target_dir / "release")
+    # Workers run from the release build (the node agent searches ROOMREC_NODE_PATH first); the
+    # burst's stand-in, `held-worker`, is a shell that holds its pod Running and does nothing.
+    held = work / "held"
+    held.mkdir()
+    (held / "held-worker").write_text("#!/bin/sh\nexec sleep 86400\n")
+    (held / "held-worker").chmod(0o755)
+    env["ROOMREC_NODE_PATH"] = f"{held}:{target_dir / 'release'}"
+    # A bed's pod network holds 253 pods; the burst needs 1,000 (see docs/testing.md).
+    env["ROOMREC_NODE_SHARED_NETWORK"] = "1"
+    # The API server's audit log says which client made each request (operator or worker).
+    audit_log = work / "audit.log"
     bed = subprocess.Popen([target_dir / "debug" / "roomrec-testbed", "up", "--dir", work / "bed"],
-                           env=env, stdout=open(work / "bed.log", "w"), stderr=subprocess.STDOUT)
+                           env=dict(env, ROOMREC_TESTBED_AUDIT_LOG=str(audit_log)), stdout=open(work / "bed.log", "w"), stderr=subprocess.STDOUT)
     procs = [bed]
     try:
         for _ in range(240):
@@ -218,12 +279,15 @@ def main():
                   "--duration", "4h", capture_output=True).stdout.strip()
         kubeconfig = re.sub(r"(?m)^(\s*token:).*$", rf"\1 {token}", open(info["kubeconfig"]).read())
         (work / "operator.kubeconfig").write_text(kubeconfig)
-        operator = subprocess.Popen(
-            [target_dir / "release/roomrec-operator", "--worker-image",
-             "ghcr.io/roomrec/roomrec-worker:bench", "--metrics-address", "127.0.0.1:0",
-             "--worker-metrics-port", "0", "--log-format", "json", "--log-level", "warn"],
-            env=dict(env, KUBECONFIG=str(work / "operator.kubeconfig")),
-            stdout=open(work / "operator.log", "w"), stderr=subprocess.STDOUT)
+        def start_operator(image, log):
+            return subprocess.Popen(
+                [target_dir / "release/roomrec-operator", "--worker-image", image,
+                 "--metrics-address", f"127.0.0.1:{OPERATOR_METRICS_PORT}", "--worker-metrics-port", "0",
+                 "--log-format", "json", "--log-level", "warn"],
+                env=dict(env, KUBECONFIG=str(work / "operator.kubeconfig")),
+                stdout=open(work / log, "w"), stderr=subprocess.STDOUT)
+
+        operator = start_operator("ghcr.io/roomrec/roomrec-worker:bench", "operator.log")
         procs.append(operator)
         stream = f"rtmp://127.0.0.1:{info['rtmp_port']}/live/bench"
         publisher = subprocess.Popen(publisher_command(stream), stdout=subprocess.DEVNULL,
@@ -296,12 +360,19 @@ def main():
             jobs.when(name, "media-durable", 300)
         time.sleep(30)
         before, cpu_before, t0 = request_counts(kubectl, kenv), proc_cpu_seconds(operator.pid), time.monotonic()
+        wall0 = time.time()
         rss = []
         while time.monotonic() - t0 < args.steady_seconds:
             rss.append(proc_rss_mib(operator.pid))
             time.sleep(5)
         after, cpu_after = request_counts(kubectl, kenv), proc_cpu_seconds(operator.pid)
         minutes = (time.monotonic() - t0) / 60
+        wall1 = time.time()
+        time.sleep(2)
+        clients = requests_by_client(audit_log, wall0, wall1, ns)
+        by_client = {key: n / minutes / args.steady_jobs for key, n in clients.items()}
+        for (client, kind), v in sorted(by_client.items()):
+            print(f"  {client} {kind}: {v:.2f} per job per minute")
         per_job = {}
         for key in after:
             extra = (after.get(key, 0) - before.get(key, 0)) / minutes - idle.get(key, 0)
@@ -314,8 +385,39 @@ def main():
             print(f"  {' '.join(p for p in key if p)}: {v:.2f} per job per minute")
         print(f"  writes {writes:.2f}, reads {reads:.2f} per job per minute; operator CPU "
               f"{(cpu_after - cpu_before) / (minutes * 60) * 100:.2f} %, RSS max {max(rss):.1f} MiB")
+
+        # 4. Every steady job stopped at once: `spec.stop` patched on all of them together (8
+        # kubectl at a time), each timed from its own patch to its callback received.
+        print(f"== ending at once: spec.stop on all {args.steady_jobs} jobs together")
+        callbacks.clear()
+        asked = {}
+
+        def stop(name):
+            k("patch", "recordingjob", name, "-n", ns, "--type", "merge", "-p",
+              '{"spec":{"stop":true}}', capture_output=True)
+            asked[name] = time.monotonic()
+
+        first_ask = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(stop, names))
+        last_ask = max(asked.values())
+        deadline = time.monotonic() + 120
+        while len(callbacks) < len(names) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ended = [callbacks.get(n, float("nan")) - asked[n] for n in names]
+        missing = [n for n in names if n not in callbacks]
+        all_sent = (max(callbacks.values()) - first_ask) if callbacks else float("nan")
+        print(f"  asked within {last_ask - first_ask:.2f} s; callbacks p50 {pct(ended, 50):.2f} s, "
+              f"p99 {pct(ended, 99):.2f} s; the last {all_sent:.2f} s after the first stop; "
+              f"{len(missing)} missing")
+        together = (last_ask - first_ask, ended, all_sent, len(missing))
+        k("delete", "recordingjobs", "--all", "-n", ns, "--wait=true", "--timeout", "600s",
+          capture_output=True)
+        burst = run_burst(args, k, kubectl, kenv, ns, stream, info, callback_url, audit_log,
+                          start_operator, operator, procs, jobs, pods) if args.burst_jobs else None
         write_results(args, starts, stops, per_job, writes, reads,
-                      (cpu_after - cpu_before) / (minutes * 60), max(rss))
+                      (cpu_after - cpu_before) / (minutes * 60), max(rss), together, by_client,
+                      burst)
         jobs.stop()
         pods.stop()
     finally:
@@ -328,13 +430,77 @@ def main():
                 p.kill()
 
 
-def write_results(args, starts, stops, per_job, writes, reads, operator_cpu, operator_rss):
+def run_burst(args, k, kubectl, kenv, ns, stream, info, callback_url, audit_log,
+              start_operator, operator, procs, jobs, pods):
+    """5. A burst: --burst-jobs RecordingJobs applied at once to a fresh operator whose worker
+    image is `held-worker`, a stand-in that holds its pod Running and never reports (so the
+    steady state that follows is the operator's own load; the workers' reports were measured
+    with real workers above). Returns what write_results prints."""
+    print(f"== burst: {args.burst_jobs} jobs applied at once, workers held by a stand-in")
+    operator.terminate()
+    operator.wait(timeout=30)
+    held = start_operator("bench.local/held-worker:1", "operator-burst.log")
+    procs.append(held)
+    # Once a job gets its pod, the new operator leads.
+    k("apply", "-n", ns, "-f", "-", capture_output=True,
+      input=job_yaml("burst-warmup", stream, info["s3_bucket"], info["s3_endpoint"], callback_url, 3600))
+    pods.when("burst-warmup-0-1", "running", 120)
+    k("delete", "recordingjob", "burst-warmup", "-n", ns, "--wait=true", capture_output=True)
+    names = [f"burst-{i}" for i in range(args.burst_jobs)]
+    t0 = time.monotonic()
+    for i in range(0, len(names), 100):
+        text = "".join(job_yaml(n, stream, info["s3_bucket"], info["s3_endpoint"], callback_url, 3600)
+                       for n in names[i:i + 100])
+        k("apply", "-n", ns, "-f", "-", input=text, capture_output=True)
+    applied = time.monotonic() - t0
+    created = [pods.when(f"{n}-0-1", "created", 600) - t0 for n in names]
+    running = [pods.when(f"{n}-0-1", "running", 600) - t0 for n in names]
+    print(f"  applied in {applied:.1f} s; every pod created {max(created):.1f} s, Running "
+          f"{max(running):.1f} s after the first apply")
+    time.sleep(30)
+    apiserver = next(pid for pid in os.listdir("/proc") if pid.isdigit() and
+                     b"kube-apiserver" in open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0])
+    before, t1 = request_counts(kubectl, kenv), time.monotonic()
+    cpu_op, cpu_api, wall0 = proc_cpu_seconds(held.pid), proc_cpu_seconds(apiserver), time.time()
+    reconciles = reconcile_durations()
+    rss = []
+    while time.monotonic() - t1 < args.burst_seconds:
+        rss.append(proc_rss_mib(held.pid))
+        time.sleep(5)
+    after, minutes = request_counts(kubectl, kenv), (time.monotonic() - t1) / 60
+    reconciles = tuple(b - a for a, b in zip(reconciles, reconcile_durations()))
+    cpu_op = (proc_cpu_seconds(held.pid) - cpu_op) / (minutes * 60)
+    cpu_api = (proc_cpu_seconds(apiserver) - cpu_api) / (minutes * 60)
+    wall1 = time.time()
+    time.sleep(2)
+    clients = {key: n / minutes / args.burst_jobs
+               for key, n in requests_by_client(audit_log, wall0, wall1, ns).items()}
+    total = {key: (after.get(key, 0) - before.get(key, 0)) / minutes / args.burst_jobs
+             for key in after}
+    for key, v in sorted(total.items(), key=lambda kv: -kv[1])[:6]:
+        print(f"  {' '.join(p for p in key if p)}: {v:.3f} per job per minute (all clients)")
+    print(f"  operator writes {clients.get(('operator', 'writes'), 0):.3f}, reads "
+          f"{clients.get(('operator', 'reads'), 0):.3f} per job per minute; operator CPU "
+          f"{cpu_op * 100:.2f} %, RSS max {max(rss):.1f} MiB; kube-apiserver CPU {cpu_api * 100:.1f} %")
+    t2 = time.monotonic()
+    k("delete", "recordingjobs", "--all", "-n", ns, "--wait=true", "--timeout", "1200s",
+      capture_output=True)
+    print(f"  all {args.burst_jobs} deleted in {time.monotonic() - t2:.1f} s")
+    print(f"  reconciles in the window: {reconciles[0]:.0f}, of them over 1 s: {reconciles[1]:.0f}")
+    return dict(applied=applied, created=created, running=running, clients=clients,
+                reconciles=reconciles,
+                cpu_op=cpu_op, rss=max(rss), cpu_api=cpu_api, minutes=minutes)
+
+
+def write_results(args, starts, stops, per_job, writes, reads, operator_cpu, operator_rss,
+                  together, by_client, burst):
     col = lambda rows, i: [r[i] for r in rows]  # noqa: E731
     p = lambda rows, i: f"p50 {pct(col(rows, i), 50):.2f} s, p99 {pct(col(rows, i), 99):.2f} s"  # noqa: E731
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on this project's machine ({os.cpu_count()} cores), with "
         f"`hack/bench_cluster.py --latency-jobs {args.latency_jobs} --steady-jobs {args.steady_jobs} "
-        f"--steady-seconds {args.steady_seconds}` (in `make bench`). Release builds; the publisher "
+        f"--steady-seconds {args.steady_seconds} --burst-jobs {args.burst_jobs} --burst-seconds "
+        f"{args.burst_seconds}` (in `make bench`). Release builds; the publisher "
         f"(x264 720p30), nginx-rtmp, the S3 store and the control plane share the machine.",
         "",
         "| measure | goal | result |",
@@ -349,7 +515,30 @@ def write_results(args, starts, stops, per_job, writes, reads, operator_cpu, ope
         f"| `spec.stop` → callback received | — | {p(stops, 2)} |",
         f"| API writes per job per minute, {args.steady_jobs} jobs recording | ≤ 2 | **{writes:.2f}** |",
         f"| API reads per job per minute (GET, LIST) | — | {reads:.2f} |",
+        f"| … writes by client (audit log): operator, workers | — | "
+        f"{by_client.get(('operator', 'writes'), 0):.2f}, {by_client.get(('workers', 'writes'), 0):.2f} |",
+        f"| … reads by client (audit log): operator, workers | — | "
+        f"{by_client.get(('operator', 'reads'), 0):.2f}, {by_client.get(('workers', 'reads'), 0):.2f} |",
         f"| operator CPU, RSS at that steady state | RSS ≤ 150 MiB | {operator_cpu * 100:.2f} % of a core, {operator_rss:.1f} MiB |",
+        f"| all {args.steady_jobs} stopped at once (asked within {together[0]:.1f} s) → each callback received | every one ≤ 30 s | "
+        f"p50 {pct(together[1], 50):.2f} s, p99 {pct(together[1], 99):.2f} s; the last {together[2]:.2f} s after the first stop"
+        + (f"; **{together[3]} never arrived**" if together[3] else "") + " |",
+    ] + ([] if not burst else [
+        f"| burst: {args.burst_jobs} jobs applied at once (kubectl apply, 100 a call: "
+        f"{burst['applied']:.1f} s) → every worker pod created | every one ≤ 60 s | "
+        f"the last {max(burst['created']):.1f} s; per job p50 {pct(burst['created'], 50):.1f} s, "
+        f"p99 {pct(burst['created'], 99):.1f} s |",
+        f"| … every worker pod Running | — | the last {max(burst['running']):.1f} s |",
+        f"| … then {burst['minutes']:.0f} min steady: the operator's writes, reads per job per "
+        f"minute (audit log; stand-in workers do not report) | writes ≤ 2 with the workers' | "
+        f"{burst['clients'].get(('operator', 'writes'), 0):.3f}, "
+        f"{burst['clients'].get(('operator', 'reads'), 0):.3f} |",
+        f"| … operator CPU, RSS with {args.burst_jobs} jobs | RSS ≤ 150 MiB | "
+        f"{burst['cpu_op'] * 100:.2f} % of a core, {burst['rss']:.1f} MiB |",
+        f"| … kube-apiserver CPU | — | {burst['cpu_api'] * 100:.1f} % of a core |",
+        f"| … reconciles that took over 1 s (`roomrec_reconcile_duration_seconds`) | none | "
+        f"{burst['reconciles'][1]:.0f} of {burst['reconciles'][0]:.0f} |",
+    ]) + [
         "",
         "| request (verb resource subresource) | per job per minute |",
         "|---|---|",

@@ -274,7 +274,12 @@ async fn relay_start_heritage_request_records_into_cos_and_remove_user_ends_it()
     );
     // Its worker ended and said so; no pod of the job still runs (RemoveUser's cleanup may
     // have deleted them already).
-    assert_eq!(status.workers[0].state, WorkerState::Done, "{}", status_json(&job));
+    assert_eq!(
+        status.workers[0].state,
+        WorkerState::Done,
+        "{}",
+        status_json(&job)
+    );
     let pods = worker_pods(&world).await;
     let terminal = |p: &Pod| {
         p.status

@@ -70,6 +70,9 @@ impl ApiServerSetup {
             "--profiling=false",
             "--v=1",
         ]);
+        if let Some(log) = std::env::var_os(AUDIT_LOG_VAR) {
+            apiserver.args(audit_flags(dir, Path::new(&log))?);
+        }
         let mut apiserver =
             Supervised::spawn("kube-apiserver", apiserver, &dir.join("kube-apiserver.log"))?;
         let probe = HttpsProbe::new(&self.ca_cert, api_port)?;
@@ -78,6 +81,30 @@ impl ApiServerSetup {
             .await?;
         Ok(apiserver)
     }
+}
+
+/// Set to a file path, kube-apiserver writes an audit log there: one JSON line per finished
+/// request with the user who made it (`make bench` splits the API's load between the operator
+/// and the workers with it). Off by default: every request would cost a write.
+pub const AUDIT_LOG_VAR: &str = "ROOMREC_TESTBED_AUDIT_LOG";
+
+/// Every request at `Metadata` level (who, verb, resource; no bodies), once, when it completes.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted, Panic]
+rules:
+- level: Metadata
+";
+
+fn audit_flags(dir: &Path, log: &Path) -> Result<Vec<String>> {
+    let policy = dir.join("audit-policy.yaml");
+    std::fs::write(&policy, AUDIT_POLICY).map_err(file_error(&policy))?;
+    Ok(vec![
+        format!("--audit-policy-file={}", policy.display()),
+        format!("--audit-log-path={}", log.display()),
+        "--audit-log-format=json".into(),
+        "--audit-log-maxsize=0".into(),
+    ])
 }
 
 impl ControlPlane {

@@ -42,7 +42,15 @@ pub(crate) struct AgentContext {
     pub images: ImageResolver,
     pub service_env: Vec<(String, String)>,
     pub network: Arc<Network>,
+    /// Every pod in the node's network namespace, as with `hostNetwork` (see
+    /// `SHARED_NETWORK_VAR`).
+    pub shared_network: bool,
 }
+
+/// Set to `1`, every pod runs in the node's network namespace as if it asked for
+/// `hostNetwork`: for `make bench`'s burst of 1,000 pods, more than a bed's /24 pod network
+/// holds. Pods that bind a port then collide, as they did before pods had networks of their own.
+pub const SHARED_NETWORK_VAR: &str = "ROOMREC_NODE_SHARED_NETWORK";
 
 /// Runs until dropped; dropping it kills every container it started and removes the pod
 /// network.
@@ -79,6 +87,7 @@ impl NodeAgent {
             images: config.images,
             service_env,
             network: network.clone(),
+            shared_network: std::env::var(SHARED_NETWORK_VAR).is_ok_and(|v| v == "1"),
         });
         let task = tokio::spawn(run(ctx, config.node_name));
         Ok(Self { task, network })

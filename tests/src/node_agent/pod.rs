@@ -295,7 +295,8 @@ impl PodLife {
     /// Gives the pod its network namespace (or the host's, with `hostNetwork`) and writes its
     /// addresses into the agent's copy of the pod, for the downward API.
     async fn create_network(&mut self) -> Result<(), String> {
-        let host_network = self.pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+        let host_network = self.ctx.shared_network
+            || self.pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
         let ip = if host_network {
             self.host_ip.clone()
         } else {
