@@ -272,8 +272,10 @@ def main():
         k("create", "namespace", "roomrec-system", capture_output=True)
         rbac = sh(helm, "template", "bench", ROOT / "charts/roomrec", "--namespace", "roomrec-system",
                   "--kube-version", "1.37.2",
+                  "--set", "operator.secretNamespaces={bench}",
                   "--show-only", "templates/serviceaccount.yaml", "--show-only",
                   "templates/rbac.yaml", capture_output=True, env=kenv).stdout
+        k("create", "namespace", "bench", capture_output=True)
         k("apply", "--server-side", "-f", "-", input=rbac, capture_output=True)
         token = k("create", "token", "bench-roomrec-operator", "-n", "roomrec-system",
                   "--duration", "4h", capture_output=True).stdout.strip()
@@ -296,7 +298,6 @@ def main():
         server, callbacks = callback_receiver()
         callback_url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
         ns = "bench"
-        k("create", "namespace", ns, capture_output=True)
         k("create", "secret", "generic", "s3-keys", "-n", ns,
           f"--from-literal=accessKeyId={info['s3_access_key']}",
           f"--from-literal=secretAccessKey={info['s3_secret_key']}", capture_output=True)
