@@ -394,19 +394,26 @@ def main():
         asked = {}
 
         def stop(name):
-            k("patch", "recordingjob", name, "-n", ns, "--type", "merge", "-p",
-              '{"spec":{"stop":true}}', capture_output=True)
-            asked[name] = time.monotonic()
+            for attempt in range(3):
+                done = subprocess.run([str(kubectl), "patch", "recordingjob", name, "-n", ns,
+                                       "--type", "merge", "-p", '{"spec":{"stop":true}}'],
+                                      env=kenv, capture_output=True, text=True)
+                if done.returncode == 0:
+                    asked[name] = time.monotonic()
+                    return
+                print(f"  {name}: kubectl patch failed ({done.stderr.strip()}), attempt {attempt + 1}")
 
         first_ask = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             list(pool.map(stop, names))
         last_ask = max(asked.values())
         deadline = time.monotonic() + 120
-        while len(callbacks) < len(names) and time.monotonic() < deadline:
+        while len(callbacks) < len(asked) and time.monotonic() < deadline:
             time.sleep(0.05)
-        ended = [callbacks.get(n, float("nan")) - asked[n] for n in names]
-        missing = [n for n in names if n not in callbacks]
+        ended = [callbacks[n] - asked[n] for n in asked if n in callbacks]
+        missing = [n for n in asked if n not in callbacks]
+        if len(asked) < len(names):
+            print(f"  {len(names) - len(asked)} jobs could not be stopped: see above")
         all_sent = (max(callbacks.values()) - first_ask) if callbacks else float("nan")
         print(f"  asked within {last_ask - first_ask:.2f} s; callbacks p50 {pct(ended, 50):.2f} s, "
               f"p99 {pct(ended, 99):.2f} s; the last {all_sent:.2f} s after the first stop; "
