@@ -94,6 +94,9 @@ pub enum Fault {
     WrongBody,
     /// The request is never answered and its body never read (an upload hangs mid-body).
     Hang,
+    /// Every Upload Part - Copy is refused with COS's 500 InternalError; other requests are
+    /// answered as COS does (a store whose server-side copies fail).
+    FailPartCopies,
 }
 
 pub struct CosStandIn {
@@ -210,6 +213,29 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
     let fault = *state.fault.lock().unwrap_or_else(|e| e.into_inner());
     match fault {
         Some(Fault::Hang) => std::future::pending().await,
+        Some(Fault::FailPartCopies)
+            if request.method() == Method::PUT
+                && request.headers().contains_key("x-cos-copy-source")
+                && request
+                    .uri()
+                    .query()
+                    .is_some_and(|q| q.contains("partNumber=")) =>
+        {
+            state
+                .log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(LoggedRequest {
+                    method: request.method().to_string(),
+                    path: request.uri().path().to_string(),
+                    query: request.uri().query().unwrap_or_default().to_string(),
+                    copy_source: header_str(request.headers(), "x-cos-copy-source"),
+                    copy_source_range: header_str(request.headers(), "x-cos-copy-source-range"),
+                    status: 500,
+                });
+            let refusal = internal("the copy failed (FailPartCopies)".into());
+            return error_response(&refusal, request.uri().path(), "cos-stand-in-fault");
+        }
         Some(Fault::Garbage) => {
             state
                 .log
@@ -236,7 +262,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
                 .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
             return Response::from_parts(parts, Full::new(body));
         }
-        None => {}
+        Some(Fault::FailPartCopies) | None => {}
     }
     answer(state, request).await
 }

@@ -220,6 +220,55 @@ async fn a_cos_part_of_several_chunks_is_assembled_by_part_copies_and_leaves_not
 }
 
 #[tokio::test]
+async fn a_cos_part_whose_part_copies_fail_is_rebuilt_from_its_journal() {
+    // As the test above, with every Upload Part - Copy refused (500 InternalError): each copy is
+    // retried, the upload aborted, and the part assembled from its checkpoints instead.
+    let spec = StreamSpec {
+        video_kbps: 6000,
+        ..StreamSpec::default()
+    };
+    let _publisher = publish("cos-copy-fails", spec).await;
+    let cos = cos_stand_in().await;
+    cos.misbehave(Some(roomrec_testbed::cos::Fault::FailPartCopies));
+    let storage = Storage::cos(&cos, "cos-copy-fails");
+    let run = run(&mut worker(
+        &bed().rtmp_url("cos-copy-fails"),
+        "02",
+        &storage,
+        &["--max-duration", "14"],
+    ))
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let parts = parts(&run);
+    assert_eq!(parts.len(), 1, "{:#}", run.manifest);
+    assert!(
+        parts[0]["bytes"].as_u64().unwrap() > 5 << 20,
+        "at least one chunk: {:#}",
+        parts[0]
+    );
+    assert_eq!(parts[0]["recovered"], true, "{:#}", parts[0]);
+    assert!(
+        parts[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("assembled from its checkpoints"),
+        "{:#}",
+        parts[0]
+    );
+    let requests = cos.requests();
+    let copies = requests.iter().filter(|r| r.is_part_copy()).count();
+    assert!(copies >= 2, "the refused copy is retried: {requests:#?}");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "DELETE" && r.query.starts_with("uploadId=")),
+        "the upload is aborted: {requests:#?}"
+    );
+    let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    assert!((13.5..15.5).contains(&seconds), "{seconds} s");
+}
+
+#[tokio::test]
 async fn segments_split_by_size_into_playable_parts() {
     // 640x360 at 800 kbit/s (+ 128 kbit/s AAC): about 1 MiB every 9 s, so 12 s make two parts.
     let spec = StreamSpec {
