@@ -2,14 +2,18 @@
 """make bench: roomrec-worker against the same local 720p30 2 Mbit/s RTMP stream.
 
 1. CPU seconds per recorded minute: bare `ffmpeg -c copy` to a local file vs `roomrec-worker`
-   mode 02 streaming into the S3 object store (several pairs at once, same stream, pooled); the
-   worker's CPU includes its ffmpeg child. Goal: ratio <= 1.15.
-2. The workers' own peak RSS over those recordings, sampled every second (goal <= 20 MiB, flat).
+   mode 02 into each store: the bed's S3 server, Tencent COS through the tests' COS stand-in,
+   and a local directory (several recordings per store at once, all of the same stream at the
+   same time, pooled); the worker's CPU includes its ffmpeg child. Goal: ratio <= 1.15.
+2. The workers' own peak RSS over those recordings (VmHWM, read every second, with VmRSS for
+   the first and last thirds), per store (goal <= 20 MiB, flat).
 3. Concurrent recordings this machine sustains in real time with no loss (goal >= 200): every
-   worker exits 0 with one part of the full length, and no file has a hole in its tracks.
+   worker exits 0 with one part of the full length, and no file has a hole in its tracks (S3).
 
 Results are printed and written to docs/benchmarks.md (the section between the markers).
 Usage: hack/bench.py [--seconds 180] [--pairs 8] [--levels 25,50,100,200] [--level-seconds 60]
+                     [--stores s3,cos,dir] [--worker PATH] [--out FILE]
+--levels '' skips 3; --worker measures a prebuilt roomrec-worker instead of building it.
 """
 import argparse, json, os, resource, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -65,13 +69,20 @@ def own_and_children_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
 
 
-def rss_kib(pid):
+def memory_kib(pid):
+    """(VmRSS, VmHWM) of a live process in KiB, or None."""
     try:
+        fields = {}
         for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = int(value.split()[0])
+        return fields["VmRSS"], fields["VmHWM"]
+    except (OSError, KeyError, ValueError):
         return None
+
+
+STORE_NAMES = {"s3": "S3", "cos": "COS (stand-in)", "dir": "directory"}
 
 
 def main():
@@ -81,15 +92,21 @@ def main():
     ap.add_argument("--levels", default="25,50,100,200")
     ap.add_argument("--level-seconds", type=int, default=60)
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks.md"))
+    ap.add_argument("--stores", default="s3,cos,dir", help="stores recorded into for CPU and RSS")
+    ap.add_argument("--worker", help="a prebuilt roomrec-worker to measure (default: build it)")
     args = ap.parse_args()
+    stores = [x for x in args.stores.split(",") if x]
+    if not stores or any(x not in STORE_NAMES for x in stores):
+        ap.error(f"--stores: some of {','.join(STORE_NAMES)}")
 
     bin_dir = sh("bash", str(ROOT / "hack/testbed.sh"), capture_output=True).stdout.strip()
     env = dict(os.environ, ROOMREC_TESTBED_BIN=bin_dir)
     # The worker is measured optimised; the test bed only hosts the stream and the store.
-    sh("cargo", "build", "--release", "--quiet", "-p", "roomrec-worker", cwd=ROOT)
+    if not args.worker:
+        sh("cargo", "build", "--release", "--quiet", "-p", "roomrec-worker", cwd=ROOT)
     sh("cargo", "build", "--quiet", "-p", "roomrec-testbed", cwd=ROOT)
     target_dir = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    target = target_dir / "release"
+    worker_bin = Path(args.worker) if args.worker else target_dir / "release" / "roomrec-worker"
     work = Path(tempfile.mkdtemp(prefix="roomrec-bench-"))
     bed = subprocess.Popen([target_dir / "debug" / "roomrec-testbed", "up", "--dir", work / "bed"], env=env,
                            stdout=open(work / "bed.log", "w"), stderr=subprocess.STDOUT)
@@ -107,67 +124,99 @@ def main():
         time.sleep(2)
         wenv = dict(os.environ, AWS_ACCESS_KEY_ID=info["s3_access_key"],
                     AWS_SECRET_ACCESS_KEY=info["s3_secret_key"], ROOMREC_LOG="warn")
+        cos = None
+        if "cos" in stores:
+            # The tests' COS stand-in (COS's API and signatures) in front of the bed's S3 server.
+            cos_proc = subprocess.Popen([target_dir / "debug" / "roomrec-testbed", "cos", "--bed",
+                                         work / "bed/bed.json"], env=env, stdout=subprocess.PIPE,
+                                        stderr=open(work / "cos.log", "w"), text=True)
+            procs.append(cos_proc)
+            cos = json.loads(cos_proc.stdout.readline())
+        dir_root = work / "dir-store"
 
-        def worker(prefix, seconds, manifest):
+        def storage_args(store, prefix):
+            if store == "s3":
+                return ["--storage", f"s3://{info['s3_bucket']}/{prefix}", "--endpoint", info["s3_endpoint"]], wenv
+            if store == "cos":
+                return (["--storage", f"cos://{cos['bucket']}/{prefix}", "--region", cos["region"],
+                         "--endpoint", cos["endpoint"],
+                         "--resolve", f"{cos['bucket']}.localhost=127.0.0.1:{cos['port']}"],
+                        dict(wenv, COS_SECRET_ID=cos["secretId"], COS_SECRET_KEY=cos["secretKey"]))
+            return ["--storage", f"file://{dir_root / prefix}"], wenv
+
+        def worker(prefix, seconds, manifest, store="s3"):
+            flags, store_env = storage_args(store, prefix)
             return subprocess.Popen(
-                [target / "roomrec-worker", "record", "--source", stream, "--mode", "02",
-                 "--storage", f"s3://{info['s3_bucket']}/{prefix}", "--endpoint", info["s3_endpoint"],
+                [worker_bin, "record", "--source", stream, "--mode", "02", *flags,
                  "--max-duration", str(seconds), "--log-format", "json", "--manifest", manifest],
-                env=wenv, stdout=subprocess.DEVNULL, stderr=open(f"{manifest}.log", "w"))
+                env=store_env, stdout=subprocess.DEVNULL, stderr=open(f"{manifest}.log", "w"))
 
-        # 1 + 2: CPU and RSS, bare ffmpeg and the worker side by side. Several pairs at once:
-        # one process's CPU varies by 3-5 % from the next one's (its TCP reads, what shares its
-        # core), so one pair's ratio ranges over ±8 %; pooled over eight pairs the ratio is
-        # known to about ±3 % (two standard errors, printed with it).
-        print(f"== CPU and memory: {args.pairs} pairs, {args.seconds} s each, bare ffmpeg -c copy vs roomrec-worker 02 -> S3")
-        bares, recs = [], []
+        # 1 + 2: CPU and RSS, bare ffmpeg and the worker side by side, the worker into each
+        # store, all at once. Several of each: one process's CPU varies by 3-5 % from the next
+        # one's (its TCP reads, what shares its core), so one pair's ratio ranges over ±8 %;
+        # pooled over eight pairs the ratio is known to about ±3 % (two standard errors,
+        # printed with it).
+        print(f"== CPU and memory: {args.pairs} recordings per store, {args.seconds} s each, bare ffmpeg -c copy "
+              f"vs roomrec-worker 02 -> {', '.join(STORE_NAMES[x] for x in stores)}")
+        bares, recs = [], {x: [] for x in stores}
         for i in range(args.pairs):
             bares.append(subprocess.Popen(
                 ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", stream, "-c", "copy",
                  "-t", str(args.seconds), "-y", work / f"bare{i}.mp4"],
                 stdout=subprocess.DEVNULL, stderr=open(work / f"bare{i}.log", "w")))
-            recs.append(worker(f"bench-cpu-{i}", args.seconds, str(work / f"cpu{i}.json")))
-        samples = [[] for _ in recs]
-        split = [None] * len(recs)
-        while not all(s is not None for s in split):
-            for i, r in enumerate(recs):
-                if split[i] is not None:
+            for x in stores:
+                recs[x].append(worker(f"bench-cpu-{x}-{i}", args.seconds, str(work / f"cpu-{x}{i}.json"), x))
+        everyone = [(x, i, r) for x in stores for i, r in enumerate(recs[x])]
+        samples = {(x, i): [] for x, i, _ in everyone}
+        hwm = {(x, i): 0 for x, i, _ in everyone}
+        split = {}
+        while len(split) < len(everyone):
+            for x, i, r in everyone:
+                if (x, i) in split:
                     continue
                 if exited(r.pid):
-                    split[i] = own_and_children_cpu(r.pid)
-                elif kib := rss_kib(r.pid):
-                    samples[i].append(kib)
+                    split[x, i] = own_and_children_cpu(r.pid)
+                elif kib := memory_kib(r.pid):
+                    samples[x, i].append(kib[0])
+                    hwm[x, i] = max(hwm[x, i], kib[1])
             time.sleep(1)
         # wait4 gives each process's CPU with its waited-for children (the worker's ffmpeg).
         bare_cpu = [wait_rusage(b)[1] for b in bares]
-        rec_cpu = [wait_rusage(r)[1] for r in recs]
         bare_media = [float(probe(work / f"bare{i}.mp4")["format"]["duration"]) for i in range(args.pairs)]
-        rec_media = [json.load(open(work / f"cpu{i}.json"))["durationSeconds"] for i in range(args.pairs)]
         bare_per_min = sum(bare_cpu) / (sum(bare_media) / 60)
-        rec_per_min = sum(rec_cpu) / (sum(rec_media) / 60)
-        ratio = rec_per_min / bare_per_min
-        pair_ratios = [(rc / rm) / (bc / bm) for rc, rm, bc, bm in zip(rec_cpu, rec_media, bare_cpu, bare_media)]
-        # Two standard errors of the pairs' mean ratio: how far the pooled ratio may be from the
-        # machine's true one because of which processes happened to be measured.
-        spread = 2 * statistics.stdev(pair_ratios) / len(pair_ratios) ** 0.5 if len(pair_ratios) > 1 else float("nan")
-        own_per_min = sum(own for own, _ in split) / (sum(rec_media) / 60)
-        child_per_min = sum(child for _, child in split) / (sum(rec_media) / 60)
-        for i in range(args.pairs):
-            print(f"pair {i + 1}: bare ffmpeg {bare_cpu[i]:.2f} CPU s for {bare_media[i]:.1f} s, "
-                  f"roomrec-worker {rec_cpu[i]:.2f} CPU s for {rec_media[i]:.1f} s (itself {split[i][0]:.2f}, "
-                  f"its ffmpeg {split[i][1]:.2f}), ratio {pair_ratios[i]:.2f}")
-        minute = max(1, min(len(v) for v in samples) // 3)
-        peak = max(max(v) for v in samples) / 1024
-        first = max(sum(v[:minute]) / minute for v in samples) / 1024
-        last = max(sum(v[-minute:]) / minute for v in samples) / 1024
-        print(f"pooled: bare {bare_per_min:.3f} CPU s/min, worker {rec_per_min:.3f} CPU s/min, ratio {ratio:.2f} "
-              f"± {spread:.2f} (pairs {min(pair_ratios):.2f}-{max(pair_ratios):.2f}); of the worker's, "
-              f"{own_per_min:.3f} its own process, {child_per_min:.3f} its ffmpeg; worker RSS peak {peak:.1f} MiB, "
-              f"first third avg {first:.1f} MiB, last third avg {last:.1f} MiB (the highest worker's)")
+        results = []
+        for x in stores:
+            rec_cpu = [wait_rusage(r)[1] for r in recs[x]]
+            rec_media = [json.load(open(work / f"cpu-{x}{i}.json"))["durationSeconds"] for i in range(args.pairs)]
+            rec_per_min = sum(rec_cpu) / (sum(rec_media) / 60)
+            ratio = rec_per_min / bare_per_min
+            pair_ratios = [(rc / rm) / (bc / bm) for rc, rm, bc, bm in zip(rec_cpu, rec_media, bare_cpu, bare_media)]
+            # Two standard errors of the pairs' mean ratio: how far the pooled ratio may be from
+            # the machine's true one because of which processes happened to be measured.
+            spread = 2 * statistics.stdev(pair_ratios) / len(pair_ratios) ** 0.5 if len(pair_ratios) > 1 else float("nan")
+            own_per_min = sum(split[x, i][0] for i in range(args.pairs)) / (sum(rec_media) / 60)
+            child_per_min = sum(split[x, i][1] for i in range(args.pairs)) / (sum(rec_media) / 60)
+            for i in range(args.pairs):
+                print(f"{STORE_NAMES[x]} {i + 1}: bare ffmpeg {bare_cpu[i]:.2f} CPU s for {bare_media[i]:.1f} s, "
+                      f"roomrec-worker {rec_cpu[i]:.2f} CPU s for {rec_media[i]:.1f} s (itself {split[x, i][0]:.2f}, "
+                      f"its ffmpeg {split[x, i][1]:.2f}), ratio {pair_ratios[i]:.2f}, peak RSS {hwm[x, i] / 1024:.1f} MiB")
+            runs = [samples[x, i] for i in range(args.pairs)]
+            minute = max(1, min(len(v) for v in runs) // 3)
+            peak = max(hwm[x, i] for i in range(args.pairs)) / 1024
+            first = max(sum(v[:minute]) / minute for v in runs) / 1024
+            last = max(sum(v[-minute:]) / minute for v in runs) / 1024
+            print(f"{STORE_NAMES[x]} pooled: bare {bare_per_min:.3f} CPU s/min, worker {rec_per_min:.3f} CPU s/min, "
+                  f"ratio {ratio:.2f} ± {spread:.2f} (pairs {min(pair_ratios):.2f}-{max(pair_ratios):.2f}); of the "
+                  f"worker's, {own_per_min:.3f} its own process, {child_per_min:.3f} its ffmpeg; worker peak RSS "
+                  f"(VmHWM) {peak:.1f} MiB, first third avg {first:.1f} MiB, last third avg {last:.1f} MiB (the "
+                  f"highest worker's)")
+            results.append(dict(store=x, ratio=ratio, spread=spread, pair_ratios=pair_ratios, rec_pm=rec_per_min,
+                                own_pm=own_per_min, child_pm=child_per_min, media=sum(rec_media), peak=peak,
+                                first=first, last=last))
 
         # 3: concurrency levels.
         levels = []
-        for n in [int(x) for x in args.levels.split(",")]:
+        for n in [int(x) for x in args.levels.split(",") if x]:
             print(f"== {n} concurrent recordings of {args.level_seconds} s")
             cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
             machine_before = machine_ticks()
@@ -216,8 +265,7 @@ def main():
             if not ok:
                 break
 
-        write_results(args, ratio, spread, pair_ratios, bare_per_min, rec_per_min, own_per_min, child_per_min,
-                      sum(bare_media), sum(rec_media), peak, first, last, levels)
+        write_results(args, bare_per_min, sum(bare_media), results, levels)
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -266,23 +314,33 @@ def machine_busy(before):
     return (busy - before[0]) / max(1, total - before[1])
 
 
-def write_results(args, ratio, spread, pair_ratios, bare_pm, rec_pm, own_pm, child_pm, bare_media, rec_media,
-                  peak, first, last, levels):
+def write_results(args, bare_pm, bare_media, results, levels):
     sustained = max([n for n, ok, *_ in levels if ok], default=0)
     lines = [
         "<!-- bench:start -->",
         f"Measured {time.strftime('%Y-%m-%d')} on this project's machine ({os.cpu_count()} cores), with "
-        f"`make bench` (`hack/bench.py --seconds {args.seconds} --pairs {args.pairs} --levels {args.levels} --level-seconds {args.level_seconds}`). "
-        "The publisher (x264 720p30) and the object store run on the same machine.",
+        f"`make bench` (`hack/bench.py --seconds {args.seconds} --pairs {args.pairs} --levels {args.levels} "
+        f"--level-seconds {args.level_seconds} --stores {args.stores}`). The publisher (x264 720p30), the object "
+        "store and the COS stand-in run on the same machine; the recordings into every store run at the same time.",
         "",
         "| measure | goal | result |",
         "|---|---|---|",
         f"| CPU s per recorded minute, bare `ffmpeg -c copy` → local MP4 | — | {bare_pm:.3f} ({bare_media:.0f} s recorded) |",
-        f"| CPU s per recorded minute, `roomrec-worker` 02 → S3 (incl. its ffmpeg) | — | {rec_pm:.3f} ({rec_media:.0f} s recorded): "
-        f"the worker process {own_pm:.3f} ({own_pm / bare_pm * 100:.0f} % of bare), its ffmpeg {child_pm:.3f} ({child_pm / bare_pm:.2f} × bare) |",
-        f"| ratio worker / bare ({args.pairs} pairs pooled) | ≤ 1.15 | **{ratio:.2f}** ± {spread:.2f} (two standard errors; pairs: {', '.join(f'{r:.2f}' for r in pair_ratios)}) |",
-        f"| worker peak RSS over {args.seconds} s (highest of {args.pairs}) | ≤ 20 MiB, flat | **{peak:.1f} MiB** (first third avg {first:.1f}, last third avg {last:.1f}) |",
-        f"| concurrent real-time recordings sustained | ≥ 200 | **{sustained}** |",
+    ]
+    for r in results:
+        name = STORE_NAMES[r["store"]]
+        lines += [
+            f"| CPU s per recorded minute, `roomrec-worker` 02 → {name} (incl. its ffmpeg) | — | {r['rec_pm']:.3f} "
+            f"({r['media']:.0f} s recorded): the worker process {r['own_pm']:.3f} ({r['own_pm'] / bare_pm * 100:.0f} % "
+            f"of bare), its ffmpeg {r['child_pm']:.3f} ({r['child_pm'] / bare_pm:.2f} × bare) |",
+            f"| ratio worker / bare → {name} ({args.pairs} pairs pooled) | ≤ 1.15 | **{r['ratio']:.2f}** ± "
+            f"{r['spread']:.2f} (two standard errors; pairs: {', '.join(f'{x:.2f}' for x in r['pair_ratios'])}) |",
+            f"| worker peak RSS → {name} over {args.seconds} s (VmHWM, highest of {args.pairs}) | ≤ 20 MiB, flat | "
+            f"**{r['peak']:.1f} MiB** (first third avg {r['first']:.1f}, last third avg {r['last']:.1f}) |",
+        ]
+    lines += [
+        f"| concurrent real-time recordings sustained (S3) | ≥ 200 | "
+        f"{f'**{sustained}**' if levels else 'not measured (`--levels` empty)'} |",
         "",
         "| concurrent | result | failed | short | split by drops | files with a gap | wall s | workers' CPU s | workers' CPU load | whole machine busy |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -16,6 +16,7 @@ use crate::source::ffmpeg::{self, FfmpegError, LogLine, Recording};
 use crate::source::input::{DropRule, Protocol, redact, retry_delay};
 use crate::source::plan::{self, Plan};
 use crate::store::claim::{self, Lease, Owner};
+use crate::store::cos_multipart::CosMultipart;
 use crate::store::faststart::Faststart;
 use crate::store::journal;
 use crate::store::keys::compact_time;
@@ -24,7 +25,7 @@ use crate::store::part_writer::{PartWriter, UploadSettings};
 use crate::store::scratch::{self, Scratch};
 use crate::store::spool::{Spool, upload_spooled};
 use crate::store::stopping::Stopping;
-use crate::store::storage::{StorageConfig, StorageKind};
+use crate::store::storage::{StorageConfig, StorageKind, Store};
 use opendal::Operator;
 use roomrec_api::Mode;
 use roomrec_api::{FileState, StopReason};
@@ -37,6 +38,8 @@ use tokio::task::JoinHandle;
 pub struct Recorder {
     config: RecordConfig,
     op: Operator,
+    /// COS: part copies for assembling a part's object from its stored chunks.
+    cos_parts: Option<Arc<CosMultipart>>,
     status: Arc<Status>,
     spool: Arc<Spool>,
     stopping: Arc<Stopping>,
@@ -89,9 +92,9 @@ impl Recorder {
     /// Connects to storage and checks it is usable, so bad credentials or a missing bucket fail
     /// before any media is read.
     pub async fn new(config: RecordConfig, status: Arc<Status>) -> Result<Self, Failure> {
-        let op = config
+        let Store { op, cos_parts } = config
             .storage
-            .operator(&config.retry)
+            .open(&config.retry)
             .map_err(Failure::retryable)?;
         check_storage(&op, &config.storage).await?;
         claim::ensure_supported(&op, &config.storage.describe())
@@ -138,6 +141,7 @@ impl Recorder {
             watched: None,
             config,
             op,
+            cos_parts,
             status,
             spool,
             stopping: Arc::default(),
@@ -718,6 +722,7 @@ impl Recorder {
         let settings = UploadSettings {
             chunk: self.config.chunk_size(),
             checkpoint: self.config.checkpoint,
+            cos_parts: self.cos_parts.clone(),
         };
         OpenPart {
             writer: PartWriter::open(

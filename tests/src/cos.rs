@@ -12,7 +12,10 @@
 //!   `require_signed_host` is set (Tencent's SDKs sign it; opendal 0.59.5's signer never does, so
 //!   tests of opendal turn this off);
 //! * every query parameter must be in `q-url-param-list` and every listed one present;
-//! * `q-signature` must be the one computed with the SecretKey (else 403 SignatureDoesNotMatch).
+//! * `q-signature` must be the one computed with the SecretKey (else 403 SignatureDoesNotMatch);
+//! * a multipart request's `partNumber` must be 1 to 10,000 with an `uploadId`, an Upload Part -
+//!   Copy's `x-cos-copy-source` must be `<BucketName-APPID>.cos.<Region>.myqcloud.com/<key>`
+//!   and its `x-cos-copy-source-range` `bytes=FIRST-LAST` (else 400 InvalidArgument).
 //!
 //! Refusals carry COS's error XML. An accepted request is forwarded path-style to the S3 server,
 //! re-signed with AWS SigV4 (`x-cos-*` headers renamed to their `x-amz-*` equivalents), and the
@@ -60,7 +63,17 @@ pub struct LoggedRequest {
     pub path: String,
     /// The raw query string, empty when there was none.
     pub query: String,
+    /// `x-cos-copy-source` and `x-cos-copy-source-range` as sent (a copy, or Upload Part - Copy).
+    pub copy_source: Option<String>,
+    pub copy_source_range: Option<String>,
     pub status: u16,
+}
+
+impl LoggedRequest {
+    /// An Upload Part - Copy: a part of a multipart upload copied from another object.
+    pub fn is_part_copy(&self) -> bool {
+        self.method == "PUT" && self.copy_source.is_some() && self.query.contains("partNumber=")
+    }
 }
 
 /// Why a request was refused: COS's status, error code and message.
@@ -81,6 +94,9 @@ pub enum Fault {
     WrongBody,
     /// The request is never answered and its body never read (an upload hangs mid-body).
     Hang,
+    /// Every Upload Part - Copy is refused with COS's 500 InternalError; other requests are
+    /// answered as COS does (a store whose server-side copies fail).
+    FailPartCopies,
 }
 
 pub struct CosStandIn {
@@ -197,6 +213,29 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
     let fault = *state.fault.lock().unwrap_or_else(|e| e.into_inner());
     match fault {
         Some(Fault::Hang) => std::future::pending().await,
+        Some(Fault::FailPartCopies)
+            if request.method() == Method::PUT
+                && request.headers().contains_key("x-cos-copy-source")
+                && request
+                    .uri()
+                    .query()
+                    .is_some_and(|q| q.contains("partNumber=")) =>
+        {
+            state
+                .log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(LoggedRequest {
+                    method: request.method().to_string(),
+                    path: request.uri().path().to_string(),
+                    query: request.uri().query().unwrap_or_default().to_string(),
+                    copy_source: header_str(request.headers(), "x-cos-copy-source"),
+                    copy_source_range: header_str(request.headers(), "x-cos-copy-source-range"),
+                    status: 500,
+                });
+            let refusal = internal("the copy failed (FailPartCopies)".into());
+            return error_response(&refusal, request.uri().path(), "cos-stand-in-fault");
+        }
         Some(Fault::Garbage) => {
             state
                 .log
@@ -206,6 +245,8 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
                     method: request.method().to_string(),
                     path: request.uri().path().to_string(),
                     query: request.uri().query().unwrap_or_default().to_string(),
+                    copy_source: header_str(request.headers(), "x-cos-copy-source"),
+                    copy_source_range: header_str(request.headers(), "x-cos-copy-source-range"),
                     status: 500,
                 });
             let mut response = Response::new(Full::new(random_bytes()));
@@ -221,7 +262,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
                 .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
             return Response::from_parts(parts, Full::new(body));
         }
-        None => {}
+        Some(Fault::FailPartCopies) | None => {}
     }
     answer(state, request).await
 }
@@ -264,11 +305,15 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
             &parts.headers,
         ) {
             Err(refusal) => Err(refusal),
-            Ok(()) => match body.collect().await {
-                Err(e) => Err(internal(format!("reading the request body: {e}"))),
-                Ok(body) => forward(state, bucket, &parts, body.to_bytes())
-                    .await
-                    .map_err(|e| internal(format!("upstream S3 server: {e}"))),
+            Ok(()) => match check_request(&parts.method, &parts.uri, &parts.headers).map(|()| body)
+            {
+                Err(refusal) => Err(refusal),
+                Ok(body) => match body.collect().await {
+                    Err(e) => Err(internal(format!("reading the request body: {e}"))),
+                    Ok(body) => forward(state, bucket, &parts, body.to_bytes())
+                        .await
+                        .map_err(|e| internal(format!("upstream S3 server: {e}"))),
+                },
             },
         },
     };
@@ -285,9 +330,108 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
             method: parts.method.to_string(),
             path: parts.uri.path().to_string(),
             query: parts.uri.query().unwrap_or_default().to_string(),
+            copy_source: header_str(&parts.headers, "x-cos-copy-source"),
+            copy_source_range: header_str(&parts.headers, "x-cos-copy-source-range"),
             status: response.status().as_u16(),
         });
     response
+}
+
+/// What COS refuses in a signed request before it looks at any object: a multipart request's
+/// part number (1 to 10,000) and upload id, and the form of a copy source and its range.
+pub fn check_request(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
+    let invalid = |code, message: String| Refusal {
+        status: 400,
+        code,
+        message,
+    };
+    let params = query_pairs(uri.query().unwrap_or_default());
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    if let Some(number) = param("partNumber") {
+        if !number
+            .parse::<u32>()
+            .is_ok_and(|n| (1..=10_000).contains(&n))
+        {
+            return Err(invalid(
+                "InvalidArgument",
+                format!("partNumber {number:?} is not a number from 1 to 10000"),
+            ));
+        }
+        if param("uploadId").is_none_or(|id| id.is_empty()) {
+            return Err(invalid(
+                "InvalidArgument",
+                "a part of a multipart upload needs its uploadId".into(),
+            ));
+        }
+    }
+    let source = header_str(headers, "x-cos-copy-source");
+    let range = header_str(headers, "x-cos-copy-source-range");
+    if range.is_some() && source.is_none() {
+        return Err(invalid(
+            "InvalidArgument",
+            "x-cos-copy-source-range without x-cos-copy-source".into(),
+        ));
+    }
+    let Some(source) = source else {
+        return Ok(());
+    };
+    if *method != Method::PUT {
+        return Err(invalid(
+            "InvalidRequest",
+            format!("x-cos-copy-source on a {method} request"),
+        ));
+    }
+    // Upload Part - Copy names its source as COS documents it, by the source bucket's host
+    // name; a plain copy may also give `/bucket/key` (as opendal's COS service does).
+    let part_copy = param("partNumber").is_some();
+    if !(copy_source_host_form(&source) || (!part_copy && source.starts_with('/'))) {
+        return Err(invalid(
+            "InvalidArgument",
+            format!(
+                "x-cos-copy-source {source:?} is not <BucketName-APPID>.cos.<Region>.myqcloud.com/<ObjectKey>"
+            ),
+        ));
+    }
+    if let Some(range) = range {
+        let bounds = range
+            .strip_prefix("bytes=")
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+        if !part_copy || bounds.is_none_or(|(first, last)| first > last) {
+            return Err(invalid(
+                "InvalidArgument",
+                format!("x-cos-copy-source-range {range:?} is not bytes=FIRST-LAST of a part copy"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `{bucket}-{appid}.cos.{region}.myqcloud.com/{key}`, the key percent-encoded and not empty.
+fn copy_source_host_form(source: &str) -> bool {
+    let Some((host, key)) = source.split_once('/') else {
+        return false;
+    };
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let bucket_ok = |bucket: &str| {
+        bucket.rsplit_once('-').is_some_and(|(name, appid)| {
+            label(name) && !appid.is_empty() && appid.bytes().all(|b| b.is_ascii_digit())
+        })
+    };
+    let host_ok = host
+        .strip_suffix(".myqcloud.com")
+        .and_then(|rest| rest.split_once(".cos."))
+        .is_some_and(|(bucket, region)| bucket_ok(bucket) && label(region));
+    let key_ok = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~/%".contains(&b))
+        && percent_decode_str(key).decode_utf8().is_ok();
+    host_ok && key_ok
 }
 
 fn internal(message: String) -> Refusal {
@@ -1060,6 +1204,78 @@ mod tests {
         );
         assert_eq!(amz_date(1_369_353_600), "20130524T000000Z");
         assert_eq!(amz_date(1_764_000_300), "20251124T160500Z");
+    }
+
+    #[test]
+    fn part_numbers_upload_ids_and_copy_sources_are_checked_as_cos_does() {
+        let check = |method: Method, uri: &str, copy: Option<(&str, Option<&str>)>| {
+            let mut headers = HeaderMap::new();
+            if let Some((source, range)) = copy {
+                headers.insert("x-cos-copy-source", source.parse().unwrap());
+                if let Some(range) = range {
+                    headers.insert("x-cos-copy-source-range", range.parse().unwrap());
+                }
+            }
+            check_request(&method, &uri.parse().unwrap(), &headers).map_err(|r| r.code)
+        };
+        let source = "recordings-1250000000.cos.ap-shanghai.myqcloud.com/a/.j/00001.chunk";
+        let part = "/a/k.mp4?partNumber=2&uploadId=1585130821cbb7df1d";
+        assert_eq!(
+            check(Method::PUT, part, Some((source, Some("bytes=0-5242879")))),
+            Ok(())
+        );
+        assert_eq!(check(Method::PUT, part, None), Ok(()));
+        for bad in [
+            "/a/k.mp4?partNumber=0&uploadId=x",
+            "/a/k.mp4?partNumber=10001&uploadId=x",
+            "/a/k.mp4?partNumber=one&uploadId=x",
+            "/a/k.mp4?partNumber=1",
+            "/a/k.mp4?partNumber=1&uploadId=",
+        ] {
+            assert_eq!(
+                check(Method::PUT, bad, None),
+                Err("InvalidArgument"),
+                "{bad}"
+            );
+        }
+        for bad_source in [
+            "/recordings-1250000000/a/.j/00001.chunk",
+            "recordings.cos.ap-shanghai.myqcloud.com/a/x",
+            "recordings-1250000000.cos.ap-shanghai.example.com/a/x",
+            "recordings-1250000000.ap-shanghai.myqcloud.com/a/x",
+            "recordings-1250000000.cos.ap-shanghai.myqcloud.com/",
+            "recordings-1250000000.cos.ap-shanghai.myqcloud.com/a b",
+        ] {
+            assert_eq!(
+                check(Method::PUT, part, Some((bad_source, None))),
+                Err("InvalidArgument"),
+                "{bad_source}"
+            );
+        }
+        for bad_range in ["bytes=5-4", "0-9", "bytes=0-", "bytes=a-b"] {
+            assert_eq!(
+                check(Method::PUT, part, Some((source, Some(bad_range)))),
+                Err("InvalidArgument"),
+                "{bad_range}"
+            );
+        }
+        // A whole-object copy may name its source path-style, and has no range.
+        assert_eq!(
+            check(
+                Method::PUT,
+                "/b.mp4",
+                Some(("/recordings-1250000000/a.mp4", None))
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(Method::PUT, "/b.mp4", Some((source, Some("bytes=0-1")))),
+            Err("InvalidArgument")
+        );
+        assert_eq!(
+            check(Method::POST, "/b.mp4", Some((source, None))),
+            Err("InvalidRequest")
+        );
     }
 
     #[test]

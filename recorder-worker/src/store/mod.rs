@@ -1,6 +1,7 @@
 //! Parts into object storage: keys, the part writer and its uploads, journal, spool, faststart.
 
 pub mod claim;
+pub mod cos_multipart;
 pub mod faststart;
 pub mod journal;
 pub mod journal_upload;

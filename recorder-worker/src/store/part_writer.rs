@@ -8,6 +8,7 @@
 use crate::shared::live::Status;
 use crate::shared::metrics::metrics;
 use crate::shared::part::{PartMeta, PartRecord};
+use crate::store::cos_multipart::CosMultipart;
 use crate::store::journal;
 use crate::store::journal_upload::{Checkpoint, upload_journal};
 use crate::store::object_upload::{UploadError, upload_main};
@@ -27,6 +28,8 @@ pub struct UploadSettings {
     /// Multipart chunk size: sized so the longest recording fits in 10,000 parts.
     pub chunk: usize,
     pub checkpoint: Duration,
+    /// COS: the part's object is assembled from its stored chunks by part copies.
+    pub cos_parts: Option<Arc<CosMultipart>>,
 }
 
 pub struct PartWriter {
@@ -67,6 +70,7 @@ impl PartWriter {
         let main_abandoned = Arc::new(AtomicBool::new(false));
         let main_task = tokio::spawn(upload_main(
             op.clone(),
+            settings.cos_parts.clone(),
             meta.clone(),
             journal_dir.clone(),
             settings.chunk,

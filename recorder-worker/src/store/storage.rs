@@ -4,10 +4,12 @@
 //! store, or a local directory/volume. Credentials come from the environment or from files (a
 //! mounted Kubernetes Secret), never from the command line, and are never printed.
 
+use crate::store::cos_multipart::{CosError, CosMultipart};
 use opendal::layers::{RetryEvent, RetryLayer, TimeoutLayer};
 use opendal::services::{Cos, Fs, S3};
 use opendal::{HttpTransporter, OperationContext, Operator};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a storage URL, its credentials or its operator are not usable.
@@ -52,6 +54,16 @@ pub enum StorageError {
     HttpClient(reqwest::Error),
     #[error(transparent)]
     Service(opendal::Error),
+    #[error(transparent)]
+    CosParts(Box<CosError>),
+}
+
+/// A store the worker records into.
+#[derive(Clone)]
+pub struct Store {
+    pub op: Operator,
+    /// COS: part copies for assembling a part's object from its stored chunks.
+    pub cos_parts: Option<Arc<CosMultipart>>,
 }
 
 #[derive(Clone, PartialEq)]
@@ -218,13 +230,53 @@ impl StorageConfig {
 
     /// Builds the operator: retried with backoff, each request bounded in time.
     pub fn operator(&self, retry: &RetryPolicy) -> Result<Operator, StorageError> {
+        Ok(self.open(retry)?.op)
+    }
+
+    /// The store: its operator and, for COS, the multipart upload with server-side part copies
+    /// that opendal's COS service lacks, both on one HTTP client.
+    pub fn open(&self, retry: &RetryPolicy) -> Result<Store, StorageError> {
+        let transport = match &self.kind {
+            StorageKind::Dir(_) => None,
+            _ => Some(HttpTransporter::new(
+                opendal_http_transport_reqwest::ReqwestTransport::new(self.http_client()?),
+            )),
+        };
+        let cos_parts = match (&self.kind, &transport) {
+            (StorageKind::Cos { bucket, region }, Some(transport)) => Some(Arc::new(
+                CosMultipart::new(
+                    transport.clone(),
+                    &self.cos_endpoint(region),
+                    bucket,
+                    region,
+                    self.credentials.as_ref(),
+                    retry.clone(),
+                )
+                .map_err(|e| StorageError::CosParts(Box::new(e)))?,
+            )),
+            _ => None,
+        };
+        Ok(Store {
+            op: self.operator_on(retry, transport)?,
+            cos_parts,
+        })
+    }
+
+    fn cos_endpoint(&self, region: &str) -> String {
+        self.endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://cos.{region}.myqcloud.com"))
+    }
+
+    fn operator_on(
+        &self,
+        retry: &RetryPolicy,
+        transport: Option<HttpTransporter>,
+    ) -> Result<Operator, StorageError> {
         let credentials = self.credentials.clone();
         let operator = match &self.kind {
             StorageKind::Cos { bucket, region } => {
-                let endpoint = self
-                    .endpoint
-                    .clone()
-                    .unwrap_or_else(|| format!("https://cos.{region}.myqcloud.com"));
+                let endpoint = self.cos_endpoint(region);
                 let mut builder = Cos::default().endpoint(&endpoint).bucket(bucket).root("/");
                 if let Some(c) = &credentials {
                     builder = builder
@@ -273,12 +325,9 @@ impl StorageConfig {
                     .map_err(StorageError::Service)?
             }
         };
-        let operator = match &self.kind {
-            StorageKind::Dir(_) => operator,
-            _ => {
-                let transport = HttpTransporter::new(
-                    opendal_http_transport_reqwest::ReqwestTransport::new(self.http_client()?),
-                );
+        let operator = match transport {
+            None => operator,
+            Some(transport) => {
                 operator.with_context(OperationContext::new().with_http_transport(transport))
             }
         };
@@ -367,7 +416,7 @@ fn absolute(path: &str) -> Result<PathBuf, StorageError> {
 }
 
 /// Percent-encodes each path segment of a key (keeps `/`).
-fn encode_key(key: &str) -> String {
+pub(crate) fn encode_key(key: &str) -> String {
     use percent_encoding::utf8_percent_encode;
     key.split('/')
         .map(|s| utf8_percent_encode(s, roomrec_api::relay::URL_UNRESERVED).to_string())

@@ -1,5 +1,6 @@
 //! How a recording becomes parts: cut by duration or by size, each part playable from time 0;
-//! and a part larger than the upload chunk, assembled by the object store from its chunks.
+//! and a part larger than the upload chunk, assembled by the object store from its chunks (S3's
+//! UploadPartCopy, COS's Upload Part - Copy).
 
 use crate::support::*;
 use roomrec_testbed::media::StreamSpec;
@@ -87,6 +88,184 @@ async fn a_part_of_several_chunks_is_assembled_by_the_store_and_leaves_nothing_b
         left.is_empty(),
         "the chunks and checkpoints are gone: {left:?}"
     );
+}
+
+#[tokio::test]
+async fn a_cos_part_of_several_chunks_is_assembled_by_part_copies_and_leaves_nothing_behind() {
+    // 6 Mbit/s: two 5 MiB chunks in about 14 s.
+    let spec = StreamSpec {
+        video_kbps: 6000,
+        ..StreamSpec::default()
+    };
+    let _publisher = publish("cos-chunks", spec).await;
+    let cos = cos_stand_in().await;
+    let storage = Storage::cos(&cos, "cos-chunks");
+    let run = run(&mut worker(
+        &bed().rtmp_url("cos-chunks"),
+        "02",
+        &storage,
+        &["--max-duration", "18"],
+    ))
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let parts = parts(&run);
+    assert_eq!(parts.len(), 1, "{:#}", run.manifest);
+    let bytes = parts[0]["bytes"].as_u64().unwrap();
+    assert!(bytes > 10 << 20, "more than two chunks: {:#}", parts[0]);
+    let key = parts[0]["key"].as_str().unwrap();
+    let path = format!("/{key}");
+    let requests = cos.requests();
+    // Every request accepted: signature and form (a 404 is a free part number being looked up).
+    let refused: Vec<_> = requests
+        .iter()
+        .filter(|r| r.status >= 300 && r.status != 404)
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:#?}");
+    let for_object: Vec<_> = requests.iter().filter(|r| r.path == path).collect();
+    // One multipart upload: initiated, a part copied from each stored chunk in order, the rest
+    // uploaded, completed; nothing aborted.
+    let initiated: Vec<_> = for_object
+        .iter()
+        .filter(|r| r.method == "POST" && r.query == "uploads")
+        .collect();
+    assert_eq!(initiated.len(), 1, "{for_object:#?}");
+    let copies: Vec<_> = for_object.iter().filter(|r| r.is_part_copy()).collect();
+    assert!(copies.len() >= 2, "part copies: {for_object:#?}");
+    let mut copied = 0u64;
+    for (i, copy) in copies.iter().enumerate() {
+        assert!(
+            copy.query.contains(&format!("partNumber={}&", i + 1)),
+            "{copy:?}"
+        );
+        let source = copy.copy_source.as_deref().unwrap();
+        assert!(
+            source.starts_with(&format!(
+                "{COS_BUCKET}.cos.ap-shanghai.myqcloud.com/cos-chunks/"
+            )) && source.ends_with(&format!("{:05}.chunk", i + 1)),
+            "{copy:?}"
+        );
+        let range = copy.copy_source_range.as_deref().unwrap();
+        let last: u64 = range.strip_prefix("bytes=0-").unwrap().parse().unwrap();
+        assert!(last + 1 >= 5 << 20, "a whole chunk is copied: {copy:?}");
+        copied += last + 1;
+    }
+    let uploaded: Vec<_> = for_object
+        .iter()
+        .filter(|r| r.method == "PUT" && r.copy_source.is_none() && r.query.contains("partNumber="))
+        .collect();
+    assert!(
+        uploaded.len() <= 1,
+        "only the rest is uploaded: {uploaded:#?}"
+    );
+    if let Some(rest) = uploaded.first() {
+        assert!(
+            rest.query
+                .contains(&format!("partNumber={}&", copies.len() + 1)),
+            "{rest:?}"
+        );
+    }
+    assert!(
+        copied <= bytes && bytes - copied < 5 << 20,
+        "{copied} of {bytes} copied"
+    );
+    let completed = for_object
+        .iter()
+        .filter(|r| r.method == "POST" && r.query.starts_with("uploadId="))
+        .count();
+    assert_eq!(completed, 1, "{for_object:#?}");
+    assert!(
+        !for_object.iter().any(|r| r.method == "DELETE"),
+        "{for_object:#?}"
+    );
+    // No stored chunk came back to the worker.
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.method == "GET" && r.path.ends_with(".chunk")),
+        "chunks read back: {requests:#?}"
+    );
+    let assembled = run
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "part assembled by the store from its stored chunks")
+        .unwrap_or_else(|| panic!("no assembly: {}", run.stderr));
+    assert_eq!(
+        assembled["fields"]["chunks"].as_u64(),
+        Some(copies.len() as u64),
+        "{assembled}"
+    );
+    // Byte-exact and playable: the manifest's size, an unbroken chain of boxes (a chunk
+    // missing, repeated or out of place breaks it), every frame there for the whole duration.
+    let file = storage.file(key);
+    let boxes = mp4_boxes(&file);
+    assert_eq!(boxes[..2], ["ftyp", "moov"], "{boxes:?}");
+    assert!(
+        boxes[2..].chunks(2).all(|pair| pair == ["moof", "mdat"]),
+        "{boxes:?}"
+    );
+    let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    assert!((17.5..19.5).contains(&seconds), "{seconds} s");
+    let Storage::Cos { bucket_dir, .. } = &storage else {
+        unreachable!()
+    };
+    let left: Vec<_> = files_under(&bucket_dir.join("cos-chunks"))
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains(".roomrec-journal"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the chunks and checkpoints are gone: {left:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_cos_part_whose_part_copies_fail_is_rebuilt_from_its_journal() {
+    // As the test above, with every Upload Part - Copy refused (500 InternalError): each copy is
+    // retried, the upload aborted, and the part assembled from its checkpoints instead.
+    let spec = StreamSpec {
+        video_kbps: 6000,
+        ..StreamSpec::default()
+    };
+    let _publisher = publish("cos-copy-fails", spec).await;
+    let cos = cos_stand_in().await;
+    cos.misbehave(Some(roomrec_testbed::cos::Fault::FailPartCopies));
+    let storage = Storage::cos(&cos, "cos-copy-fails");
+    let run = run(&mut worker(
+        &bed().rtmp_url("cos-copy-fails"),
+        "02",
+        &storage,
+        &["--max-duration", "14"],
+    ))
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let parts = parts(&run);
+    assert_eq!(parts.len(), 1, "{:#}", run.manifest);
+    assert!(
+        parts[0]["bytes"].as_u64().unwrap() > 5 << 20,
+        "at least one chunk: {:#}",
+        parts[0]
+    );
+    assert_eq!(parts[0]["recovered"], true, "{:#}", parts[0]);
+    assert!(
+        parts[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("assembled from its checkpoints"),
+        "{:#}",
+        parts[0]
+    );
+    let requests = cos.requests();
+    let copies = requests.iter().filter(|r| r.is_part_copy()).count();
+    assert!(copies >= 2, "the refused copy is retried: {requests:#?}");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "DELETE" && r.query.starts_with("uploadId=")),
+        "the upload is aborted: {requests:#?}"
+    );
+    let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    assert!((13.5..15.5).contains(&seconds), "{seconds} s");
 }
 
 #[tokio::test]
