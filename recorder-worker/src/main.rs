@@ -53,16 +53,21 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env(roomrec_api::worker_env::var::LOG)
         .unwrap_or_else(|_| if json { "info".into() } else { "warn".into() });
+    // A log line that cannot be written is dropped, never reported with eprintln!: that
+    // panics when stderr fails (a full disk behind it, a closed pipe) and took the upload and
+    // journal tasks down with it, mid-recording.
     if json {
         tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .log_internal_errors(false)
             .init();
     } else {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .log_internal_errors(false)
             .init();
     }
     opendal::install_default();

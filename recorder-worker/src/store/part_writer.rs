@@ -217,8 +217,12 @@ impl PartWriter {
         } = self;
         drop(main_tx);
         drop(journal_tx);
-        // The journal task bounds itself once the recording is stopping.
-        let undelivered = journal_task.await.unwrap_or_default();
+        // The journal task bounds itself once the recording is stopping. If it died instead
+        // (a panic), what it held is gone and the journal may be short: never "all delivered".
+        let (undelivered, journal_died) = match journal_task.await {
+            Ok(undelivered) => (undelivered, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
         let main = tokio::select! {
             result = &mut main_task => result.unwrap_or_else(|e| Err(e.into())),
             _ = stopping.passed() => {
@@ -279,6 +283,9 @@ impl PartWriter {
             }
             Err(upload_error) => {
                 match journal::salvage(&op, &journal_dir, settings.chunk, None).await {
+                    Ok(s) if let Some(died) = &journal_died => {
+                        rebuilt_from_a_journal_that_died(&meta, &s, seconds, &upload_error, died)
+                    }
                     Ok(s) => PartRecord::from_meta(
                         &meta,
                         FileState::Succeeded,
@@ -302,5 +309,79 @@ impl PartWriter {
                 }
             }
         }
+    }
+}
+
+/// A rebuilt part can measure a little shorter than what was recorded (its container's own
+/// duration against the sum of fragments).
+const SALVAGE_TOLERANCE_SECONDS: f64 = 0.5;
+
+/// The part when neither its upload nor its journal finished: the journal's task died, so its
+/// checkpoints may stop short of the recording's end. What was rebuilt is kept, and the part
+/// succeeds only if it holds what was recorded; otherwise it fails, saying how much it holds.
+fn rebuilt_from_a_journal_that_died(
+    meta: &PartMeta,
+    rebuilt: &journal::Salvaged,
+    recorded_seconds: f64,
+    upload_error: &UploadError,
+    died: &tokio::task::JoinError,
+) -> PartRecord {
+    let whole = rebuilt.seconds + SALVAGE_TOLERANCE_SECONDS >= recorded_seconds;
+    PartRecord::from_meta(
+        meta,
+        if whole {
+            FileState::Succeeded
+        } else {
+            FileState::Failed
+        },
+        format!(
+            "the streaming upload did not complete ({upload_error}) and the journal's upload stopped ({died}); the file was assembled from the checkpoints stored before that: {:.1} s of the {recorded_seconds:.1} s recorded",
+            rebuilt.seconds
+        ),
+        rebuilt.bytes,
+        rebuilt.seconds,
+        true,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn a_panic() -> tokio::task::JoinError {
+        tokio::spawn(async { panic!("failed printing to stderr") })
+            .await
+            .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_part_rebuilt_after_its_journal_died_fails_unless_it_holds_the_whole_recording() {
+        let meta = PartMeta::example(1);
+        let died = a_panic().await;
+        let rebuilt = |seconds| journal::Salvaged {
+            meta: meta.clone(),
+            bytes: 1000,
+            seconds,
+        };
+        // What a full disk behind stderr did: 3064 s of 3600 s rebuilt, once called succeeded.
+        let short = rebuilt_from_a_journal_that_died(
+            &meta,
+            &rebuilt(3064.0),
+            3600.0,
+            &UploadError::Late,
+            &died,
+        );
+        assert_eq!(short.status, FileState::Failed);
+        assert!(short.message.contains("3064.0 s of the 3600.0 s"), "{}", short.message);
+        assert!(short.message.contains("panicked"), "{}", short.message);
+        let whole = rebuilt_from_a_journal_that_died(
+            &meta,
+            &rebuilt(3599.8),
+            3600.0,
+            &UploadError::Late,
+            &died,
+        );
+        assert_eq!(whole.status, FileState::Succeeded);
+        assert!(whole.recovered);
     }
 }
