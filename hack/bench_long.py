@@ -135,6 +135,7 @@ class Log:
         self.buffer = ""
         self.points = []
         self.parts_started = 0
+        self.closed = False
         self.restarts = []
 
     def read(self):
@@ -155,9 +156,11 @@ class Log:
                 self.parts_started += 1
                 if self.parts_started == 1:
                     self.points.append((at, 0.0))
-            elif message == "progress" and self.parts_started and fields.get("media_seconds", 0) > 0:
+            elif message == "progress" and self.parts_started and not self.closed and fields.get("media_seconds", 0) > 0:
                 self.points.append((at, float(fields["media_seconds"])))
             elif message == "part closing" and self.parts_started == 1:
+                # The recording's end: what comes after (the part's assembly) is "the end" below.
+                self.closed = True
                 self.points.append((at, float(fields["seconds"])))
             elif "timeline restarted" in message:
                 self.restarts.append(at)
