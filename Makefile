@@ -47,6 +47,7 @@ demo:
 bench: testbed
 	python3 hack/bench.py $(BENCH_ARGS)
 	python3 hack/bench_cluster.py $(BENCH_CLUSTER_ARGS)
+	python3 hack/bench_long.py $(BENCH_LONG_ARGS)
 
 clean-cache:
 	rm -rf "$${ROOMREC_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/roomrec}"
