@@ -372,7 +372,11 @@ mod tests {
             &died,
         );
         assert_eq!(short.status, FileState::Failed);
-        assert!(short.message.contains("3064.0 s of the 3600.0 s"), "{}", short.message);
+        assert!(
+            short.message.contains("3064.0 s of the 3600.0 s"),
+            "{}",
+            short.message
+        );
         assert!(short.message.contains("panicked"), "{}", short.message);
         let whole = rebuilt_from_a_journal_that_died(
             &meta,
