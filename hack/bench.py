@@ -35,6 +35,31 @@ def sh(*args, **kw):
     return subprocess.run(args, check=True, text=True, **kw)
 
 
+def stop_all(procs, timeout):
+    """SIGTERM to each process, last started first; SIGKILL to any still running after timeout."""
+    for p in reversed(procs):
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def write_block(out, name, heading, lines):
+    """Puts `lines` between `<!-- {name}:start -->` and `<!-- {name}:end -->` in `out`, replacing
+    what was there, or appends them under `heading` when the markers are missing."""
+    out = Path(out)
+    text = out.read_text() if out.exists() else "# Benchmarks\n"
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = start + "\n" + "\n".join(lines) + "\n" + end
+    if start in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text += f"\n## {heading}\n\n" + block + "\n"
+    out.write_text(text)
+
+
 def probe(path):
     out = sh("ffprobe", "-v", "error", "-count_packets", "-print_format", "json", "-show_streams",
              "-show_format", str(path), capture_output=True).stdout
@@ -267,13 +292,7 @@ def main():
 
         write_results(args, bare_per_min, sum(bare_media), results, levels)
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs, 20)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack"))
-from bench import publisher_command  # noqa: E402  (the same stream as the media benchmark)
+from bench import publisher_command, stop_all, write_block  # noqa: E402  (the stream as in bench.py)
 
 
 def sh(*args, **kw):
@@ -67,13 +67,18 @@ class Watch:
                         self.seen.setdefault((name, state), now)
 
     def when(self, name, state, timeout):
+        return self.first([name], state, timeout)
+
+    def first(self, names, state, timeout):
+        """When the first of `names` reached `state`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.lock:
-                if (name, state) in self.seen:
-                    return self.seen[(name, state)]
+                times = [self.seen[(n, state)] for n in names if (n, state) in self.seen]
+            if times:
+                return min(times)
             time.sleep(0.02)
-        raise SystemExit(f"bench: {name} did not reach {state} within {timeout} s")
+        raise SystemExit(f"bench: none of {', '.join(names)} reached {state} within {timeout} s")
 
     def stop(self):
         self.proc.kill()
@@ -429,13 +434,7 @@ def main():
         jobs.stop()
         pods.stop()
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs, 30)
 
 
 def run_burst(args, k, kubectl, kenv, ns, stream, info, callback_url, audit_log,
@@ -469,15 +468,7 @@ def run_burst(args, k, kubectl, kenv, ns, stream, info, callback_url, audit_log,
     applied = time.monotonic() - t0
     created = [pods.when(f"{n}-0-1", "created", 600) - t0 for n in names]
     # A pod the node agent cannot start is replaced by the operator: the job's first Running one.
-    running = []
-    for n in names:
-        deadline = time.monotonic() + 600
-        while not any((f"{n}-0-{a}", "running") in pods.seen for a in range(1, 6)):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"bench: no worker pod of {n} ran within 600 s")
-            time.sleep(0.05)
-        running.append(min(pods.seen[(f"{n}-0-{a}", "running")] for a in range(1, 6)
-                           if (f"{n}-0-{a}", "running") in pods.seen) - t0)
+    running = [pods.first([f"{n}-0-{a}" for a in range(1, 6)], "running", 600) - t0 for n in names]
     print(f"  applied in {applied:.1f} s; every pod created {max(created):.1f} s, Running "
           f"{max(running):.1f} s after the first apply")
     time.sleep(30)
@@ -567,15 +558,7 @@ def write_results(args, starts, stops, per_job, writes, reads, operator_cpu, ope
         "|---|---|",
     ] + [f"| {' '.join(x for x in key if x)} | {v:.2f} |"
          for key, v in sorted(per_job.items(), key=lambda kv: -kv[1])]
-    out = Path(args.out)
-    text = out.read_text()
-    start, end = "<!-- bench-cluster:start -->", "<!-- bench-cluster:end -->"
-    block = start + "\n" + "\n".join(lines) + "\n" + end
-    if start in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text += "\n## Cluster: start, stop and steady state\n\n" + block + "\n"
-    out.write_text(text)
+    write_block(args.out, "bench-cluster", "Cluster: start, stop and steady state", lines)
 
 
 if __name__ == "__main__":

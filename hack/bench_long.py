@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack"))
 # The same stream and the same checks as the media benchmark.
 from bench import exited, machine_busy, machine_ticks, media_gaps, own_and_children_cpu, probe  # noqa: E402
-from bench import publisher_command, sh, wait_rusage  # noqa: E402
+from bench import publisher_command, sh, stop_all, wait_rusage, write_block  # noqa: E402
 
 
 def clip_command(path, seconds):
@@ -266,13 +266,7 @@ def main():
         else:
             print("too few minutes recorded for the first and last ten; docs not written")
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs, 20)
         if args.keep:
             print(f"work directory kept: {work}")
         else:
@@ -391,16 +385,8 @@ def write_results(args, r):
         "| media minutes | worker CPU s per minute | its ffmpeg's | worker RSS avg MiB | max |",
         "|---|---|---|---|---|",
     ] + [f"| {a}–{b} | {o:.4f} | {f:.3f} | {ra:.1f} | {rm:.1f} |" for a, b, o, f, ra, rm in r["decades"]]
-    out = Path(args.out)
-    text = out.read_text() if out.exists() else "# Benchmarks\n"
-    start, end = "<!-- bench-long:start -->", "<!-- bench-long:end -->"
-    block = start + "\n" + "\n".join(lines) + "\n" + end
-    if start in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text += "\n## A long recording\n\n" + block + "\n"
-    out.write_text(text)
-    print(f"results written to {out}")
+    write_block(args.out, "bench-long", "A long recording", lines)
+    print(f"results written to {args.out}")
 
 
 if __name__ == "__main__":

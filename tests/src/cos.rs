@@ -70,6 +70,17 @@ pub struct LoggedRequest {
 }
 
 impl LoggedRequest {
+    fn of(method: &Method, uri: &Uri, headers: &HeaderMap, status: u16) -> Self {
+        LoggedRequest {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+            query: uri.query().unwrap_or_default().to_string(),
+            copy_source: header_str(headers, "x-cos-copy-source"),
+            copy_source_range: header_str(headers, "x-cos-copy-source-range"),
+            status,
+        }
+    }
+
     /// An Upload Part - Copy: a part of a multipart upload copied from another object.
     pub fn is_part_copy(&self) -> bool {
         self.method == "PUT" && self.copy_source.is_some() && self.query.contains("partNumber=")
@@ -114,6 +125,15 @@ struct State {
     log: Arc<Mutex<Vec<LoggedRequest>>>,
     request_ids: AtomicU64,
     fault: Mutex<Option<Fault>>,
+}
+
+impl State {
+    fn record(&self, request: LoggedRequest) {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(request);
+    }
 }
 
 impl CosStandIn {
@@ -213,42 +233,21 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
     let fault = *state.fault.lock().unwrap_or_else(|e| e.into_inner());
     match fault {
         Some(Fault::Hang) => std::future::pending().await,
-        Some(Fault::FailPartCopies)
-            if request.method() == Method::PUT
-                && request.headers().contains_key("x-cos-copy-source")
-                && request
-                    .uri()
-                    .query()
-                    .is_some_and(|q| q.contains("partNumber=")) =>
-        {
-            state
-                .log
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(LoggedRequest {
-                    method: request.method().to_string(),
-                    path: request.uri().path().to_string(),
-                    query: request.uri().query().unwrap_or_default().to_string(),
-                    copy_source: header_str(request.headers(), "x-cos-copy-source"),
-                    copy_source_range: header_str(request.headers(), "x-cos-copy-source-range"),
-                    status: 500,
-                });
-            let refusal = internal("the copy failed (FailPartCopies)".into());
-            return error_response(&refusal, request.uri().path(), "cos-stand-in-fault");
+        Some(Fault::FailPartCopies) => {
+            let seen = LoggedRequest::of(request.method(), request.uri(), request.headers(), 500);
+            if seen.is_part_copy() {
+                state.record(seen);
+                let refusal = internal("the copy failed (FailPartCopies)".into());
+                return error_response(&refusal, request.uri().path(), "cos-stand-in-fault");
+            }
         }
         Some(Fault::Garbage) => {
-            state
-                .log
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(LoggedRequest {
-                    method: request.method().to_string(),
-                    path: request.uri().path().to_string(),
-                    query: request.uri().query().unwrap_or_default().to_string(),
-                    copy_source: header_str(request.headers(), "x-cos-copy-source"),
-                    copy_source_range: header_str(request.headers(), "x-cos-copy-source-range"),
-                    status: 500,
-                });
+            state.record(LoggedRequest::of(
+                request.method(),
+                request.uri(),
+                request.headers(),
+                500,
+            ));
             let mut response = Response::new(Full::new(random_bytes()));
             *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
             return response;
@@ -262,7 +261,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
                 .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
             return Response::from_parts(parts, Full::new(body));
         }
-        Some(Fault::FailPartCopies) | None => {}
+        None => {}
     }
     answer(state, request).await
 }
@@ -322,18 +321,12 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-cos-request-id", value);
     }
-    state
-        .log
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(LoggedRequest {
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_string(),
-            query: parts.uri.query().unwrap_or_default().to_string(),
-            copy_source: header_str(&parts.headers, "x-cos-copy-source"),
-            copy_source_range: header_str(&parts.headers, "x-cos-copy-source-range"),
-            status: response.status().as_u16(),
-        });
+    state.record(LoggedRequest::of(
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        response.status().as_u16(),
+    ));
     response
 }
 
