@@ -2,14 +2,20 @@
 //! `$ROOMREC_TESTBED_BIN` when set) and Debian's packages on PATH.
 
 use crate::error::{Result, TestbedError};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 /// The repository root (this crate lives in `tests/`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Cargo runs a test with its own package's directory, a child of the root like this one.
+    // Taken at run time first: a build cached outside the clone (CI's target directory) may
+    // have been compiled in another checkout, whose path `env!` would have kept.
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    package
         .parent()
-        .expect("tests/ has a parent")
+        .expect("a workspace member has a parent")
         .to_path_buf()
 }
 

@@ -1,7 +1,7 @@
 //! The part's object: stored as chunk objects the store assembles, or streamed into one upload.
 
 use crate::shared::part::PartMeta;
-use crate::store::cos_multipart::{CosError, CosMultipart};
+use crate::store::cos_multipart::{CosError, CosMultipart, Part};
 use crate::store::spool::Spool;
 use bytes::Bytes;
 use opendal::{Buffer, Operator, Writer};
@@ -76,12 +76,14 @@ enum Assembler {
 }
 
 /// For stores that copy ranges server-side (S3's UploadPartCopy, COS's Upload Part - Copy):
-/// each full chunk is stored at once as an object of its own in the part's journal directory,
-/// and at the part's end the part's object is assembled from them by the store, with only the
-/// last partial chunk sent again. One chunk is in memory at a time: opendal's multipart writer
-/// keeps the last chunk it was given until the next one (so a one-chunk file can be a single
-/// PUT), which with S3's 5 MiB minimum part held two. The chunks go with the journal when the
-/// part is complete.
+/// each full chunk is stored at once as an object of its own in the part's journal directory
+/// and copied into the part's object (a multipart upload) by the store as soon as it is stored,
+/// so that the part's end only uploads the last partial chunk and completes. Copying them all
+/// at the end made a stop wait for every copy: an hour-long part holds ~180 chunks, and 100
+/// parts of 4 chunks ending together took 15 s on the test bed's store. One chunk is in memory
+/// at a time: opendal's multipart writer keeps the last chunk it was given until the next one
+/// (so a one-chunk file can be a single PUT), which with S3's 5 MiB minimum part held two.
+/// The chunks go with the journal when the part is complete.
 #[allow(clippy::too_many_arguments)]
 async fn upload_by_chunk_objects(
     op: Operator,
@@ -97,6 +99,9 @@ async fn upload_by_chunk_objects(
     let mut filling: Vec<Bytes> = Vec::new();
     let mut filled = 0usize;
     let mut stored: Vec<(String, u64)> = Vec::new();
+    // The object assembled as the chunks come, until that fails (the end then copies them all).
+    let mut assembly: Option<Assembly> = None;
+    let mut copying = true;
     while let Some(data) = rx.recv().await {
         let len = data.len();
         give_way(&abandoned, &mut failure);
@@ -107,7 +112,26 @@ async fn upload_by_chunk_objects(
                 let key = format!("{journal_dir}{:05}.chunk", stored.len() + 1);
                 let buffer = Buffer::from(std::mem::take(&mut filling));
                 match op.write(&key, buffer).await {
-                    Ok(_) => stored.push((key, filled as u64)),
+                    Ok(_) => {
+                        stored.push((key.clone(), filled as u64));
+                        if copying
+                            && let Err(e) = Assembly::copy_in(
+                                &mut assembly,
+                                &assembler,
+                                &op,
+                                &meta,
+                                &key,
+                                filled as u64,
+                            )
+                            .await
+                        {
+                            tracing::warn!(key = %meta.key, "copying a stored chunk into the part's object failed; the part's end copies them all: {e}");
+                            if let Some(a) = assembly.take() {
+                                a.abandon(&meta).await;
+                            }
+                            copying = false;
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(key = %meta.key, "streaming upload failed, the journal keeps the data: {e}");
                         failure = Some(e.into());
@@ -121,80 +145,157 @@ async fn upload_by_chunk_objects(
     // Abandoned after the last queued write: the object must not be assembled short.
     give_way(&abandoned, &mut failure);
     if let Some(e) = failure {
+        if let Some(a) = assembly {
+            a.abandon(&meta).await;
+        }
         return Err(e);
     }
     let rest = Buffer::from(filling);
-    match assembler {
+    if stored.is_empty() {
         // Nothing to copy: the part is one write, as any small object.
-        Assembler::Cos(_) if stored.is_empty() => assemble_by_opendal(&op, &meta, &[], rest).await,
-        Assembler::Opendal => assemble_by_opendal(&op, &meta, &stored, rest).await,
-        Assembler::Cos(cos) => assemble_by_cos(&cos, &meta, &stored, rest).await,
-    }?;
-    if !stored.is_empty() {
-        tracing::info!(key = %meta.key, chunks = stored.len(), "part assembled by the store from its stored chunks");
+        let writer = object_writer(&op, &meta, None).await?;
+        return Assembly::Opendal(writer).finish(rest, &meta).await;
     }
+    let completed = match assembly {
+        Some(a) => match a.finish(rest.clone(), &meta).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(key = %meta.key, "completing the part's object failed; assembling it again from its stored chunks: {e}");
+                false
+            }
+        },
+        None => false,
+    };
+    if !completed {
+        assemble_again(&assembler, &op, &meta, &stored, rest).await?;
+    }
+    tracing::info!(key = %meta.key, chunks = stored.len(), "part assembled by the store from its stored chunks");
     Ok(())
 }
 
-async fn assemble_by_opendal(
+/// Assembles the part's object from all its stored chunks at once: when copying them as they
+/// came failed.
+async fn assemble_again(
+    assembler: &Assembler,
     op: &Operator,
     meta: &PartMeta,
     stored: &[(String, u64)],
     rest: Buffer,
 ) -> Result<(), UploadError> {
-    // Parts as they come, not cut to `chunk`: with an exact chunk size opendal copies only
-    // whole chunks natively and downloads and re-uploads the rest of each stored chunk (they
-    // run a little over `chunk`, ending on a unit), which moved nearly every byte twice more.
-    let mut writer = object_writer(op, meta, None).await?;
-    let assembled = async {
-        for (key, len) in stored {
-            writer.copy_from(key, 0..*len).await?;
+    let mut assembly = None;
+    for (key, len) in stored {
+        if let Err(e) = Assembly::copy_in(&mut assembly, assembler, op, meta, key, *len).await {
+            if let Some(a) = assembly {
+                a.abandon(meta).await;
+            }
+            return Err(e);
         }
-        writer.write(rest).await?;
-        writer.close().await
     }
-    .await;
-    match assembled {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let _ = writer.abort().await;
-            Err(e.into())
-        }
+    match assembly {
+        Some(a) => a.finish(rest, meta).await,
+        None => Err(UploadError::NoWriter),
     }
 }
 
-/// One COS multipart upload: a part copied from each stored chunk, then the rest uploaded (COS
-/// takes a last part of any size), completed in order; aborted when any request fails.
-async fn assemble_by_cos(
-    cos: &CosMultipart,
-    meta: &PartMeta,
-    stored: &[(String, u64)],
-    rest: Buffer,
-) -> Result<(), UploadError> {
-    let key = &meta.key;
-    let upload_id = cos.initiate(key, meta.mode.content_type()).await?;
-    let assembled = async {
-        let mut parts = Vec::with_capacity(stored.len() + 1);
-        for (number, (source, len)) in (1u32..).zip(stored) {
-            parts.push(
-                cos.copy_part(key, &upload_id, number, source, 0..*len)
-                    .await?,
-            );
+/// A part's object under assembly by the store: a multipart upload that stored chunks are
+/// copied into, then the rest uploaded and the whole completed.
+enum Assembly {
+    /// opendal's writer: parts as they come, not cut to a chunk size (with an exact chunk size
+    /// opendal copies only whole chunks natively and downloads and re-uploads the rest of each
+    /// stored chunk, which run a little over it, ending on a unit).
+    Opendal(Writer),
+    Cos {
+        cos: Arc<CosMultipart>,
+        upload_id: String,
+        parts: Vec<Part>,
+    },
+}
+
+impl Assembly {
+    /// Copies a stored chunk into `assembly` as its next part, beginning it with the first.
+    async fn copy_in(
+        assembly: &mut Option<Self>,
+        assembler: &Assembler,
+        op: &Operator,
+        meta: &PartMeta,
+        source: &str,
+        len: u64,
+    ) -> Result<(), UploadError> {
+        let begun = match assembly {
+            Some(a) => a,
+            None => assembly.insert(match assembler {
+                Assembler::Opendal => Self::Opendal(object_writer(op, meta, None).await?),
+                Assembler::Cos(cos) => Self::Cos {
+                    upload_id: cos.initiate(&meta.key, meta.mode.content_type()).await?,
+                    cos: cos.clone(),
+                    parts: Vec::new(),
+                },
+            }),
+        };
+        match begun {
+            Self::Opendal(writer) => writer.copy_from(source, 0..len).await?,
+            Self::Cos {
+                cos,
+                upload_id,
+                parts,
+            } => {
+                let number = parts.len() as u32 + 1;
+                let part = cos
+                    .copy_part(&meta.key, upload_id, number, source, 0..len)
+                    .await?;
+                parts.push(part);
+            }
         }
-        if !rest.is_empty() {
-            let number = parts.len() as u32 + 1;
-            parts.push(cos.upload_part(key, &upload_id, number, rest).await?);
-        }
-        cos.complete(key, &upload_id, &parts).await
+        Ok(())
     }
-    .await;
-    if let Err(e) = assembled {
-        if let Err(abort) = cos.abort(key, &upload_id).await {
-            tracing::warn!(key = %key, "could not abort the part's multipart upload: {abort}");
+
+    /// Uploads the rest (COS takes a last part of any size) and completes the object, in
+    /// order; aborts the upload when that fails.
+    async fn finish(mut self, rest: Buffer, meta: &PartMeta) -> Result<(), UploadError> {
+        let finished: Result<(), UploadError> = match &mut self {
+            Self::Opendal(writer) => {
+                async {
+                    writer.write(rest).await?;
+                    writer.close().await?;
+                    Ok(())
+                }
+                .await
+            }
+            Self::Cos {
+                cos,
+                upload_id,
+                parts,
+            } => {
+                async {
+                    if !rest.is_empty() {
+                        let number = parts.len() as u32 + 1;
+                        parts.push(cos.upload_part(&meta.key, upload_id, number, rest).await?);
+                    }
+                    cos.complete(&meta.key, upload_id, parts).await?;
+                    Ok(())
+                }
+                .await
+            }
+        };
+        if finished.is_err() {
+            self.abandon(meta).await;
         }
-        return Err(e.into());
+        finished
     }
-    Ok(())
+
+    /// Aborts the multipart upload: the store drops the parts copied so far.
+    async fn abandon(self, meta: &PartMeta) {
+        let aborted = match self {
+            Self::Opendal(mut writer) => writer.abort().await.map_err(UploadError::from),
+            Self::Cos { cos, upload_id, .. } => cos
+                .abort(&meta.key, &upload_id)
+                .await
+                .map_err(UploadError::from),
+        };
+        if let Err(e) = aborted {
+            tracing::warn!(key = %meta.key, "could not abort the part's multipart upload: {e}");
+        }
+    }
 }
 
 /// For other stores: the part streams into opendal's writer as it is recorded, in chunks of

@@ -73,6 +73,30 @@ async fn a_part_of_several_chunks_is_assembled_by_the_store_and_leaves_nothing_b
         .filter(|l| l.contains("| GET |") && l.contains(name) && l.contains(".chunk"))
         .collect();
     assert!(fetched.is_empty(), "chunks read back: {fetched:#?}");
+    // Each chunk is copied into the object as soon as it is stored, so a stop waits only for
+    // the rest: part i's copy is in the store's log (written as each answer goes) before chunk
+    // i + 1 is stored.
+    let object = format!("/{key} ");
+    let line_of = |wanted: &dyn Fn(&str) -> bool| store_log.lines().position(wanted);
+    let chunks = assembled["fields"]["chunks"].as_u64().unwrap();
+    for i in 1..chunks {
+        let copied = line_of(&|l| {
+            l.contains(&object)
+                && l.rsplit("| ")
+                    .next()
+                    .is_some_and(|query| query.split('&').any(|q| q == format!("partNumber={i}")))
+        })
+        .unwrap_or_else(|| panic!("no copy of chunk {i}: {store_log}"));
+        let next = line_of(&|l| {
+            l.contains("| PUT |") && l.contains(name) && l.contains(&format!("{:05}.chunk", i + 1))
+        })
+        .unwrap_or_else(|| panic!("chunk {} never stored: {store_log}", i + 1));
+        assert!(
+            copied < next,
+            "chunk {i} copied only after chunk {} was stored",
+            i + 1
+        );
+    }
     // Byte-exact and playable: the size and the duration are the manifest's, every frame is
     // there after the first keyframe.
     let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
@@ -148,6 +172,22 @@ async fn a_cos_part_of_several_chunks_is_assembled_by_part_copies_and_leaves_not
         let last: u64 = range.strip_prefix("bytes=0-").unwrap().parse().unwrap();
         assert!(last + 1 >= 5 << 20, "a whole chunk is copied: {copy:?}");
         copied += last + 1;
+    }
+    // Each chunk is copied as soon as it is stored, so a stop waits only for the rest: the
+    // copy of chunk i comes before chunk i + 1 is stored.
+    for i in 1..copies.len() {
+        let at = |wanted: &dyn Fn(&&roomrec_testbed::cos::LoggedRequest) -> bool| {
+            requests.iter().position(|r| wanted(&r))
+        };
+        let copied = at(&|r| {
+            r.path == path && r.is_part_copy() && r.query.contains(&format!("partNumber={i}&"))
+        });
+        let next = at(&|r| r.method == "PUT" && r.path.ends_with(&format!("{:05}.chunk", i + 1)));
+        assert!(
+            copied.unwrap() < next.unwrap(),
+            "chunk {i} copied only after chunk {} was stored: {requests:#?}",
+            i + 1
+        );
     }
     let uploaded: Vec<_> = for_object
         .iter()
@@ -266,6 +306,80 @@ async fn a_cos_part_whose_part_copies_fail_is_rebuilt_from_its_journal() {
     );
     let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
     assert!((13.5..15.5).contains(&seconds), "{seconds} s");
+}
+
+#[tokio::test]
+async fn a_cos_part_whose_first_part_copy_fails_is_assembled_again_at_its_end() {
+    // The first chunk's copy is refused (and retried, and given up) while the store's copies
+    // fail; then they work again. The upload begun for the first chunk is aborted, the later chunks are only
+    // stored, and at the part's end one new upload copies every chunk: the object is whole and
+    // is not a rebuild from checkpoints.
+    let spec = StreamSpec {
+        video_kbps: 6000,
+        ..StreamSpec::default()
+    };
+    let _publisher = publish("cos-copy-late", spec).await;
+    let cos = cos_stand_in().await;
+    cos.misbehave(Some(roomrec_testbed::cos::Fault::FailPartCopies));
+    let storage = Storage::cos(&cos, "cos-copy-late");
+    let worker = start(&mut worker(
+        &bed().rtmp_url("cos-copy-late"),
+        "02",
+        &storage,
+        &["--max-duration", "20"],
+    ));
+    // Until the worker gives the first copy up (its retries refused too) and aborts the upload.
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while !cos
+            .requests()
+            .iter()
+            .any(|r| r.method == "DELETE" && r.query.starts_with("uploadId="))
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    cos.misbehave(None);
+    let run = finish(worker).await;
+    assert!(refused.is_ok(), "no upload was aborted: {}", run.stderr);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let parts = parts(&run);
+    assert_eq!(parts.len(), 1, "{:#}", run.manifest);
+    assert_eq!(parts[0]["recovered"], false, "{:#}", parts[0]);
+    let bytes = parts[0]["bytes"].as_u64().unwrap();
+    assert!(bytes > 10 << 20, "more than two chunks: {:#}", parts[0]);
+    let path = format!("/{}", parts[0]["key"].as_str().unwrap());
+    let requests = cos.requests();
+    let for_object: Vec<_> = requests.iter().filter(|r| r.path == path).collect();
+    let initiated = for_object
+        .iter()
+        .filter(|r| r.method == "POST" && r.query == "uploads")
+        .count();
+    assert_eq!(initiated, 2, "{for_object:#?}");
+    let aborted = for_object
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.query.starts_with("uploadId="))
+        .count();
+    assert_eq!(aborted, 1, "the first upload is aborted: {for_object:#?}");
+    // The second upload: every chunk copied, in order, after the first one's abort.
+    let abort_at = for_object
+        .iter()
+        .position(|r| r.method == "DELETE")
+        .unwrap();
+    let copies: Vec<_> = for_object[abort_at..]
+        .iter()
+        .filter(|r| r.is_part_copy())
+        .collect();
+    assert!(copies.len() >= 2, "{for_object:#?}");
+    for (i, copy) in copies.iter().enumerate() {
+        assert_eq!(copy.status, 200, "{copy:?}");
+        assert!(
+            copy.query.contains(&format!("partNumber={}&", i + 1)),
+            "{copy:?}"
+        );
+    }
+    let seconds = verify_parts(&run, &storage, Some("h264"), Some("aac"));
+    assert!((19.5..21.5).contains(&seconds), "{seconds} s");
 }
 
 #[tokio::test]
