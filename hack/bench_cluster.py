@@ -41,27 +41,38 @@ class Watch:
     """`kubectl get KIND -w -o json`: the latest object by name and when each was first seen
     in a state (`seen[(name, state)] = time`), states decided by `classify(obj)`."""
 
-    def __init__(self, kubectl, env, kind, namespace, classify):
+    def __init__(self, kubectl, env, kind, namespace, classify, log):
         self.latest, self.seen, self.lock = {}, {}, threading.Lock()
-        self.classify = classify
-        self.proc = subprocess.Popen([kubectl, "get", kind, "-n", namespace, "-w", "-o", "json"],
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True)
-        threading.Thread(target=self._read, daemon=True).start()
+        self.classify, self.stopped = classify, False
+        self.command = [kubectl, "get", kind, "-n", namespace, "-w", "-o", "json"]
+        self.env, self.log = env, log
+        self.proc = None
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        # kubectl's watch ends when the API server closes it (it did during the burst of
+        # 1,000): a new one lists every object again, and `seen` keeps the first times.
+        while not self.stopped:
+            self.proc = subprocess.Popen(self.command, env=self.env, stdout=subprocess.PIPE,
+                                         stderr=open(self.log, "a"), text=True)
+            self._read()
+            self.proc.wait()
+            time.sleep(0.2)
 
     def _read(self):
-        decoder, buffer = json.JSONDecoder(), ""
+        # Objects span many lines: only a line closing a top-level object is worth parsing.
+        lines = []
         for line in self.proc.stdout:
-            buffer += line
-            while buffer.strip():
-                try:
-                    obj, end = decoder.raw_decode(buffer.lstrip())
-                except json.JSONDecodeError:
-                    break
-                buffer = buffer.lstrip()[end:]
-                now = time.monotonic()
-                name = obj["metadata"]["name"]
-                with self.lock:
+            lines.append(line)
+            if line != "}\n":
+                continue
+            got = json.loads("".join(lines))
+            lines = []
+            now = time.monotonic()
+            # A watch begins with what exists (and kubectl lists again when it renews its watch), printed as lists (PodList, pages of 500).
+            with self.lock:
+                for obj in got["items"] if "items" in got else [got]:
+                    name = obj["metadata"]["name"]
                     self.latest[name] = obj
                     for state in self.classify(obj):
                         self.seen.setdefault((name, state), now)
@@ -81,7 +92,9 @@ class Watch:
         raise SystemExit(f"bench: none of {', '.join(names)} reached {state} within {timeout} s")
 
     def stop(self):
-        self.proc.kill()
+        self.stopped = True
+        if self.proc:
+            self.proc.kill()
 
 
 def job_states(job):
@@ -217,6 +230,45 @@ def requests_by_client(audit_log, since, until, namespace):
     return counts
 
 
+CLOSE_EVENTS = {"signal received": "signal", "part closing": "closing",
+                "part assembled": "assembled", "recording finished": "finished"}
+
+
+def worker_close_steps(pods_dir, asked, callbacks):
+    """Where each job's time from its stop to its callback went, from its worker's log (the
+    node agent keeps it): the stop reaching the worker (patch → operator deletes the pod → the
+    signal), ffmpeg's last fragment, the store completing the part's object, the journal
+    deleted and the final report, then the pod's end and the operator's callback."""
+    steps = {"patch → worker signalled": [], "signal → part closing (last fragment)": [],
+             "closing → object complete in the store": [],
+             "object complete → worker done (journal deleted, final report)": [],
+             "worker done → callback received": []}
+    wall_minus_mono = time.time() - time.monotonic()
+    for log in Path(pods_dir).glob("bench_steady-*/worker.log"):
+        name = re.search(r"bench_(steady-\d+)-0-", str(log)).group(1)
+        if name not in asked or name not in callbacks:
+            continue
+        seen = {}
+        for line in open(log, errors="replace"):
+            try:
+                event = json.loads(line)
+                message = event["fields"]["message"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+            for prefix, key in CLOSE_EVENTS.items():
+                if message.startswith(prefix):
+                    at = datetime.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+                    seen[key] = at.timestamp() - wall_minus_mono
+        if len(seen) < len(CLOSE_EVENTS):
+            continue
+        values = [seen["signal"] - asked[name], seen["closing"] - seen["signal"],
+                  seen["assembled"] - seen["closing"], seen["finished"] - seen["assembled"],
+                  callbacks[name] - seen["finished"]]
+        for step, value in zip(steps, values):
+            steps[step].append(value)
+    return steps
+
+
 def proc_cpu_seconds(pid):
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -306,8 +358,8 @@ def main():
         k("create", "secret", "generic", "s3-keys", "-n", ns,
           f"--from-literal=accessKeyId={info['s3_access_key']}",
           f"--from-literal=secretAccessKey={info['s3_secret_key']}", capture_output=True)
-        jobs = Watch(kubectl, kenv, "recordingjobs", ns, job_states)
-        pods = Watch(kubectl, kenv, "pods", ns, pod_states)
+        jobs = Watch(kubectl, kenv, "recordingjobs", ns, job_states, work / "watch-jobs.log")
+        pods = Watch(kubectl, kenv, "pods", ns, pod_states, work / "watch-pods.log")
         time.sleep(3)
 
         def apply(names, seconds):
@@ -423,7 +475,10 @@ def main():
         print(f"  asked within {last_ask - first_ask:.2f} s; callbacks p50 {pct(ended, 50):.2f} s, "
               f"p99 {pct(ended, 99):.2f} s; the last {all_sent:.2f} s after the first stop; "
               f"{len(missing)} missing")
-        together = (last_ask - first_ask, ended, all_sent, len(missing))
+        steps = worker_close_steps(work / "bed/node/pods", asked, callbacks)
+        for step, values in steps.items():
+            print(f"  {step}: p50 {pct(values, 50):.2f} s, p99 {pct(values, 99):.2f} s")
+        together = (last_ask - first_ask, ended, all_sent, len(missing), steps)
         k("delete", "recordingjobs", "--all", "-n", ns, "--wait=true", "--timeout", "600s",
           capture_output=True)
         burst = run_burst(args, k, kubectl, kenv, ns, stream, info, callback_url, audit_log,
@@ -537,8 +592,9 @@ def write_results(args, starts, stops, per_job, writes, reads, operator_cpu, ope
         f"| all {args.steady_jobs} stopped at once (asked within {together[0]:.1f} s) → each callback received | every one ≤ 30 s | "
         f"p50 {pct(together[1], 50):.2f} s, p99 {pct(together[1], 99):.2f} s; the last {together[2]:.2f} s after the first stop"
         + (f"; **{together[3]} never arrived**" if together[3] else "") + " |",
-    ] + ([] if not burst else [
-        f"| burst: {args.burst_jobs} jobs applied at once (kubectl apply, 100 a call: "
+    ] + [f"| … {step} (each worker's log) | — | p50 {pct(v, 50):.2f} s, p99 {pct(v, 99):.2f} s |"
+         for step, v in together[4].items()] + ([] if not burst else [
+        f"| burst: {args.burst_jobs} jobs applied at once (server-side, 100 a call, ten calls at once: "
         f"{burst['applied']:.1f} s) → every worker pod created | every one ≤ 60 s | "
         f"the last {max(burst['created']):.1f} s; per job p50 {pct(burst['created'], 50):.1f} s, "
         f"p99 {pct(burst['created'], 99):.1f} s |",
