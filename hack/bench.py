@@ -35,6 +35,16 @@ def sh(*args, **kw):
     return subprocess.run(args, check=True, text=True, **kw)
 
 
+def bed_info(bed_dir):
+    """What a test bed started with `roomrec-testbed up --dir bed_dir` says of itself (its
+    bed.json), once it is up (within two minutes)."""
+    for _ in range(240):
+        if (bed_dir / "bed.json").exists():
+            break
+        time.sleep(0.5)
+    return json.load(open(bed_dir / "bed.json"))
+
+
 def stop_all(procs, timeout):
     """SIGTERM to each process, last started first; SIGKILL to any still running after timeout."""
     for p in reversed(procs):
@@ -137,11 +147,7 @@ def main():
                            stdout=open(work / "bed.log", "w"), stderr=subprocess.STDOUT)
     procs = [bed]
     try:
-        for _ in range(240):
-            if (work / "bed/bed.json").exists():
-                break
-            time.sleep(0.5)
-        info = json.load(open(work / "bed/bed.json"))
+        info = bed_info(work / "bed")
         stream = f"rtmp://127.0.0.1:{info['rtmp_port']}/live/bench"
         publisher = subprocess.Popen(publisher_command(stream), stdout=subprocess.DEVNULL,
                                      stderr=open(work / "publisher.log", "w"))

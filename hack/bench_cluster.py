@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack"))
-from bench import publisher_command, stop_all, write_block  # noqa: E402  (the stream as in bench.py)
+from bench import bed_info, publisher_command, stop_all, write_block  # noqa: E402  (the stream as in bench.py)
 
 
 def sh(*args, **kw):
@@ -316,11 +316,7 @@ def main():
                            env=dict(env, ROOMREC_TESTBED_AUDIT_LOG=str(audit_log)), stdout=open(work / "bed.log", "w"), stderr=subprocess.STDOUT)
     procs = [bed]
     try:
-        for _ in range(240):
-            if (work / "bed/bed.json").exists():
-                break
-            time.sleep(0.5)
-        info = json.load(open(work / "bed/bed.json"))
+        info = bed_info(work / "bed")
         kenv = dict(env, KUBECONFIG=info["kubeconfig"])
         k = lambda *a, **kw: sh(kubectl, *a, env=kenv, **kw)  # noqa: E731
         k("apply", "--server-side", "-f", ROOT / "crds/recordingjob.yaml", capture_output=True)

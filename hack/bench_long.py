@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack"))
 # The same stream and the same checks as the media benchmark.
 from bench import exited, machine_busy, machine_ticks, media_gaps, own_and_children_cpu, probe  # noqa: E402
-from bench import publisher_command, sh, stop_all, wait_rusage, write_block  # noqa: E402
+from bench import bed_info, publisher_command, sh, stop_all, wait_rusage, write_block  # noqa: E402
 
 
 def clip_command(path, seconds):
@@ -195,11 +195,7 @@ def main():
         clip = work / "clip.flv"
         print(f"== encoding a {args.clip_seconds} s clip of the benchmark's stream")
         sh(*clip_command(clip, args.clip_seconds), stdout=subprocess.DEVNULL)
-        for _ in range(240):
-            if (bed_dir / "bed.json").exists():
-                break
-            time.sleep(0.5)
-        info = json.load(open(bed_dir / "bed.json"))
+        info = bed_info(bed_dir)
         stream = f"rtmp://127.0.0.1:{info['rtmp_port']}/live/long"
         publisher = subprocess.Popen(looped_publisher(clip, args.speed, stream), stdout=subprocess.DEVNULL,
                                      stderr=open(work / "publisher.log", "w"))
