@@ -15,13 +15,13 @@ use crate::shared::part::{PartMeta, PartRecord};
 use crate::source::ffmpeg::{self, FfmpegError, LogLine, Recording};
 use crate::source::input::{DropRule, Protocol, redact, retry_delay};
 use crate::source::plan::{self, Plan};
-use crate::store::claim::{self, Lease, Owner};
+use crate::store::claim::{self, Checkpoints, Lease, Owner};
 use crate::store::cos_multipart::CosMultipart;
 use crate::store::faststart::Faststart;
 use crate::store::journal;
 use crate::store::keys::compact_time;
 use crate::store::numbering::{KeyMaker, PartNumbers};
-use crate::store::part_writer::{PartWriter, UploadSettings};
+use crate::store::part_writer::{PartWriter, RunShared, UploadSettings};
 use crate::store::scratch::{self, Scratch};
 use crate::store::spool::{Spool, upload_spooled};
 use crate::store::stopping::Stopping;
@@ -49,6 +49,8 @@ pub struct Recorder {
     numbers: PartNumbers,
     /// This run's lease: while it is renewed, no other run rebuilds the journals it claimed.
     lease: Option<Lease>,
+    /// Told of each stored checkpoint: while they come, the lease need not be rewritten.
+    checkpoints: Arc<Checkpoints>,
     /// Journals of this recording whose owner looked alive at the start, rebuilt if it turns
     /// out dead.
     watched: Option<JoinHandle<Vec<PartRecord>>>,
@@ -137,6 +139,7 @@ impl Recorder {
             quiet,
             timeline_restarted: None,
             numbers: PartNumbers::new(op.clone(), keys, &run),
+            checkpoints: lease.checkpoints(),
             lease: Some(lease),
             watched: None,
             config,
@@ -730,9 +733,12 @@ impl Recorder {
                 &self.config.storage.prefix,
                 meta,
                 settings,
-                self.spool.clone(),
-                self.stopping.clone(),
-                self.status.clone(),
+                RunShared {
+                    spool: self.spool.clone(),
+                    stopping: self.stopping.clone(),
+                    status: self.status.clone(),
+                    checkpoints: self.checkpoints.clone(),
+                },
             ),
             scratch,
             base: None,

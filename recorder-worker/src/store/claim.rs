@@ -7,20 +7,28 @@
 //! An existence check cannot do this: two writers pass it together.
 //!
 //! Recovery must tell a dead run's journal from a live neighbour's of the same stream and
-//! session. Each run keeps a lease, `{journal root}.runs/{run id}`, rewritten every
-//! `HEARTBEAT`; another run rebuilds a journal only when its owner's lease is gone or did not
-//! change for `STALE`. Seen across two reads of the store, not against a clock: pods' clocks
-//! and the store's may disagree.
+//! session. Each run keeps a lease, `{journal root}.runs/{run id}`, that names the journal the
+//! run last stored a checkpoint in; another run rebuilds a journal only when its owner's lease
+//! is gone, or when neither the lease nor the journal it names changed for `STALE`. Seen
+//! across two reads of the store, not against a clock: pods' clocks and the store's may
+//! disagree.
+//!
+//! A live run shows a change at least every `HEARTBEAT`: while media flows its checkpoints do
+//! (one every 2–3 s), and the lease is rewritten only when they stop or move to another
+//! journal. Rewritten every 2 s regardless, it cost a third of the worker's own CPU.
 
 use crate::store::journal::journal_root;
 use bytes::Bytes;
 use opendal::{ErrorKind, Operator};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
-pub const HEARTBEAT: Duration = Duration::from_secs(2);
-/// Many heartbeats: a live worker on a loaded node must never look dead.
-pub const STALE: Duration = Duration::from_secs(15);
+/// The longest a live run goes without a change others can see. Longer than the checkpoint
+/// interval (2 s by default), so checkpoints alone keep a recording run visibly alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(4);
+/// Five heartbeats: a live worker on a loaded node must never look dead.
+pub const STALE: Duration = Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
@@ -106,34 +114,60 @@ async fn read_optional(op: &Operator, key: &str) -> Result<Option<Bytes>, ClaimE
     }
 }
 
-/// This run's lease, rewritten in the background until `end`.
+/// The journal this run last stored a checkpoint in, and when; the part writers tell it.
+#[derive(Debug, Default)]
+pub struct Checkpoints(Mutex<Option<(Arc<str>, Instant)>>);
+
+impl Checkpoints {
+    pub fn stored(&self, dir: &Arc<str>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((dir.clone(), Instant::now()));
+    }
+
+    fn last(&self) -> Option<(Arc<str>, Instant)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// This run's lease, kept visibly alive in the background until `end`.
 pub struct Lease {
     op: Operator,
     key: String,
+    checkpoints: Arc<Checkpoints>,
     beating: JoinHandle<()>,
 }
 
 impl Lease {
     /// Writes the lease before anything is claimed: a claim without a lease is a dead run's.
     pub async fn start(op: &Operator, prefix: &str, run: &str) -> Result<Self, ClaimError> {
+        Self::start_every(op, prefix, run, HEARTBEAT).await
+    }
+
+    async fn start_every(
+        op: &Operator,
+        prefix: &str,
+        run: &str,
+        heartbeat: Duration,
+    ) -> Result<Self, ClaimError> {
         let key = lease_key(prefix, run);
         op.write(&key, "0").await.map_err(store_error(&key))?;
-        let beating = tokio::spawn({
-            let (op, key) = (op.clone(), key.clone());
-            async move {
-                for beat in 1u64.. {
-                    tokio::time::sleep(HEARTBEAT).await;
-                    if let Err(e) = op.write(&key, beat.to_string()).await {
-                        tracing::warn!(lease = %key, "cannot renew the run's lease: {e}");
-                    }
-                }
-            }
-        });
+        let checkpoints = Arc::<Checkpoints>::default();
+        let beating = tokio::spawn(keep_alive(
+            op.clone(),
+            key.clone(),
+            checkpoints.clone(),
+            heartbeat,
+        ));
         Ok(Self {
             op: op.clone(),
             key,
+            checkpoints,
             beating,
         })
+    }
+
+    /// Where the run's part writers report each stored checkpoint.
+    pub fn checkpoints(&self) -> Arc<Checkpoints> {
+        self.checkpoints.clone()
     }
 
     /// Once every part of the run is stored or kept: what it kept is a later run's to rebuild.
@@ -145,23 +179,81 @@ impl Lease {
     }
 }
 
+/// Rewrites the lease whenever `heartbeat` passes without a checkpoint stored in the journal
+/// it names (the recording is quiet, between parts, or finishing), naming the journal of the
+/// newest checkpoint. While checkpoints come, it wakes about once per heartbeat and writes
+/// nothing.
+async fn keep_alive(op: Operator, key: String, checkpoints: Arc<Checkpoints>, heartbeat: Duration) {
+    let mut named: Option<Arc<str>> = None;
+    let mut shown = Instant::now();
+    for beat in 1u64.. {
+        tokio::time::sleep_until((shown + heartbeat).into()).await;
+        let last = checkpoints.last();
+        if let Some((dir, at)) = &last
+            && *at > shown
+            && named.as_ref() == Some(dir)
+        {
+            shown = *at;
+            continue;
+        }
+        named = last.map(|(dir, _)| dir).or(named);
+        if let Err(e) = op.write(&key, lease_content(beat, named.as_deref())).await {
+            tracing::warn!(lease = %key, "cannot renew the run's lease: {e}");
+        }
+        shown = Instant::now();
+    }
+}
+
+/// `{beat}`, then the journal the run is writing on a line of its own.
+fn lease_content(beat: u64, journal: Option<&str>) -> String {
+    match journal {
+        Some(dir) => format!("{beat}\n{dir}"),
+        None => beat.to_string(),
+    }
+}
+
 /// What a journal's owner looks like at one read of the store.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Owner {
     /// No claim, or the claiming run's lease is gone: nobody writes this journal.
     Gone,
-    /// The lease of run `run` read `beat`: alive unless it reads the same after `STALE`.
-    Beating { run: String, beat: Bytes },
+    /// The lease of run `run` read `beat`, and the journal it names ended with checkpoint
+    /// `newest`: alive unless both read the same after `STALE`.
+    Beating {
+        run: String,
+        beat: Bytes,
+        newest: Option<String>,
+    },
 }
 
 pub async fn observe(op: &Operator, prefix: &str, dir: &str) -> Result<Owner, ClaimError> {
     let Some(run) = owner(op, dir).await? else {
         return Ok(Owner::Gone);
     };
-    Ok(match read_optional(op, &lease_key(prefix, &run)).await? {
-        None => Owner::Gone,
-        Some(beat) => Owner::Beating { run, beat },
-    })
+    let Some(beat) = read_optional(op, &lease_key(prefix, &run)).await? else {
+        return Ok(Owner::Gone);
+    };
+    let newest = match std::str::from_utf8(&beat)
+        .ok()
+        .and_then(|lease| lease.split_once('\n'))
+    {
+        Some((_, journal)) => newest_checkpoint(op, journal).await?,
+        None => None,
+    };
+    Ok(Owner::Beating { run, beat, newest })
+}
+
+/// The last checkpoint stored in journal `dir` (segments are numbered in order).
+async fn newest_checkpoint(op: &Operator, dir: &str) -> Result<Option<String>, ClaimError> {
+    match op.list(dir).await {
+        Ok(entries) => Ok(entries
+            .into_iter()
+            .map(|e| e.path().to_string())
+            .filter(|path| path.ends_with(".seg"))
+            .max()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(store_error(dir)(e)),
+    }
 }
 
 /// Whether the owner seen `before` is dead now (read again, `STALE` later); a dead run's lease
@@ -175,9 +267,7 @@ pub async fn abandoned(
     let now = observe(op, prefix, dir).await?;
     match (before, &now) {
         (_, Owner::Gone) => Ok(true),
-        (Owner::Beating { run, beat }, Owner::Beating { run: r, beat: b })
-            if run == r && beat == b =>
-        {
+        (before @ Owner::Beating { run, .. }, now) if before == now => {
             let key = lease_key(prefix, run);
             op.delete(&key).await.map_err(store_error(&key))?;
             Ok(true)
@@ -189,6 +279,7 @@ pub async fn abandoned(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::journal;
 
     fn fs_store() -> (tempfile::TempDir, Operator) {
         let dir = tempfile::tempdir().unwrap();
@@ -231,5 +322,78 @@ mod tests {
         assert!(abandoned(&op, "", "j/a/", &before).await.unwrap());
         assert_eq!(observe(&op, "", "j/a/").await.unwrap(), Owner::Gone);
         assert_eq!(observe(&op, "", "j/none/").await.unwrap(), Owner::Gone);
+    }
+
+    #[tokio::test]
+    async fn a_run_storing_checkpoints_is_alive_though_its_lease_does_not_change() {
+        let (_dir, op) = fs_store();
+        assert!(claim(&op, "j/a/", "live").await.unwrap());
+        // Claimed ahead, never written: alive through the journal its lease names.
+        assert!(claim(&op, "j/b/", "live").await.unwrap());
+        op.write(&lease_key("", "live"), lease_content(3, Some("j/a/")))
+            .await
+            .unwrap();
+        op.write(&journal::segment_key("j/a/", 1), "x")
+            .await
+            .unwrap();
+        for (seq, judged) in [(1, "j/a/"), (2, "j/b/")] {
+            let before = observe(&op, "", judged).await.unwrap();
+            let Owner::Beating { newest, .. } = &before else {
+                panic!("{before:?}")
+            };
+            assert_eq!(newest, &Some(journal::segment_key("j/a/", seq)));
+            op.write(&journal::segment_key("j/a/", seq + 1), "x")
+                .await
+                .unwrap();
+            assert!(
+                !abandoned(&op, "", judged, &before).await.unwrap(),
+                "{judged}"
+            );
+        }
+        // Neither the lease nor its journal changed: the run stopped.
+        let before = observe(&op, "", "j/b/").await.unwrap();
+        assert!(abandoned(&op, "", "j/b/", &before).await.unwrap());
+        assert_eq!(observe(&op, "", "j/a/").await.unwrap(), Owner::Gone);
+    }
+
+    #[tokio::test]
+    async fn the_lease_is_rewritten_only_when_checkpoints_stop_or_move_to_another_journal() {
+        let (_dir, op) = fs_store();
+        let heartbeat = Duration::from_millis(400);
+        let lease = Lease::start_every(&op, "", "run", heartbeat).await.unwrap();
+        let read = || async {
+            String::from_utf8(op.read(&lease_key("", "run")).await.unwrap().to_vec()).unwrap()
+        };
+        let store_for = |dir: &'static str, time: Duration| {
+            let checkpoints = lease.checkpoints();
+            async move {
+                let (dir, until) = (Arc::<str>::from(dir), Instant::now() + time);
+                while Instant::now() < until {
+                    checkpoints.stored(&dir);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        // Named once, then the checkpoints alone show the run alive.
+        store_for("j/a/", heartbeat * 2).await;
+        let named = read().await;
+        assert!(named.ends_with("\nj/a/"), "{named:?}");
+        store_for("j/a/", heartbeat * 4).await;
+        assert_eq!(read().await, named, "rewritten while checkpoints came");
+        // Another journal: named within a heartbeat.
+        store_for("j/b/", heartbeat * 2).await;
+        let moved = read().await;
+        assert!(moved.ends_with("\nj/b/"), "{moved:?}");
+        store_for("j/b/", heartbeat * 3).await;
+        assert_eq!(read().await, moved);
+        // No checkpoints: rewritten every heartbeat, still naming the last journal.
+        tokio::time::sleep(heartbeat * 3).await;
+        let beating = read().await;
+        assert_ne!(beating, moved);
+        assert!(beating.ends_with("\nj/b/"), "{beating:?}");
+        tokio::time::sleep(heartbeat * 3).await;
+        assert_ne!(read().await, beating);
+        lease.end().await;
+        assert!(!op.exists(&lease_key("", "run")).await.unwrap());
     }
 }

@@ -8,6 +8,7 @@
 use crate::shared::live::Status;
 use crate::shared::metrics::metrics;
 use crate::shared::part::{PartMeta, PartRecord};
+use crate::store::claim::Checkpoints;
 use crate::store::cos_multipart::CosMultipart;
 use crate::store::journal;
 use crate::store::journal_upload::{Checkpoint, upload_journal};
@@ -55,16 +56,30 @@ pub struct PartWriter {
     pub seconds: f64,
 }
 
+/// What every part of one run shares.
+pub struct RunShared {
+    pub spool: Arc<Spool>,
+    pub stopping: Arc<Stopping>,
+    /// The live status: shows each part's durable bytes and seconds.
+    pub status: Arc<Status>,
+    /// Each stored checkpoint also shows others, through the run's lease, that it is alive.
+    pub checkpoints: Arc<Checkpoints>,
+}
+
 impl PartWriter {
     pub fn open(
         op: Operator,
         prefix: &str,
         meta: PartMeta,
         settings: UploadSettings,
-        spool: Arc<Spool>,
-        stopping: Arc<Stopping>,
-        status: Arc<Status>,
+        run: RunShared,
     ) -> Self {
+        let RunShared {
+            spool,
+            stopping,
+            status,
+            checkpoints,
+        } = run;
         let journal_dir = journal::journal_dir(prefix, &meta.key);
         let (main_tx, main_rx) = mpsc::unbounded_channel();
         let main_abandoned = Arc::new(AtomicBool::new(false));
@@ -88,8 +103,11 @@ impl PartWriter {
             spool.clone(),
             stopping.clone(),
             {
-                let part = meta.part;
-                move |bytes, seconds| status.open_durable(part, bytes, seconds)
+                let (part, dir) = (meta.part, Arc::<str>::from(journal_dir.as_str()));
+                move |bytes, seconds| {
+                    status.open_durable(part, bytes, seconds);
+                    checkpoints.stored(&dir);
+                }
             },
         ));
         Self {

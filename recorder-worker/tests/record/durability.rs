@@ -165,3 +165,67 @@ async fn a_worker_rebuilds_only_its_own_recordings_journals_never_a_running_neig
     let seconds = verify_parts(&alice, &storage, Some("h264"), Some("aac"));
     assert!(seconds >= 12.5, "alice's part holds {seconds} s of 14");
 }
+
+#[tokio::test]
+async fn a_running_workers_checkpoints_keep_it_alive_to_a_neighbour_without_rewriting_its_lease() {
+    // While media flows a run's checkpoints show it is alive and its lease is not rewritten
+    // (a request every 2 s was a third of the worker's own CPU). A second worker of the same
+    // stream and session finds the first one's journal, watches it for the stale time and
+    // must leave it alone: it sees the journal the lease names grow, not the lease change.
+    let _publisher = publish("alive", StreamSpec::default()).await;
+    let storage = Storage::s3("alive");
+    let _ = std::fs::remove_dir_all(storage.file("alive"));
+    let session = ["--session-start", "2026-01-03T00:00:00Z"];
+    let first = start(&mut worker(
+        &bed().rtmp_url("alive"),
+        "02",
+        &storage,
+        &[&session[..], &["--max-duration", "40"]].concat(),
+    ));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let leases = files_under(&storage.file("alive/.roomrec-journal/.runs"));
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    let lease = std::fs::read_to_string(&leases[0]).unwrap();
+    let (_, journal) = lease
+        .split_once('\n')
+        .unwrap_or_else(|| panic!("the lease names no journal: {lease:?}"));
+    assert!(journal.ends_with("_part0001.mp4/"), "{lease:?}");
+    let checkpoints = |dir: &str| {
+        files_under(&storage.file(dir))
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "seg"))
+            .count()
+    };
+    let stored_before = checkpoints(journal);
+
+    let mut second = worker(&bed().rtmp_url("alive"), "02", &storage, &session);
+    second.args(["--max-duration", "3"]);
+    let second = run(&mut second).await;
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(
+        second
+            .stderr
+            .contains("belongs to a running worker; left to it"),
+        "the second worker did not judge the first one's journal: {}",
+        second.stderr
+    );
+    let seconds = parts(&second);
+    assert_eq!(seconds.len(), 1, "{:#}", second.manifest);
+    assert_eq!(seconds[0]["recovered"], false);
+    // More than the stale time later: the same lease, and more checkpoints in its journal.
+    assert_eq!(
+        std::fs::read_to_string(&leases[0]).unwrap(),
+        lease,
+        "the lease was rewritten while checkpoints came"
+    );
+    assert!(checkpoints(journal) > stored_before + 5);
+
+    let first = finish(first).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let firsts = parts(&first);
+    assert_eq!(firsts.len(), 1, "{:#}", first.manifest);
+    assert_eq!(firsts[0]["status"], "succeeded", "{:#}", first.manifest);
+    assert_eq!(firsts[0]["recovered"], false);
+    let recorded = verify_parts(&first, &storage, Some("h264"), Some("aac"));
+    assert!(recorded >= 38.5, "the first part holds {recorded} s of 40");
+}
