@@ -23,7 +23,7 @@ between the bench-long markers.
 Usage: hack/bench_long.py [--minutes 60] [--speed 10] [--clip-seconds 60] [--checkpoint-seconds 2]
                           [--bed DIR] [--no-build] [--keep] [--out docs/benchmarks.md]
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -45,6 +45,25 @@ def clip_command(path, seconds):
 def looped_publisher(clip, speed, stream):
     return ["ffmpeg", "-hide_banner", "-loglevel", "warning", "-stream_loop", "-1",
             "-readrate", str(speed), "-i", str(clip), "-c", "copy", "-f", "flv", stream]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spool_bytes(address):
+    """The worker's recorded bytes waiting for the store (`roomrec_worker_spool_bytes`), or None.
+    Read only when RSS reaches a new high: a scrape every second would be CPU of its own."""
+    try:
+        text = urllib.request.urlopen(f"http://{address}/metrics", timeout=2).read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("roomrec_worker_spool_bytes "):
+            return float(line.split()[1])
+    return None
 
 
 def task_cpu(pid, seen):
@@ -206,18 +225,22 @@ def main():
         wenv = dict(os.environ, AWS_ACCESS_KEY_ID=info["s3_access_key"],
                     AWS_SECRET_ACCESS_KEY=info["s3_secret_key"], ROOMREC_LOG="info")
         manifest = work / "long.json"
+        metrics_address = f"127.0.0.1:{free_port()}"
         machine_before = machine_ticks()
         started = time.time()
         worker = subprocess.Popen(
             [target_dir / "release" / "roomrec-worker", "record", "--source", stream, "--mode", "02",
              "--storage", f"s3://{info['s3_bucket']}/bench-long", "--endpoint", info["s3_endpoint"],
              "--max-duration", str(seconds), "--checkpoint-seconds", str(args.checkpoint_seconds),
-             "--log-format", "json", "--manifest", manifest],
+             "--log-format", "json", "--manifest", manifest, "--metrics-address", metrics_address],
             env=wenv, stdout=subprocess.DEVNULL, stderr=open(work / "worker.log", "w"))
         log = Log(work / "worker.log")
         own_seen, child_seen = {}, {}
         child_cpu = {}  # ffmpeg pid -> its CPU s so far (a reconnect would start another)
         samples = []  # (wall time, RSS KiB, worker's own CPU s, its ffmpeg's CPU s, RssAnon, RssFile)
+        # Each new RSS high after the first minute, with what was then waiting for the store:
+        # (wall time, RSS KiB, spool bytes).
+        highs, high = [], 0
         last_print = started
         while not exited(worker.pid):
             now = time.time()
@@ -229,6 +252,11 @@ def main():
                 child_cpu[child] = task_cpu(child, child_seen.setdefault(child, {}))
             if kib:
                 samples.append((now, kib, own, sum(child_cpu.values()), memory[1], memory[2]))
+                past_first_minute = log.points and log.points[-1][1] >= 60
+                if past_first_minute and kib >= high + 256:
+                    if high:
+                        highs.append((now, kib, spool_bytes(metrics_address)))
+                    high = kib
             log.read()
             if now - last_print >= 30 and log.points:
                 last_print = now
@@ -252,6 +280,8 @@ def main():
               f"schedstat: worker {samples[-1][2]:.2f}, its ffmpeg {samples[-1][3]:.2f}")
 
         result = analyse(args, log.points, samples, float(m.get("durationSeconds", 0.0)))
+        result["highs"] = [(interp(sorted(p[0] for p in log.points), sorted(p[1] for p in log.points), t), k / 1024,
+                            None if b is None else b / 2**20) for t, k, b in highs]
         result.update(code=code, status=m.get("status"), stop=m.get("stopReason"), parts=len(parts),
                       probed=probed, gaps=len(gaps), restarts=len(log.restarts), wall=wall, busy=busy,
                       total_cpu=total_cpu, own_ticks=own_ticks, child_ticks=child_ticks)
@@ -377,6 +407,9 @@ def write_results(args, r):
         f"worker {r['minute0'][0]:.3f} + ffmpeg {r['minute0'][1]:.3f}; worker {r['ending_own']:.3f} |",
         f"| CPU s in all (wait4: the worker with its ffmpeg) | — | {r['total_cpu']:.2f} (worker {r['own_ticks']:.2f}, "
         f"its ffmpeg {r['child_ticks']:.2f}, clock ticks) |",
+        f"| RSS rising after the first minute (each new high by ≥ 256 KiB: media time, RSS, bytes then waiting for "
+        f"the store) | — | " + ("; ".join(f"{m:.0f} s: {k:.1f} MiB, spool {'?' if b is None else f'{b:.1f} MiB'}"
+                                        for m, k, b in r["highs"]) or "none") + " |",
         "",
         "| media minutes | worker CPU s per minute | its ffmpeg's | worker RSS avg MiB | max |",
         "|---|---|---|---|---|",

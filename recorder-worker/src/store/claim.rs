@@ -27,8 +27,10 @@ use tokio::task::JoinHandle;
 /// The longest a live run goes without a change others can see. Longer than the checkpoint
 /// interval (2 s by default), so checkpoints alone keep a recording run visibly alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(4);
-/// Five heartbeats: a live worker on a loaded node must never look dead.
-pub const STALE: Duration = Duration::from_secs(20);
+/// Nearly four heartbeats: a live worker on a loaded node must never look dead. Not longer: a
+/// worker restarted after a crash judges the dead run's journals this long after it starts,
+/// and a stop that comes first leaves them to a next run (20 s missed a test's stop).
+pub const STALE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
