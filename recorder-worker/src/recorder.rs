@@ -784,6 +784,25 @@ impl Recorder {
         }
     }
 
+    /// How long to watch journals whose owners look alive before judging them: `STALE`, less
+    /// what the store's own clock says each has already been quiet (an object store only).
+    async fn stale_wait(&self, prefix: &str, watched: &[(String, Owner)]) -> Duration {
+        let stamped = !matches!(self.config.storage.kind, StorageKind::Dir(_));
+        let store_now = match (&self.lease, stamped) {
+            (Some(lease), true) => lease.written_at().await,
+            _ => None,
+        };
+        let mut wait = Duration::ZERO;
+        for (_, owner) in watched {
+            let quiet = match store_now {
+                Some(now) => claim::quiet_for(&self.op, prefix, owner, now).await,
+                None => None,
+            };
+            wait = wait.max(claim::STALE.saturating_sub(quiet.unwrap_or_default()));
+        }
+        wait
+    }
+
     /// Rebuilds the parts of earlier runs that did not finish: first their checkpoints left in
     /// the spool directory go to the journal, then every journal of this recording (this
     /// stream and session) whose run is dead is assembled. A journal whose run still renews
@@ -841,8 +860,14 @@ impl Recorder {
             }
         }
         if !watched.is_empty() {
+            let wait = self.stale_wait(&prefix, &watched).await;
+            tracing::info!(
+                journals = watched.len(),
+                ?wait,
+                "journals of this stream and session have a live-looking lease: judged once they show no change for the stale time"
+            );
             self.watched = Some(tokio::spawn(async move {
-                tokio::time::sleep(claim::STALE).await;
+                tokio::time::sleep(wait).await;
                 let mut records = Vec::new();
                 for (dir, before) in watched {
                     match claim::abandoned(&rebuilder.op, &prefix, &dir, &before).await {

@@ -167,6 +167,11 @@ impl Lease {
         })
     }
 
+    /// The store's time when this lease was last written (its Last-Modified).
+    pub async fn written_at(&self) -> Option<jiff::Timestamp> {
+        modified(&self.op, &self.key).await
+    }
+
     /// Where the run's part writers report each stored checkpoint.
     pub fn checkpoints(&self) -> Arc<Checkpoints> {
         self.checkpoints.clone()
@@ -256,6 +261,34 @@ async fn newest_checkpoint(op: &Operator, dir: &str) -> Result<Option<String>, C
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(store_error(dir)(e)),
     }
+}
+
+/// How long the owner seen in `before` has shown no change by the store's own clock: from the
+/// later of its lease's and its newest checkpoint's Last-Modified to `store_now` (this run's
+/// own lease's). Only for an object store, which stamps every object itself; a directory's
+/// times come from each writer's clock. A restart that comes long after its crash need not
+/// wait out `STALE` again (and a stop soon after it then found the dead run's part unjudged).
+pub async fn quiet_for(
+    op: &Operator,
+    prefix: &str,
+    before: &Owner,
+    store_now: jiff::Timestamp,
+) -> Option<Duration> {
+    let Owner::Beating { run, newest, .. } = before else {
+        return None;
+    };
+    let mut last = modified(op, &lease_key(prefix, run)).await?;
+    if let Some(checkpoint) = newest {
+        last = last.max(modified(op, checkpoint).await?);
+    }
+    // Last-Modified has whole seconds: one less, never more.
+    let quiet = store_now.duration_since(last).as_secs() - 1;
+    u64::try_from(quiet).ok().map(Duration::from_secs)
+}
+
+async fn modified(op: &Operator, key: &str) -> Option<jiff::Timestamp> {
+    let meta = op.stat(key).await.ok()?;
+    meta.last_modified().map(|t| t.into_inner())
 }
 
 /// Whether the owner seen `before` is dead now (read again, `STALE` later); a dead run's lease

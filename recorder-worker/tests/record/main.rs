@@ -9,7 +9,7 @@
 //! | `source` | a source that never starts, stalls, or drops and returns |
 //! | `stopping` | SIGTERM and `--stop-file` finish a playable file |
 //! | `segments` | parts cut by duration and by size; a part of several upload chunks |
-//! | `durability` | SIGKILL: the next run rebuilds the part from its checkpoints; a live run is never taken for a dead one |
+//! | `durability` | SIGKILL: the next run rebuilds the part from its checkpoints (at once when it comes late); a live run is never taken for a dead one |
 //! | `outages` | the object store unreachable: spooled, spilled, kept, or the spool full |
 //! | `failures` | bad credentials, a missing bucket, an unreachable store, bad arguments |
 //! | `reporting` | metrics, the RecordingJob status, the termination message |
