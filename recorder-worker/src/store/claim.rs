@@ -17,7 +17,7 @@
 //! (one every 2–3 s), and the lease is rewritten only when they stop or move to another
 //! journal. Rewritten every 2 s regardless, it cost a third of the worker's own CPU.
 
-use crate::store::journal::journal_root;
+use crate::store::journal::{self, journal_root};
 use bytes::Bytes;
 use opendal::{ErrorKind, Operator};
 use std::sync::{Arc, Mutex};
@@ -250,14 +250,10 @@ pub async fn observe(op: &Operator, prefix: &str, dir: &str) -> Result<Owner, Cl
     Ok(Owner::Beating { run, beat, newest })
 }
 
-/// The last checkpoint stored in journal `dir` (segments are numbered in order).
+/// The last checkpoint stored in journal `dir`.
 async fn newest_checkpoint(op: &Operator, dir: &str) -> Result<Option<String>, ClaimError> {
-    match op.list(dir).await {
-        Ok(entries) => Ok(entries
-            .into_iter()
-            .map(|e| e.path().to_string())
-            .filter(|path| path.ends_with(".seg"))
-            .max()),
+    match journal::segments(op, dir).await {
+        Ok(mut segments) => Ok(segments.pop()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(store_error(dir)(e)),
     }
@@ -314,7 +310,6 @@ pub async fn abandoned(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::journal;
 
     fn fs_store() -> (tempfile::TempDir, Operator) {
         let dir = tempfile::tempdir().unwrap();

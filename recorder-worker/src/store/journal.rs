@@ -37,6 +37,19 @@ pub fn segment_key(dir: &str, seq: u32) -> String {
     format!("{dir}{seq:08}.seg")
 }
 
+/// The checkpoints stored in journal `dir`, oldest first (`segment_key` numbers them in order).
+pub async fn segments(op: &Operator, dir: &str) -> opendal::Result<Vec<String>> {
+    let mut segments: Vec<String> = op
+        .list(dir)
+        .await?
+        .into_iter()
+        .map(|entry| entry.path().to_string())
+        .filter(|path| path.ends_with(".seg"))
+        .collect();
+    segments.sort();
+    Ok(segments)
+}
+
 pub fn meta_key(dir: &str) -> String {
     format!("{dir}meta.json")
 }
@@ -112,15 +125,7 @@ pub async fn salvage(
         key: meta.key.clone(),
         source,
     };
-    let mut segments: Vec<String> = op
-        .list(dir)
-        .await
-        .map_err(read_error)?
-        .into_iter()
-        .map(|entry| entry.path().to_string())
-        .filter(|path| path.ends_with(".seg"))
-        .collect();
-    segments.sort();
+    let segments = segments(op, dir).await.map_err(read_error)?;
 
     let mut writer = op
         .writer_with(&meta.key)
