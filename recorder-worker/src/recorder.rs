@@ -18,6 +18,7 @@ use crate::source::plan::{self, Plan};
 use crate::store::claim::{self, Checkpoints, Lease, Owner};
 use crate::store::cos_multipart::CosMultipart;
 use crate::store::faststart::Faststart;
+use crate::store::in_place::InPlace;
 use crate::store::journal;
 use crate::store::keys::compact_time;
 use crate::store::numbering::{KeyMaker, PartNumbers};
@@ -40,6 +41,8 @@ pub struct Recorder {
     op: Operator,
     /// COS: part copies for assembling a part's object from its stored chunks.
     cos_parts: Option<Arc<CosMultipart>>,
+    /// A directory: parts are written into their files in place.
+    in_place: Option<Arc<InPlace>>,
     status: Arc<Status>,
     spool: Arc<Spool>,
     stopping: Arc<Stopping>,
@@ -94,7 +97,11 @@ impl Recorder {
     /// Connects to storage and checks it is usable, so bad credentials or a missing bucket fail
     /// before any media is read.
     pub async fn new(config: RecordConfig, status: Arc<Status>) -> Result<Self, Failure> {
-        let Store { op, cos_parts } = config
+        let Store {
+            op,
+            cos_parts,
+            in_place,
+        } = config
             .storage
             .open(&config.retry)
             .map_err(Failure::retryable)?;
@@ -145,6 +152,7 @@ impl Recorder {
             config,
             op,
             cos_parts,
+            in_place,
             status,
             spool,
             stopping: Arc::default(),
@@ -726,6 +734,7 @@ impl Recorder {
             chunk: self.config.chunk_size(),
             checkpoint: self.config.checkpoint,
             cos_parts: self.cos_parts.clone(),
+            in_place: self.in_place.clone(),
         };
         OpenPart {
             writer: PartWriter::open(
@@ -779,6 +788,7 @@ impl Recorder {
         Rebuilder {
             op: self.op.clone(),
             chunk: self.config.chunk_size(),
+            in_place: self.in_place.clone(),
             faststart: self.faststart.clone(),
             status: self.status.clone(),
         }
@@ -919,6 +929,7 @@ async fn finish_copy(
 struct Rebuilder {
     op: Operator,
     chunk: usize,
+    in_place: Option<Arc<InPlace>>,
     faststart: Option<Arc<Faststart>>,
     status: Arc<Status>,
 }
@@ -939,7 +950,15 @@ impl Rebuilder {
             .faststart
             .as_ref()
             .map(|f| f.scratch(dir.trim_end_matches('/')));
-        match journal::salvage(&self.op, dir, self.chunk, scratch.as_mut()).await {
+        match journal::salvage(
+            &self.op,
+            dir,
+            self.chunk,
+            self.in_place.as_deref(),
+            scratch.as_mut(),
+        )
+        .await
+        {
             Ok(s) => {
                 tracing::info!(key = %s.meta.key, seconds = s.seconds, "recovered a part left by an earlier run");
                 let record = PartRecord::from_meta(

@@ -70,6 +70,14 @@ impl Cutter {
         pieces
     }
 
+    /// Bytes pushed that are not yet part of a whole unit.
+    pub fn buffered(&self) -> usize {
+        match self {
+            Cutter::Mp4(s) => s.buffered(),
+            Cutter::Mp3(s) => s.buffered(),
+        }
+    }
+
     pub fn finish(&mut self) -> Option<mp3::Frames> {
         match self {
             Cutter::Mp3(s) => s.finish(),

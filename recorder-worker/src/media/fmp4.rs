@@ -89,6 +89,11 @@ impl Splitter {
         self.buffer.make_room()
     }
 
+    /// Bytes pushed that are not yet part of a whole unit.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// The next complete unit, if the buffer holds one.
     pub fn next_unit(&mut self) -> Result<Option<Unit>, Fmp4Error> {
         loop {
@@ -465,11 +470,11 @@ impl Timeline {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// 3 s of H.264 (2 s GOP) + AAC from real ffmpeg, fragmented as the worker asks for.
-    fn ffmpeg_fmp4() -> Vec<u8> {
+    pub(crate) fn ffmpeg_fmp4() -> Vec<u8> {
         let out = std::process::Command::new("ffmpeg")
             .args([
                 "-v",

@@ -90,6 +90,11 @@ impl Splitter {
         self.buffer.make_room()
     }
 
+    /// Bytes pushed that are not yet part of whole frames.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
     pub fn sample_rate(&self) -> u32 {
         self.sample_rate
     }

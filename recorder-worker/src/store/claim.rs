@@ -14,9 +14,10 @@
 //! disagree.
 //!
 //! A live run shows a change at least every `HEARTBEAT`: while media flows its checkpoints do
-//! (one every 2–3 s), and the lease is rewritten only when they stop or move to another
-//! journal. Rewritten every 2 s regardless, it cost a third of the worker's own CPU.
+//! (one every 2–3 s: a new segment, or into a directory a longer part file), and the lease is
+//! rewritten only when they stop or move to another journal. Rewritten every 2 s regardless, it cost a third of the worker's own CPU.
 
+use crate::shared::part::PartMeta;
 use crate::store::journal::{self, journal_root};
 use bytes::Bytes;
 use opendal::{ErrorKind, Operator};
@@ -224,13 +225,31 @@ fn lease_content(beat: u64, journal: Option<&str>) -> String {
 pub enum Owner {
     /// No claim, or the claiming run's lease is gone: nobody writes this journal.
     Gone,
-    /// The lease of run `run` read `beat`, and the journal it names ended with checkpoint
+    /// The lease of run `run` read `beat`, and the journal it names had got as far as
     /// `newest`: alive unless both read the same after `STALE`.
     Beating {
         run: String,
         beat: Bytes,
-        newest: Option<String>,
+        newest: Option<Progress>,
     },
+}
+
+/// How far a journal's part has got.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// Its newest checkpoint.
+    Segment(String),
+    /// A part written in place (no segments): its file's length.
+    InPlace { key: String, len: u64 },
+}
+
+impl Progress {
+    /// The object that shows it.
+    fn key(&self) -> &str {
+        match self {
+            Progress::Segment(key) | Progress::InPlace { key, .. } => key,
+        }
+    }
 }
 
 pub async fn observe(op: &Operator, prefix: &str, dir: &str) -> Result<Owner, ClaimError> {
@@ -250,12 +269,29 @@ pub async fn observe(op: &Operator, prefix: &str, dir: &str) -> Result<Owner, Cl
     Ok(Owner::Beating { run, beat, newest })
 }
 
-/// The last checkpoint stored in journal `dir`.
-async fn newest_checkpoint(op: &Operator, dir: &str) -> Result<Option<String>, ClaimError> {
-    match journal::segments(op, dir).await {
-        Ok(mut segments) => Ok(segments.pop()),
+/// The last checkpoint stored in journal `dir`; without segments, the length of its part's
+/// file (written in place, or not at all yet).
+async fn newest_checkpoint(op: &Operator, dir: &str) -> Result<Option<Progress>, ClaimError> {
+    match journal::segments(op, dir).await.map(|mut s| s.pop()) {
+        Ok(Some(newest)) => return Ok(Some(Progress::Segment(newest))),
+        Ok(None) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(store_error(dir)(e)),
+    }
+    let meta_key = journal::meta_key(dir);
+    let Some(meta) = read_optional(op, &meta_key).await? else {
+        return Ok(None);
+    };
+    let Ok(meta) = serde_json::from_slice::<PartMeta>(&meta) else {
+        return Ok(None);
+    };
+    match op.stat(&meta.key).await {
+        Ok(stat) => Ok(Some(Progress::InPlace {
+            len: stat.content_length(),
+            key: meta.key,
+        })),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(store_error(dir)(e)),
+        Err(e) => Err(store_error(&meta.key)(e)),
     }
 }
 
@@ -274,8 +310,8 @@ pub async fn quiet_for(
         return None;
     };
     let mut last = modified(op, &lease_key(prefix, run)).await?;
-    if let Some(checkpoint) = newest {
-        last = last.max(modified(op, checkpoint).await?);
+    if let Some(progress) = newest {
+        last = last.max(modified(op, progress.key()).await?);
     }
     // Last-Modified has whole seconds: one less, never more.
     let quiet = store_now.duration_since(last).as_secs() - 1;
@@ -371,7 +407,10 @@ mod tests {
             let Owner::Beating { newest, .. } = &before else {
                 panic!("{before:?}")
             };
-            assert_eq!(newest, &Some(journal::segment_key("j/a/", seq)));
+            assert_eq!(
+                newest,
+                &Some(Progress::Segment(journal::segment_key("j/a/", seq)))
+            );
             op.write(&journal::segment_key("j/a/", seq + 1), "x")
                 .await
                 .unwrap();
@@ -384,6 +423,37 @@ mod tests {
         let before = observe(&op, "", "j/b/").await.unwrap();
         assert!(abandoned(&op, "", "j/b/", &before).await.unwrap());
         assert_eq!(observe(&op, "", "j/a/").await.unwrap(), Owner::Gone);
+    }
+
+    #[tokio::test]
+    async fn a_run_writing_a_part_in_place_is_alive_while_its_file_grows() {
+        let (_dir, op) = fs_store();
+        let meta = PartMeta::example(1);
+        let dir = journal::journal_dir("", &meta.key);
+        assert!(claim(&op, &dir, "live").await.unwrap());
+        op.write(&lease_key("", "live"), lease_content(3, Some(&dir)))
+            .await
+            .unwrap();
+        op.write(&journal::meta_key(&dir), serde_json::to_vec(&meta).unwrap())
+            .await
+            .unwrap();
+        op.write(&meta.key, vec![0u8; 10]).await.unwrap();
+        let before = observe(&op, "", &dir).await.unwrap();
+        let Owner::Beating { newest, .. } = &before else {
+            panic!("{before:?}")
+        };
+        assert_eq!(
+            newest,
+            &Some(Progress::InPlace {
+                key: meta.key.clone(),
+                len: 10
+            })
+        );
+        op.write(&meta.key, vec![0u8; 20]).await.unwrap();
+        assert!(!abandoned(&op, "", &dir, &before).await.unwrap());
+        // The file stopped growing and the lease did not change: the run stopped.
+        let before = observe(&op, "", &dir).await.unwrap();
+        assert!(abandoned(&op, "", &dir, &before).await.unwrap());
     }
 
     #[tokio::test]

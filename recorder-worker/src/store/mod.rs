@@ -3,6 +3,7 @@
 pub mod claim;
 pub mod cos_multipart;
 pub mod faststart;
+pub mod in_place;
 pub mod journal;
 pub mod journal_upload;
 pub mod keys;

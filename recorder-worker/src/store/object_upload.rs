@@ -1,4 +1,4 @@
-//! The part's object: stored as chunk objects the store assembles, or streamed into one upload.
+//! The part's object in an object store: stored as chunk objects the store assembles.
 
 use crate::shared::part::PartMeta;
 use crate::store::cos_multipart::{CosError, CosMultipart, Part};
@@ -19,6 +19,8 @@ pub enum UploadError {
     GaveWay,
     #[error("no writer")]
     NoWriter,
+    #[error("the store cannot assemble a part from its stored chunks")]
+    NoAssembly,
     /// The upload's task panicked or was cancelled.
     #[error(transparent)]
     Task(#[from] tokio::task::JoinError),
@@ -26,10 +28,13 @@ pub enum UploadError {
     Late,
     #[error(transparent)]
     Cos(#[from] CosError),
+    /// A part written in place whose checkpoints did not all reach its file.
+    #[error("the directory did not take all of its checkpoints")]
+    NotStored,
 }
 
-/// Streams the part into its object. After an error, or when it is abandoned under memory
-/// pressure, it keeps draining (and releasing) the queue: the journal holds the data, and
+/// Uploads the part into its object as it is recorded. After an error, or when it is abandoned
+/// under memory pressure, it keeps draining (and releasing) the queue: the journal holds the data, and
 /// `finish` assembles the object from it.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn upload_main(
@@ -48,10 +53,10 @@ pub(super) async fn upload_main(
     } else if let Some(cos) = cos_parts {
         Assembler::Cos(cos)
     } else {
-        // A store that takes writes of any size (a directory) is written as the units come:
-        // a chunk held for it would only be memory.
-        let chunk = capability.write_multi_min_size.map(|_| chunk);
-        return upload_streaming(op, meta, chunk, rx, spool, abandoned).await;
+        // None of the stores roomrec opens: S3 copies ranges, COS has its part copies and a
+        // directory is written in place. Another store's parts are rebuilt from their journals.
+        drain(rx, &spool).await;
+        return Err(UploadError::NoAssembly);
     };
     upload_by_chunk_objects(
         op,
@@ -153,7 +158,7 @@ async fn upload_by_chunk_objects(
     let rest = Buffer::from(filling);
     if stored.is_empty() {
         // Nothing to copy: the part is one write, as any small object.
-        let writer = object_writer(&op, &meta, None).await?;
+        let writer = object_writer(&op, &meta).await?;
         return Assembly::Opendal(writer).finish(rest, &meta).await;
     }
     let completed = match assembly {
@@ -224,7 +229,7 @@ impl Assembly {
         let begun = match assembly {
             Some(a) => a,
             None => assembly.insert(match assembler {
-                Assembler::Opendal => Self::Opendal(object_writer(op, meta, None).await?),
+                Assembler::Opendal => Self::Opendal(object_writer(op, meta).await?),
                 Assembler::Cos(cos) => Self::Cos {
                     upload_id: cos.initiate(&meta.key, meta.mode.content_type()).await?,
                     cos: cos.clone(),
@@ -298,76 +303,18 @@ impl Assembly {
     }
 }
 
-/// For other stores: the part streams into opendal's writer as it is recorded, in chunks of
-/// `chunk` bytes when given (a store's minimum part), else each unit as it comes.
-async fn upload_streaming(
-    op: Operator,
-    meta: PartMeta,
-    chunk: Option<usize>,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-    spool: Arc<Spool>,
-    abandoned: Arc<AtomicBool>,
-) -> Result<(), UploadError> {
-    let mut failure: Option<UploadError> = None;
-    let mut writer = match object_writer(&op, &meta, chunk).await {
-        Ok(w) => Some(w),
-        Err(e) => {
-            failure = Some(e.into());
-            None
-        }
-    };
+async fn drain(mut rx: mpsc::UnboundedReceiver<Bytes>, spool: &Spool) {
     while let Some(data) = rx.recv().await {
-        let len = data.len();
-        if give_way(&abandoned, &mut failure)
-            && let Some(mut w) = writer.take()
-        {
-            let _ = w.abort().await;
-        }
-        if let Some(w) = writer.as_mut()
-            && let Err(e) = w.write(data).await
-        {
-            tracing::warn!(key = %meta.key, "streaming upload failed, the journal keeps the data: {e}");
-            failure = Some(e.into());
-            if let Some(mut w) = writer.take() {
-                let _ = w.abort().await;
-            }
-        }
-        spool.release(len);
-    }
-    // Abandoned after the last queued write: the object must not be completed short.
-    if give_way(&abandoned, &mut failure)
-        && let Some(mut w) = writer.take()
-    {
-        let _ = w.abort().await;
-    }
-    match (writer, failure) {
-        (Some(mut w), None) => match w.close().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let _ = w.abort().await;
-                Err(e.into())
-            }
-        },
-        (_, Some(e)) => Err(e),
-        (None, None) => Err(UploadError::NoWriter),
+        spool.release(data.len());
     }
 }
 
-/// The writer of the part's object: in chunks of exactly `chunk` bytes when given, else in
-/// parts of any size the store accepts (for a store that copies ranges, the stored chunks' own
-/// sizes).
-async fn object_writer(
-    op: &Operator,
-    meta: &PartMeta,
-    chunk: Option<usize>,
-) -> opendal::Result<Writer> {
-    let writer = op
-        .writer_with(&meta.key)
-        .content_type(meta.mode.content_type());
-    match chunk {
-        Some(chunk) => writer.chunk(chunk).await,
-        None => writer.await,
-    }
+/// The writer of the part's object, in parts of any size the store accepts (the stored chunks'
+/// own sizes).
+async fn object_writer(op: &Operator, meta: &PartMeta) -> opendal::Result<Writer> {
+    op.writer_with(&meta.key)
+        .content_type(meta.mode.content_type())
+        .await
 }
 
 /// Whether the streaming upload gave way to the checkpoints just now (the spool was under

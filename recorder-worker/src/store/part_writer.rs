@@ -1,17 +1,19 @@
 //! `PartWriter`: writes one part, unit by unit, and closes it into its `PartRecord`.
 //!
-//! One part of a recording on its way to storage: the bytes stream into the part's object
-//! through opendal's multipart writer and, every checkpoint interval, into the journal
-//! (see `journal`). Both run as tasks fed through queues, so a slow or unreachable store never
-//! stalls ffmpeg; the queues are the spool, bounded by `SpoolLimits`.
+//! One part of a recording on its way to storage: into an object store the bytes stream into
+//! the part's object through opendal's multipart writer and, every checkpoint interval, into
+//! the journal (see `journal`); into a directory each checkpoint is written into the part's
+//! file in place (see `in_place`). Both run as tasks fed through queues, so a slow or
+//! unreachable store never stalls ffmpeg; the queues are the spool, bounded by `SpoolLimits`.
 
 use crate::shared::live::Status;
 use crate::shared::metrics::metrics;
 use crate::shared::part::{PartMeta, PartRecord};
 use crate::store::claim::Checkpoints;
 use crate::store::cos_multipart::CosMultipart;
+use crate::store::in_place::InPlace;
 use crate::store::journal;
-use crate::store::journal_upload::{Checkpoint, upload_journal};
+use crate::store::journal_upload::{Checkpoint, Destination, JournalEnd, upload_journal};
 use crate::store::object_upload::{UploadError, upload_main};
 use crate::store::spool::{Block, Spool, keep_undelivered, spill};
 use crate::store::stopping::Stopping;
@@ -31,6 +33,16 @@ pub struct UploadSettings {
     pub checkpoint: Duration,
     /// COS: the part's object is assembled from its stored chunks by part copies.
     pub cos_parts: Option<Arc<CosMultipart>>,
+    /// A directory: each part is written in place, its checkpoints into its own file.
+    pub in_place: Option<Arc<InPlace>>,
+}
+
+/// The part's own upload beside its journal (an object store).
+struct MainUpload {
+    tx: mpsc::UnboundedSender<Bytes>,
+    task: JoinHandle<Result<(), UploadError>>,
+    /// Set when it gives way to the journal (memory pressure).
+    abandoned: Arc<AtomicBool>,
 }
 
 pub struct PartWriter {
@@ -39,13 +51,11 @@ pub struct PartWriter {
     settings: UploadSettings,
     spool: Arc<Spool>,
     journal_dir: String,
-    main_tx: mpsc::UnboundedSender<Bytes>,
-    main_task: JoinHandle<Result<(), UploadError>>,
-    /// Set when the streaming upload gives way to the journal (memory pressure).
-    main_abandoned: Arc<AtomicBool>,
+    /// None for a part written in place.
+    main: Option<MainUpload>,
     stopping: Arc<Stopping>,
     journal_tx: mpsc::UnboundedSender<Checkpoint>,
-    journal_task: JoinHandle<Vec<(u32, Block)>>,
+    journal_task: JoinHandle<JournalEnd>,
     /// Units since the last checkpoint.
     pending: Vec<Bytes>,
     /// Units written (the init segment counts as one).
@@ -81,24 +91,42 @@ impl PartWriter {
             checkpoints,
         } = run;
         let journal_dir = journal::journal_dir(prefix, &meta.key);
-        let (main_tx, main_rx) = mpsc::unbounded_channel();
-        let main_abandoned = Arc::new(AtomicBool::new(false));
-        let main_task = tokio::spawn(upload_main(
-            op.clone(),
-            settings.cos_parts.clone(),
-            meta.clone(),
-            journal_dir.clone(),
-            settings.chunk,
-            main_rx,
-            spool.clone(),
-            main_abandoned.clone(),
-        ));
+        let (main, destination) = match &settings.in_place {
+            Some(place) => (
+                None,
+                Destination::InPlace {
+                    place: place.clone(),
+                    key: meta.key.clone(),
+                },
+            ),
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let abandoned = Arc::new(AtomicBool::new(false));
+                let task = tokio::spawn(upload_main(
+                    op.clone(),
+                    settings.cos_parts.clone(),
+                    meta.clone(),
+                    journal_dir.clone(),
+                    settings.chunk,
+                    rx,
+                    spool.clone(),
+                    abandoned.clone(),
+                ));
+                let main = MainUpload {
+                    tx,
+                    task,
+                    abandoned,
+                };
+                (Some(main), Destination::Segments)
+            }
+        };
         let (journal_tx, journal_rx) = mpsc::unbounded_channel();
         let meta_json = Bytes::from(serde_json::to_vec(&meta).expect("PartMeta serializes"));
         let journal_task = tokio::spawn(upload_journal(
             op.clone(),
             journal_dir.clone(),
             meta_json,
+            destination,
             journal_rx,
             spool.clone(),
             stopping.clone(),
@@ -116,9 +144,7 @@ impl PartWriter {
             settings,
             spool,
             journal_dir,
-            main_tx,
-            main_task,
-            main_abandoned,
+            main,
             stopping,
             journal_tx,
             journal_task,
@@ -142,12 +168,14 @@ impl PartWriter {
         // The journal and the streaming upload share the unit; the spool counts it once per
         // queue it waits in, so its memory limit errs on the safe side.
         self.pending.push(data.clone());
-        if self.spool.under_pressure() && !self.main_abandoned.swap(true, Ordering::Relaxed) {
-            tracing::warn!(key = %self.meta.key, "the store is slow: the streaming upload gives way, the file will be assembled from its checkpoints");
-        }
-        if !self.main_abandoned.load(Ordering::Relaxed) {
-            self.spool.hold(data.len());
-            let _ = self.main_tx.send(data);
+        if let Some(main) = &self.main {
+            if self.spool.under_pressure() && !main.abandoned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(key = %self.meta.key, "the store is slow: the streaming upload gives way, the file will be assembled from its checkpoints");
+            }
+            if !main.abandoned.load(Ordering::Relaxed) {
+                self.spool.hold(data.len());
+                let _ = main.tx.send(data);
+            }
         }
         self.checkpoint_if_due();
     }
@@ -216,6 +244,7 @@ impl PartWriter {
     /// Closes the part: the journal is flushed, the upload completed (or, if it failed, the
     /// object rebuilt from the journal), and the journal deleted once the object is whole.
     /// Checkpoints the store never confirmed are kept in the spool directory, never dropped.
+    /// A part written in place is whole once its checkpoints are all stored.
     pub async fn finish(mut self) -> PartRecord {
         self.checkpoint();
         let PartWriter {
@@ -224,8 +253,7 @@ impl PartWriter {
             settings,
             spool,
             journal_dir,
-            main_tx,
-            mut main_task,
+            main,
             journal_tx,
             journal_task,
             bytes,
@@ -233,20 +261,28 @@ impl PartWriter {
             stopping,
             ..
         } = self;
-        drop(main_tx);
+        let main_task = main.map(|MainUpload { tx, task, .. }| {
+            drop(tx);
+            task
+        });
         drop(journal_tx);
         // The journal task bounds itself once the recording is stopping. If it died instead
         // (a panic), what it held is gone and the journal may be short: never "all delivered".
-        let (undelivered, journal_died) = match journal_task.await {
-            Ok(undelivered) => (undelivered, None),
-            Err(e) => (Vec::new(), Some(e)),
+        let (undelivered, stored_length, journal_died) = match journal_task.await {
+            Ok(end) => (end.undelivered, end.stored_length, None),
+            Err(e) => (Vec::new(), None, Some(e)),
         };
-        let main = tokio::select! {
-            result = &mut main_task => result.unwrap_or_else(|e| Err(e.into())),
-            _ = stopping.passed() => {
-                main_task.abort();
-                Err(UploadError::Late)
-            }
+        let main = match main_task {
+            Some(mut main_task) => tokio::select! {
+                result = &mut main_task => result.unwrap_or_else(|e| Err(e.into())),
+                _ = stopping.passed() => {
+                    main_task.abort();
+                    Err(UploadError::Late)
+                }
+            },
+            // In place: the checkpoints are the part.
+            None if undelivered.is_empty() && journal_died.is_none() => Ok(()),
+            None => Err(UploadError::NotStored),
         };
         if !undelivered.is_empty() {
             if main.is_ok() {
@@ -270,13 +306,19 @@ impl PartWriter {
                     false,
                 );
             }
-            let kept = keep_undelivered(&spool.limits.dir, &journal_dir, &meta, undelivered);
+            let kept = keep_undelivered(
+                &spool.limits.dir,
+                &journal_dir,
+                &meta,
+                undelivered,
+                stored_length,
+            );
             let message = match (main, kept) {
                 (Err(e), Ok(dir)) => format!(
-                    "the object store stayed unreachable ({e}); the unsent checkpoints are kept in {} and the next run with the same --spool-dir uploads and assembles them",
+                    "the store stayed unreachable ({e}); the unsent checkpoints are kept in {} and the next run with the same --spool-dir stores and assembles them",
                     dir.display()
                 ),
-                (Err(e), Err(lost)) => format!("the object store stayed unreachable ({e}); {lost}"),
+                (Err(e), Err(lost)) => format!("the store stayed unreachable ({e}); {lost}"),
                 (Ok(()), _) => unreachable!("handled above"),
             };
             return PartRecord::from_meta(&meta, FileState::Failed, message, bytes, seconds, false);
@@ -300,7 +342,8 @@ impl PartWriter {
                 )
             }
             Err(upload_error) => {
-                match journal::salvage(&op, &journal_dir, settings.chunk, None).await {
+                let in_place = settings.in_place.as_deref();
+                match journal::salvage(&op, &journal_dir, settings.chunk, in_place, None).await {
                     Ok(s) if let Some(died) = &journal_died => {
                         rebuilt_from_a_journal_that_died(&meta, &s, seconds, &upload_error, died)
                     }

@@ -7,6 +7,7 @@
 
 use crate::shared::metrics::metrics;
 use crate::shared::part::PartMeta;
+use crate::store::in_place::STORED_LENGTH;
 use crate::store::journal;
 use opendal::{Buffer, Operator};
 use std::path::PathBuf;
@@ -144,23 +145,33 @@ pub(super) fn spill(
     Ok(path)
 }
 
-/// Puts every undelivered checkpoint into the spool directory; Err says what is lost.
+/// Puts every undelivered checkpoint into the spool directory; Err says what is lost. For a
+/// part written in place, `stored_length` (where its stored checkpoints end in its file) goes
+/// first: the kept ones follow there.
 pub(super) fn keep_undelivered(
     dir: &Option<PathBuf>,
     journal_dir: &str,
     meta: &PartMeta,
     undelivered: Vec<(u32, Block)>,
+    stored_length: Option<u64>,
 ) -> Result<PathBuf, SpoolError> {
     let Some(dir) = dir else {
         let bytes = undelivered.iter().map(|(_, b)| b.len()).sum();
         return Err(SpoolError::Lost { bytes });
     };
+    let spill_error = |source| SpoolError::Spill {
+        dir: dir.clone(),
+        source,
+    };
+    if let Some(length) = stored_length {
+        let part_dir = dir.join(journal_dir);
+        std::fs::create_dir_all(&part_dir)
+            .and_then(|()| std::fs::write(part_dir.join(STORED_LENGTH), length.to_string()))
+            .map_err(spill_error)?;
+    }
     for (seq, block) in undelivered {
         if let Block::Memory(data) = block {
-            spill(dir, journal_dir, seq, data, meta).map_err(|source| SpoolError::Spill {
-                dir: dir.clone(),
-                source,
-            })?;
+            spill(dir, journal_dir, seq, data, meta).map_err(spill_error)?;
         }
     }
     Ok(dir.join(journal_dir))
@@ -185,8 +196,12 @@ pub async fn upload_spooled(op: &Operator, dir: &std::path::Path) -> Result<usiz
             }
         }
     }
-    // meta.json sorts before the segments of its directory.
-    files.sort();
+    // Each journal's segments after its meta.json and stored length: a later run that finds
+    // segments assembles them, and must know where they go.
+    files.sort_by_cached_key(|path| {
+        let segment = path.extension().is_some_and(|e| e == "seg");
+        (path.parent().map(PathBuf::from), segment, path.clone())
+    });
     for path in files {
         // Only journals: the directory may also hold --faststart's copies.
         let Ok(relative) = path.strip_prefix(dir) else {

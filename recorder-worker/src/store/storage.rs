@@ -5,6 +5,7 @@
 //! mounted Kubernetes Secret), never from the command line, and are never printed.
 
 use crate::store::cos_multipart::{CosError, CosMultipart};
+use crate::store::in_place::InPlace;
 use opendal::layers::{RetryEvent, RetryLayer, TimeoutLayer};
 use opendal::services::{Cos, Fs, S3};
 use opendal::{HttpTransporter, OperationContext, Operator};
@@ -64,6 +65,8 @@ pub struct Store {
     pub op: Operator,
     /// COS: part copies for assembling a part's object from its stored chunks.
     pub cos_parts: Option<Arc<CosMultipart>>,
+    /// A directory: parts are written into their files in place.
+    pub in_place: Option<Arc<InPlace>>,
 }
 
 #[derive(Clone, PartialEq)]
@@ -256,9 +259,14 @@ impl StorageConfig {
             )),
             _ => None,
         };
+        let in_place = match &self.kind {
+            StorageKind::Dir(dir) => Some(Arc::new(InPlace::new(dir.clone()))),
+            _ => None,
+        };
         Ok(Store {
             op: self.operator_on(retry, transport)?,
             cos_parts,
+            in_place,
         })
     }
 

@@ -198,20 +198,8 @@ async fn a_running_workers_checkpoints_keep_it_alive_to_a_neighbour_without_rewr
     };
     let stored_before = checkpoints(journal);
 
-    let mut second = worker(&bed().rtmp_url("alive"), "02", &storage, &session);
-    second.args(["--max-duration", "3"]);
-    let second = run(&mut second).await;
-    assert_eq!(second.code, 0, "{}", second.stderr);
-    assert!(
-        second
-            .stderr
-            .contains("belongs to a running worker; left to it"),
-        "the second worker did not judge the first one's journal: {}",
-        second.stderr
-    );
-    let seconds = parts(&second);
-    assert_eq!(seconds.len(), 1, "{:#}", second.manifest);
-    assert_eq!(seconds[0]["recovered"], false);
+    a_second_worker_leaves_the_running_one_alone(&bed().rtmp_url("alive"), &storage, &session)
+        .await;
     // More than the stale time later: the same lease, and more checkpoints in its journal.
     assert_eq!(
         std::fs::read_to_string(&leases[0]).unwrap(),
@@ -227,14 +215,7 @@ async fn a_running_workers_checkpoints_keep_it_alive_to_a_neighbour_without_rewr
         "{stored_before} checkpoints before, {stored_after} after"
     );
 
-    let first = finish(first).await;
-    assert_eq!(first.code, 0, "{}", first.stderr);
-    let firsts = parts(&first);
-    assert_eq!(firsts.len(), 1, "{:#}", first.manifest);
-    assert_eq!(firsts[0]["status"], "succeeded", "{:#}", first.manifest);
-    assert_eq!(firsts[0]["recovered"], false);
-    let recorded = verify_parts(&first, &storage, Some("h264"), Some("aac"));
-    assert!(recorded >= 38.5, "the first part holds {recorded} s of 40");
+    its_one_part_is_whole(first, &storage, 38.5).await;
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 //! | `stopping` | SIGTERM and `--stop-file` finish a playable file |
 //! | `segments` | parts cut by duration and by size; a part of several upload chunks |
 //! | `durability` | SIGKILL: the next run rebuilds the part from its checkpoints (at once when it comes late); a live run is never taken for a dead one |
+//! | `in_place` | into a directory, parts written in place: a SIGKILL's torn write cut off, a live run seen alive, a directory refusing writes through the stop |
 //! | `outages` | the object store unreachable: spooled, spilled, kept, or the spool full |
 //! | `failures` | bad credentials, a missing bucket, an unreachable store, bad arguments |
 //! | `reporting` | metrics, the RecordingJob status, the termination message |
@@ -28,6 +29,7 @@ mod codecs;
 mod durability;
 mod failures;
 mod faststart;
+mod in_place;
 mod modes;
 mod outages;
 mod protocols;

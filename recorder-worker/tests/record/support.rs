@@ -509,3 +509,40 @@ pub fn recorded_seconds(run: &Run) -> f64 {
         .map(|p| p["durationSeconds"].as_f64().unwrap())
         .sum()
 }
+
+/// A second worker of the same stream and session as a running one, for 3 s: it must find the
+/// running one's journal, watch it for the stale time and leave it alone, recording one part of
+/// its own.
+pub async fn a_second_worker_leaves_the_running_one_alone(
+    source: &str,
+    storage: &Storage,
+    session: &[&str],
+) {
+    let mut second = worker(source, "02", storage, session);
+    second.args(["--max-duration", "3"]);
+    let second = run(&mut second).await;
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(
+        second
+            .stderr
+            .contains("belongs to a running worker; left to it"),
+        "the second worker did not judge the first one's journal: {}",
+        second.stderr
+    );
+    let parts = parts(&second);
+    assert_eq!(parts.len(), 1, "{:#}", second.manifest);
+    assert_eq!(parts[0]["recovered"], false);
+}
+
+/// The running worker, once it ends: one whole part of at least `seconds`, its own (not
+/// recovered by anyone).
+pub async fn its_one_part_is_whole(first: Started, storage: &Storage, seconds: f64) {
+    let first = finish(first).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let parts = parts(&first);
+    assert_eq!(parts.len(), 1, "{:#}", first.manifest);
+    assert_eq!(parts[0]["status"], "succeeded", "{:#}", first.manifest);
+    assert_eq!(parts[0]["recovered"], false);
+    let recorded = verify_parts(&first, storage, Some("h264"), Some("aac"));
+    assert!(recorded >= seconds, "the first part holds {recorded} s");
+}
