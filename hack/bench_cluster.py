@@ -469,7 +469,8 @@ def main():
             print(f"  {len(names) - len(asked)} jobs could not be stopped: see above")
         all_sent = (max(callbacks.values()) - first_ask) if callbacks else float("nan")
         print(f"  asked within {last_ask - first_ask:.2f} s; callbacks p50 {pct(ended, 50):.2f} s, "
-              f"p99 {pct(ended, 99):.2f} s; the last {all_sent:.2f} s after the first stop; "
+              f"p99 {pct(ended, 99):.2f} s, the slowest {max(ended, default=float('nan')):.2f} s; "
+              f"the last {all_sent:.2f} s after the first stop; "
               f"{len(missing)} missing")
         steps = worker_close_steps(work / "bed/node/pods", asked, callbacks)
         for step, values in steps.items():
@@ -586,7 +587,8 @@ def write_results(args, starts, stops, per_job, writes, reads, operator_cpu, ope
         f"{by_client.get(('operator', 'reads'), 0):.2f}, {by_client.get(('workers', 'reads'), 0):.2f} |",
         f"| operator CPU, RSS at that steady state | RSS ≤ 150 MiB | {operator_cpu * 100:.2f} % of a core, {operator_rss:.1f} MiB |",
         f"| all {args.steady_jobs} stopped at once (asked within {together[0]:.1f} s) → each callback received | every one ≤ 30 s | "
-        f"p50 {pct(together[1], 50):.2f} s, p99 {pct(together[1], 99):.2f} s; the last {together[2]:.2f} s after the first stop"
+        f"p50 {pct(together[1], 50):.2f} s, p99 {pct(together[1], 99):.2f} s, the slowest "
+        f"{max(together[1], default=float('nan')):.2f} s; the last {together[2]:.2f} s after the first stop"
         + (f"; **{together[3]} never arrived**" if together[3] else "") + " |",
     ] + [f"| … {step} (each worker's log) | — | p50 {pct(v, 50):.2f} s, p99 {pct(v, 99):.2f} s |"
          for step, v in together[4].items()] + ([] if not burst else [
