@@ -12,7 +12,9 @@ the chart's defaults, and one looped 720p stream published to nginx-rtmp:
    stored), split into the operator's reaction (apply -> pod created), the pod's start
    (created -> Running) and the worker's (Running -> first checkpoint reported);
 2. stop-to-URL latency: `spec.stop: true` on each running job, one at a time; to every file
-   final in status.files, to the phase terminal, and to the callback received;
+   final in status.files, to the phase terminal, and to the callback received; and the same
+   from the source ending (each job records a stream of its own whose publisher then stops;
+   the job's idle timeout, 5 s, is its reconnect grace);
 3. steady state: N jobs recording at once; the API server's own apiserver_request_total read
    before and after a window, less the same window with no job (the control plane's own
    leases, discovery): requests per job per minute, by verb and resource, and the operator's
@@ -97,6 +99,10 @@ class Watch:
             self.proc.kill()
 
 
+# The jobs whose source ends wait this long for it to return (their idle timeout, its least).
+ENDED_GRACE = 5
+
+
 def job_states(job):
     status = job.get("status") or {}
     files = status.get("files") or []
@@ -138,7 +144,7 @@ def callback_receiver():
     return server, received
 
 
-def job_yaml(name, stream, bucket, endpoint, callback, seconds):
+def job_yaml(name, stream, bucket, endpoint, callback, seconds, idle_timeout=300):
     return f"""apiVersion: roomrec.dev/v1alpha1
 kind: RecordingJob
 metadata:
@@ -146,6 +152,7 @@ metadata:
 spec:
   source:
     url: {stream}
+  idleTimeoutSeconds: {idle_timeout}
   mode: AudioVideoMp4
   storage:
     s3:
@@ -396,6 +403,36 @@ def main():
             stops.append((final - asked, terminal - asked, called - asked))
             print(f"  {name}: files final {final - asked:.2f} s, phase terminal {terminal - asked:.2f} s, "
                   f"callback {called - asked:.2f} s")
+        # 2b. The same from the source ending: each job records a stream of its own whose
+        # publisher then stops; nginx-rtmp's `live` application drops its players at once. The
+        # part is final when it is stored; the recording ends after the reconnect grace (the
+        # job's idle timeout, its least, 5 s, here), in case the stream returns.
+        print(f"== source ending: the publisher of each of {args.latency_jobs} jobs stops, one at a time")
+        ends = []
+        for i in range(args.latency_jobs):
+            name = f"end-{i}"
+            own = f"rtmp://127.0.0.1:{info['rtmp_port']}/live/{name}"
+            own_publisher = subprocess.Popen(publisher_command(own), stdout=subprocess.DEVNULL,
+                                             stderr=open(work / f"publisher-{name}.log", "w"))
+            procs.append(own_publisher)
+            time.sleep(1)
+            k("apply", "-n", ns, "-f", "-", capture_output=True,
+              input=job_yaml(name, own, info["s3_bucket"], info["s3_endpoint"], callback_url, 3600,
+                             idle_timeout=ENDED_GRACE))
+            jobs.when(name, "media-durable", 120)
+            time.sleep(3)
+            own_publisher.terminate()
+            gone = time.monotonic()
+            own_publisher.wait(timeout=30)
+            final = jobs.when(name, "files-final", 120)
+            terminal = jobs.when(name, "terminal", 120)
+            deadline = time.monotonic() + 60
+            while name not in callbacks and time.monotonic() < deadline:
+                time.sleep(0.02)
+            called = callbacks.get(name, float("nan"))
+            ends.append((final - gone, terminal - gone, called - gone))
+            print(f"  {name}: files final {final - gone:.2f} s, phase terminal {terminal - gone:.2f} s, "
+                  f"callback {called - gone:.2f} s")
         k("delete", "recordingjobs", "--all", "-n", ns, "--wait=true", "--timeout", "300s",
           capture_output=True)
 
@@ -480,7 +517,7 @@ def main():
           capture_output=True)
         burst = run_burst(args, k, kubectl, kenv, ns, stream, info, callback_url, audit_log,
                           start_operator, operator, procs, jobs, pods) if args.burst_jobs else None
-        write_results(args, starts, stops, per_job, writes, reads,
+        write_results(args, starts, stops, ends, per_job, writes, reads,
                       (cpu_after - cpu_before) / (minutes * 60), max(rss), together, by_client,
                       burst)
         jobs.stop()
@@ -558,7 +595,7 @@ def run_burst(args, k, kubectl, kenv, ns, stream, info, callback_url, audit_log,
                 cpu_op=cpu_op, rss=max(rss), cpu_api=cpu_api, minutes=minutes)
 
 
-def write_results(args, starts, stops, per_job, writes, reads, operator_cpu, operator_rss,
+def write_results(args, starts, stops, ends, per_job, writes, reads, operator_cpu, operator_rss,
                   together, by_client, burst):
     col = lambda rows, i: [r[i] for r in rows]  # noqa: E731
     p = lambda rows, i: f"p50 {pct(col(rows, i), 50):.2f} s, p99 {pct(col(rows, i), 99):.2f} s"  # noqa: E731
@@ -579,6 +616,9 @@ def write_results(args, starts, stops, per_job, writes, reads, operator_cpu, ope
         f"| `spec.stop` → every file final in status.files | p50 ≤ 1 s, p99 ≤ 3 s | {p(stops, 0)} |",
         f"| `spec.stop` → phase terminal | — | {p(stops, 1)} |",
         f"| `spec.stop` → callback received | — | {p(stops, 2)} |",
+        f"| source ended (publisher stopped) → every file final in status.files | p50 ≤ 1 s, p99 ≤ 3 s | {p(ends, 0)} |",
+        f"| source ended → phase terminal (after the reconnect grace, {ENDED_GRACE} s) | — | {p(ends, 1)} |",
+        f"| source ended → callback received | — | {p(ends, 2)} |",
         f"| API writes per job per minute, {args.steady_jobs} jobs recording | ≤ 2 | **{writes:.2f}** |",
         f"| API reads per job per minute (GET, LIST) | — | {reads:.2f} |",
         f"| … writes by client (audit log): operator, workers | — | "
