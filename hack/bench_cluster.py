@@ -365,11 +365,24 @@ def main():
         pods = Watch(kubectl, kenv, "pods", ns, pod_states, work / "watch-pods.log")
         time.sleep(3)
 
-        def apply(names, seconds):
-            text = "".join(job_yaml(n, stream, info["s3_bucket"], info["s3_endpoint"],
-                                    callback_url, seconds) for n in names)
+        def apply(names, seconds, source=stream, idle_timeout=300):
+            text = "".join(job_yaml(n, source, info["s3_bucket"], info["s3_endpoint"],
+                                    callback_url, seconds, idle_timeout) for n in names)
             k("apply", "-n", ns, "-f", "-", input=text, capture_output=True)
             return time.monotonic()
+
+        def ended(name, since):
+            """(files final, phase terminal, callback received) of job `name`, each after
+            `since`, printed."""
+            final = jobs.when(name, "files-final", 120)
+            terminal = jobs.when(name, "terminal", 120)
+            deadline = time.monotonic() + 60
+            while name not in callbacks and time.monotonic() < deadline:
+                time.sleep(0.02)
+            called = callbacks.get(name, float("nan"))
+            print(f"  {name}: files final {final - since:.2f} s, phase terminal {terminal - since:.2f} s, "
+                  f"callback {called - since:.2f} s")
+            return final - since, terminal - since, called - since
 
         # 1. Start latency, one job at a time.
         print(f"== start latency: {args.latency_jobs} jobs applied one at a time")
@@ -393,16 +406,7 @@ def main():
             name = f"start-{i}"
             k("patch", "recordingjob", name, "-n", ns, "--type", "merge", "-p",
               '{"spec":{"stop":true}}', capture_output=True)
-            asked = time.monotonic()
-            final = jobs.when(name, "files-final", 120)
-            terminal = jobs.when(name, "terminal", 120)
-            deadline = time.monotonic() + 60
-            while name not in callbacks and time.monotonic() < deadline:
-                time.sleep(0.02)
-            called = callbacks.get(name, float("nan"))
-            stops.append((final - asked, terminal - asked, called - asked))
-            print(f"  {name}: files final {final - asked:.2f} s, phase terminal {terminal - asked:.2f} s, "
-                  f"callback {called - asked:.2f} s")
+            stops.append(ended(name, time.monotonic()))
         # 2b. The same from the source ending: each job records a stream of its own whose
         # publisher then stops; nginx-rtmp's `live` application drops its players at once. The
         # part is final when it is stored; the recording ends after the reconnect grace (the
@@ -416,23 +420,13 @@ def main():
                                              stderr=open(work / f"publisher-{name}.log", "w"))
             procs.append(own_publisher)
             time.sleep(1)
-            k("apply", "-n", ns, "-f", "-", capture_output=True,
-              input=job_yaml(name, own, info["s3_bucket"], info["s3_endpoint"], callback_url, 3600,
-                             idle_timeout=ENDED_GRACE))
+            apply([name], 3600, source=own, idle_timeout=ENDED_GRACE)
             jobs.when(name, "media-durable", 120)
             time.sleep(3)
             own_publisher.terminate()
             gone = time.monotonic()
             own_publisher.wait(timeout=30)
-            final = jobs.when(name, "files-final", 120)
-            terminal = jobs.when(name, "terminal", 120)
-            deadline = time.monotonic() + 60
-            while name not in callbacks and time.monotonic() < deadline:
-                time.sleep(0.02)
-            called = callbacks.get(name, float("nan"))
-            ends.append((final - gone, terminal - gone, called - gone))
-            print(f"  {name}: files final {final - gone:.2f} s, phase terminal {terminal - gone:.2f} s, "
-                  f"callback {called - gone:.2f} s")
+            ends.append(ended(name, gone))
         k("delete", "recordingjobs", "--all", "-n", ns, "--wait=true", "--timeout", "300s",
           capture_output=True)
 

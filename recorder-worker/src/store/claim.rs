@@ -15,7 +15,8 @@
 //!
 //! A live run shows a change at least every `HEARTBEAT`: while media flows its checkpoints do
 //! (one every 2–3 s: a new segment, or into a directory a longer part file), and the lease is
-//! rewritten only when they stop or move to another journal. Rewritten every 2 s regardless, it cost a third of the worker's own CPU.
+//! rewritten only when they stop or move to another journal. Rewritten every 2 s regardless,
+//! it cost a third of the worker's own CPU.
 
 use crate::shared::part::PartMeta;
 use crate::store::journal::{self, journal_root};

@@ -255,14 +255,16 @@ async fn rebuild_in_place(
                 .map_err(file_error)?;
             file
         }
-        None if keep.unwrap_or(0) == 0 => place.create(&meta.key).await.map_err(file_error)?,
-        None => {
-            return Err(JournalError::Shorter {
-                key: meta.key.clone(),
-                len: 0,
-                stored: keep.unwrap_or(0),
-            });
-        }
+        None => match keep {
+            None | Some(0) => place.create(&meta.key).await.map_err(file_error)?,
+            Some(stored) => {
+                return Err(JournalError::Shorter {
+                    key: meta.key.clone(),
+                    len: 0,
+                    stored,
+                });
+            }
+        },
     };
     for segment in segments {
         let data = read_segment(op, segment).await?;

@@ -34,8 +34,8 @@ pub enum UploadError {
 }
 
 /// Uploads the part into its object as it is recorded. After an error, or when it is abandoned
-/// under memory pressure, it keeps draining (and releasing) the queue: the journal holds the data, and
-/// `finish` assembles the object from it.
+/// under memory pressure, it keeps draining (and releasing) the queue: the journal holds the
+/// data, and `finish` assembles the object from it.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn upload_main(
     op: Operator,
